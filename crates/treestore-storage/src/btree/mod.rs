@@ -1,0 +1,76 @@
+//! The copy-on-write B+tree: lookups and ordered cursors over an immutable
+//! snapshot ([`cursor`]), and the batch writer that produces a new version of the
+//! tree from sorted changes ([`write`]).
+//!
+//! A tree version is named by its root page and depth ([`TreeRoot`]). Pages
+//! reachable from a published root are never modified, so any number of readers
+//! can walk old and new versions while a commit builds the next one.
+
+pub mod cursor;
+pub mod node;
+pub mod overflow;
+pub mod write;
+
+use crate::error::{Error, Result};
+use crate::page::{self, PageId, PageType};
+use crate::pager::Pager;
+use node::{BranchView, LeafView, ValRef};
+
+/// One version of the tree: its root page (0 = empty) and depth (1 = leaf root).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TreeRoot {
+    pub root: PageId,
+    pub depth: u32,
+}
+
+impl TreeRoot {
+    pub const EMPTY: TreeRoot = TreeRoot { root: 0, depth: 0 };
+
+    pub fn is_empty(&self) -> bool {
+        self.root == 0
+    }
+}
+
+/// Turns a leaf value reference into the value's bytes.
+pub fn load_value(pager: &Pager, val: ValRef<'_>) -> Result<Vec<u8>> {
+    match val {
+        ValRef::Inline(v) => Ok(v.to_vec()),
+        ValRef::Overflow { first, len } => overflow::read(pager, first, len),
+    }
+}
+
+/// Point lookup.
+pub fn get(pager: &Pager, tree: TreeRoot, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    if tree.is_empty() {
+        return Ok(None);
+    }
+    let mut id = tree.root;
+    for level in 1..=tree.depth {
+        let page = pager.read_node(id)?;
+        match page::page_type(&page) {
+            Some(PageType::Branch) if level < tree.depth => {
+                let b = BranchView::new(&page);
+                id = b.child(b.child_index(key));
+            }
+            Some(PageType::Leaf) if level == tree.depth => {
+                let leaf = LeafView::new(&page);
+                let (i, found) = leaf.search(key);
+                return if found {
+                    load_value(pager, leaf.val(i)).map(Some)
+                } else {
+                    Ok(None)
+                };
+            }
+            other => {
+                return Err(Error::corrupt(
+                    id,
+                    format!(
+                        "found {other:?} page at level {level} of a tree of depth {}",
+                        tree.depth
+                    ),
+                ))
+            }
+        }
+    }
+    Err(Error::corrupt(tree.root, "tree has no leaf level"))
+}

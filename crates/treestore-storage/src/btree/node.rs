@@ -1,0 +1,482 @@
+//! B+tree node pages: byte layout, validation, zero-copy reads and owned decoding.
+//!
+//! Nodes are never modified in place (the tree is copy-on-write), so a node page is
+//! written once, fully packed: header, slot array, then cells in key order.
+//!
+//! Leaf page (type 3), after the common header (count = n cells, link = 0):
+//!
+//! ```text
+//! 16        n x u16   slot i = byte offset of cell i
+//! cell:     u8 flags (bit 0 = value in overflow chain)
+//!           u16 key_len, u32 val_len, key bytes, value bytes
+//!           (overflow: val_len = 16, value = u64 first page, u64 total length)
+//! ```
+//!
+//! Branch page (type 2), count = n separator keys, link = leftmost child:
+//!
+//! ```text
+//! 16        n x u16   slot i = byte offset of cell i
+//! cell:     u16 key_len, u64 child, key bytes
+//! ```
+//!
+//! A branch with keys k1..kn and children c0..cn sends key k to c0 when k < k1 and
+//! to ci when ki <= k < k(i+1).
+
+use crate::error::{Error, Result};
+use crate::page::{self, PageId, PageType, PAGE_HEADER_LEN};
+
+/// Bytes of a leaf cell before its key.
+pub const LEAF_CELL_HEADER: usize = 7;
+/// Bytes of a branch cell before its key.
+pub const BRANCH_CELL_HEADER: usize = 10;
+/// Bytes of a slot.
+pub const SLOT: usize = 2;
+/// Leaf cell flag: the value lives in an overflow chain.
+pub const FLAG_OVERFLOW: u8 = 1;
+/// Size of an overflow reference stored in a leaf cell.
+pub const OVERFLOW_REF_LEN: usize = 16;
+
+/// Size limits derived from the page size.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub page_size: usize,
+    /// Bytes available for slots and cells.
+    pub usable: usize,
+    /// Longest key accepted.
+    pub max_key: usize,
+    /// Largest leaf entry (slot + cell) stored inline; larger values overflow.
+    pub max_inline_entry: usize,
+    /// A node whose contents fall below this many bytes is merged or refilled.
+    pub underfull: usize,
+}
+
+impl Limits {
+    pub fn new(page_size: usize) -> Limits {
+        let usable = page_size - PAGE_HEADER_LEN;
+        Limits {
+            page_size,
+            usable,
+            max_key: page_size / 4,
+            max_inline_entry: usable / 4,
+            underfull: usable / 4,
+        }
+    }
+
+    /// Whether a value of this length is stored inline next to a key of `key_len`.
+    /// A value no longer than an overflow reference always stays inline.
+    pub fn is_inline(&self, key_len: usize, val_len: usize) -> bool {
+        val_len <= OVERFLOW_REF_LEN
+            || SLOT + LEAF_CELL_HEADER + key_len + val_len <= self.max_inline_entry
+    }
+}
+
+/// A value as stored in a leaf.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Val {
+    Inline(Vec<u8>),
+    Overflow { first: PageId, len: u64 },
+}
+
+impl Val {
+    /// Bytes of the value part in the cell.
+    pub fn stored_len(&self) -> usize {
+        match self {
+            Val::Inline(v) => v.len(),
+            Val::Overflow { .. } => OVERFLOW_REF_LEN,
+        }
+    }
+}
+
+/// An owned leaf entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeafCell {
+    pub key: Vec<u8>,
+    pub val: Val,
+}
+
+impl LeafCell {
+    /// Bytes this entry takes in a page, slot included.
+    pub fn size(&self) -> usize {
+        SLOT + LEAF_CELL_HEADER + self.key.len() + self.val.stored_len()
+    }
+}
+
+/// An owned branch entry: `key` is the lower bound of `child`'s keys. The first
+/// entry of a node has an empty key that is not stored (it is the leftmost child).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BranchEntry {
+    pub key: Vec<u8>,
+    pub child: PageId,
+}
+
+impl BranchEntry {
+    /// Bytes this entry takes when it is not the leftmost one.
+    pub fn size(&self) -> usize {
+        SLOT + BRANCH_CELL_HEADER + self.key.len()
+    }
+}
+
+/// Checks a verified-checksum node page so later reads cannot index out of bounds.
+/// Also checks that keys are strictly ascending.
+pub fn validate(buf: &[u8], id: PageId, ty: PageType, limits: &Limits) -> Result<()> {
+    let n = page::count(buf);
+    let slots_end = PAGE_HEADER_LEN + n * SLOT;
+    if slots_end > buf.len() {
+        return Err(Error::corrupt(id, format!("{n} slots do not fit the page")));
+    }
+    let mut prev: Option<&[u8]> = None;
+    for i in 0..n {
+        let off = page::read_u16(buf, PAGE_HEADER_LEN + i * SLOT) as usize;
+        let (hdr, klen, vlen) = match ty {
+            PageType::Leaf => {
+                if off + LEAF_CELL_HEADER > buf.len() || off < slots_end {
+                    return Err(Error::corrupt(
+                        id,
+                        format!("cell {i} offset {off} out of bounds"),
+                    ));
+                }
+                let flags = buf[off];
+                let klen = page::read_u16(buf, off + 1) as usize;
+                let vlen = page::read_u32(buf, off + 3) as usize;
+                if flags & !FLAG_OVERFLOW != 0
+                    || (flags & FLAG_OVERFLOW != 0 && vlen != OVERFLOW_REF_LEN)
+                {
+                    return Err(Error::corrupt(
+                        id,
+                        format!("cell {i} has bad flags {flags:#x}"),
+                    ));
+                }
+                (LEAF_CELL_HEADER, klen, vlen)
+            }
+            PageType::Branch => {
+                if off + BRANCH_CELL_HEADER > buf.len() || off < slots_end {
+                    return Err(Error::corrupt(
+                        id,
+                        format!("cell {i} offset {off} out of bounds"),
+                    ));
+                }
+                (BRANCH_CELL_HEADER, page::read_u16(buf, off) as usize, 0)
+            }
+            _ => return Err(Error::corrupt(id, "not a node page")),
+        };
+        if klen == 0 || klen > limits.max_key || off + hdr + klen + vlen > buf.len() {
+            return Err(Error::corrupt(
+                id,
+                format!("cell {i} key or value length out of bounds"),
+            ));
+        }
+        let key = &buf[off + hdr..off + hdr + klen];
+        if let Some(p) = prev {
+            if p >= key {
+                return Err(Error::corrupt(id, format!("keys out of order at cell {i}")));
+            }
+        }
+        prev = Some(key);
+    }
+    if ty == PageType::Leaf && n == 0 {
+        return Err(Error::corrupt(id, "empty leaf"));
+    }
+    Ok(())
+}
+
+/// Zero-copy view of a validated leaf page.
+#[derive(Clone, Copy)]
+pub struct LeafView<'a> {
+    buf: &'a [u8],
+}
+
+/// What a leaf holds for a key, borrowed from the page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValRef<'a> {
+    Inline(&'a [u8]),
+    Overflow { first: PageId, len: u64 },
+}
+
+impl ValRef<'_> {
+    pub fn to_owned_val(self) -> Val {
+        match self {
+            ValRef::Inline(v) => Val::Inline(v.to_vec()),
+            ValRef::Overflow { first, len } => Val::Overflow { first, len },
+        }
+    }
+}
+
+impl<'a> LeafView<'a> {
+    /// The page must have passed [`validate`].
+    pub fn new(buf: &'a [u8]) -> Self {
+        LeafView { buf }
+    }
+    pub fn len(&self) -> usize {
+        page::count(self.buf)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn off(&self, i: usize) -> usize {
+        page::read_u16(self.buf, PAGE_HEADER_LEN + i * SLOT) as usize
+    }
+    pub fn key(&self, i: usize) -> &'a [u8] {
+        let off = self.off(i);
+        let klen = page::read_u16(self.buf, off + 1) as usize;
+        &self.buf[off + LEAF_CELL_HEADER..off + LEAF_CELL_HEADER + klen]
+    }
+    pub fn val(&self, i: usize) -> ValRef<'a> {
+        let off = self.off(i);
+        let flags = self.buf[off];
+        let klen = page::read_u16(self.buf, off + 1) as usize;
+        let vlen = page::read_u32(self.buf, off + 3) as usize;
+        let at = off + LEAF_CELL_HEADER + klen;
+        if flags & FLAG_OVERFLOW != 0 {
+            ValRef::Overflow {
+                first: page::read_u64(self.buf, at),
+                len: page::read_u64(self.buf, at + 8),
+            }
+        } else {
+            ValRef::Inline(&self.buf[at..at + vlen])
+        }
+    }
+    /// Index of the first key >= `key` (may equal `len()`), and whether it is equal.
+    pub fn search(&self, key: &[u8]) -> (usize, bool) {
+        let (mut lo, mut hi) = (0usize, self.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match self.key(mid).cmp(key) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return (mid, true),
+            }
+        }
+        (lo, false)
+    }
+    /// Decodes every entry.
+    pub fn to_cells(&self) -> Vec<LeafCell> {
+        (0..self.len())
+            .map(|i| LeafCell {
+                key: self.key(i).to_vec(),
+                val: self.val(i).to_owned_val(),
+            })
+            .collect()
+    }
+}
+
+/// Zero-copy view of a validated branch page.
+#[derive(Clone, Copy)]
+pub struct BranchView<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> BranchView<'a> {
+    /// The page must have passed [`validate`].
+    pub fn new(buf: &'a [u8]) -> Self {
+        BranchView { buf }
+    }
+    /// Number of separator keys (children = keys + 1).
+    pub fn keys(&self) -> usize {
+        page::count(self.buf)
+    }
+    fn off(&self, i: usize) -> usize {
+        page::read_u16(self.buf, PAGE_HEADER_LEN + i * SLOT) as usize
+    }
+    /// Separator key i (0-based; it bounds child i + 1 from below).
+    pub fn key(&self, i: usize) -> &'a [u8] {
+        let off = self.off(i);
+        let klen = page::read_u16(self.buf, off) as usize;
+        &self.buf[off + BRANCH_CELL_HEADER..off + BRANCH_CELL_HEADER + klen]
+    }
+    /// Child i, for i in 0..=keys().
+    pub fn child(&self, i: usize) -> PageId {
+        if i == 0 {
+            page::link(self.buf)
+        } else {
+            page::read_u64(self.buf, self.off(i - 1) + 2)
+        }
+    }
+    /// Index of the child whose key range holds `key`.
+    pub fn child_index(&self, key: &[u8]) -> usize {
+        // Number of separators <= key.
+        let (mut lo, mut hi) = (0usize, self.keys());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if self.key(mid) <= key {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+    /// Decodes every entry (the first has an empty key).
+    pub fn to_entries(&self) -> Vec<BranchEntry> {
+        (0..=self.keys())
+            .map(|i| BranchEntry {
+                key: if i == 0 {
+                    Vec::new()
+                } else {
+                    self.key(i - 1).to_vec()
+                },
+                child: self.child(i),
+            })
+            .collect()
+    }
+}
+
+/// Encodes leaf cells into a sealed page image for page `id`.
+pub fn encode_leaf(cells: &[LeafCell], id: PageId, page_size: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; page_size];
+    let mut at = PAGE_HEADER_LEN + cells.len() * SLOT;
+    for (i, c) in cells.iter().enumerate() {
+        page::write_u16(&mut buf, PAGE_HEADER_LEN + i * SLOT, at as u16);
+        let overflow = matches!(c.val, Val::Overflow { .. });
+        buf[at] = if overflow { FLAG_OVERFLOW } else { 0 };
+        page::write_u16(&mut buf, at + 1, c.key.len() as u16);
+        page::write_u32(&mut buf, at + 3, c.val.stored_len() as u32);
+        at += LEAF_CELL_HEADER;
+        buf[at..at + c.key.len()].copy_from_slice(&c.key);
+        at += c.key.len();
+        match &c.val {
+            Val::Inline(v) => {
+                buf[at..at + v.len()].copy_from_slice(v);
+                at += v.len();
+            }
+            Val::Overflow { first, len } => {
+                page::write_u64(&mut buf, at, *first);
+                page::write_u64(&mut buf, at + 8, *len);
+                at += OVERFLOW_REF_LEN;
+            }
+        }
+    }
+    page::seal(&mut buf, id, PageType::Leaf, cells.len() as u16, 0);
+    buf
+}
+
+/// Encodes branch entries (first = leftmost child, key ignored) into a sealed page.
+pub fn encode_branch(entries: &[BranchEntry], id: PageId, page_size: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; page_size];
+    let n = entries.len() - 1;
+    let mut at = PAGE_HEADER_LEN + n * SLOT;
+    for (i, e) in entries[1..].iter().enumerate() {
+        page::write_u16(&mut buf, PAGE_HEADER_LEN + i * SLOT, at as u16);
+        page::write_u16(&mut buf, at, e.key.len() as u16);
+        page::write_u64(&mut buf, at + 2, e.child);
+        at += BRANCH_CELL_HEADER;
+        buf[at..at + e.key.len()].copy_from_slice(&e.key);
+        at += e.key.len();
+    }
+    page::seal(&mut buf, id, PageType::Branch, n as u16, entries[0].child);
+    buf
+}
+
+/// Bytes a set of branch entries takes (the first entry costs nothing beyond the header).
+pub fn branch_size(entries: &[BranchEntry]) -> usize {
+    entries.iter().skip(1).map(BranchEntry::size).sum()
+}
+
+/// Bytes a set of leaf cells takes.
+pub fn leaf_size(cells: &[LeafCell]) -> usize {
+    cells.iter().map(LeafCell::size).sum()
+}
+
+/// The shortest key `s` with `left < s <= right` (suffix truncation of separators).
+pub fn separator(left: &[u8], right: &[u8]) -> Vec<u8> {
+    debug_assert!(left < right);
+    let common = left.iter().zip(right).take_while(|(a, b)| a == b).count();
+    right[..(common + 1).min(right.len())].to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell(k: &str, v: &str) -> LeafCell {
+        LeafCell {
+            key: k.as_bytes().to_vec(),
+            val: Val::Inline(v.as_bytes().to_vec()),
+        }
+    }
+
+    #[test]
+    fn leaf_roundtrip_and_search() {
+        let mut cells = vec![cell("apple", "1"), cell("banana", "22"), cell("cherry", "")];
+        cells.push(LeafCell {
+            key: b"date".to_vec(),
+            val: Val::Overflow {
+                first: 9,
+                len: 123_456,
+            },
+        });
+        let buf = encode_leaf(&cells, 5, 4096);
+        let limits = Limits::new(4096);
+        page::verify_type(&buf, 5, PageType::Leaf).unwrap();
+        validate(&buf, 5, PageType::Leaf, &limits).unwrap();
+        let v = LeafView::new(&buf);
+        assert_eq!(v.to_cells(), cells);
+        assert_eq!(v.search(b"banana"), (1, true));
+        assert_eq!(v.search(b"b"), (1, false));
+        assert_eq!(v.search(b"zzz"), (4, false));
+        assert_eq!(
+            v.val(3),
+            ValRef::Overflow {
+                first: 9,
+                len: 123_456
+            }
+        );
+    }
+
+    #[test]
+    fn branch_roundtrip_and_routing() {
+        let entries = vec![
+            BranchEntry {
+                key: vec![],
+                child: 10,
+            },
+            BranchEntry {
+                key: b"m".to_vec(),
+                child: 11,
+            },
+            BranchEntry {
+                key: b"t".to_vec(),
+                child: 12,
+            },
+        ];
+        let buf = encode_branch(&entries, 3, 4096);
+        validate(&buf, 3, PageType::Branch, &Limits::new(4096)).unwrap();
+        let b = BranchView::new(&buf);
+        assert_eq!(b.to_entries(), entries);
+        assert_eq!(b.child(b.child_index(b"a")), 10);
+        assert_eq!(b.child(b.child_index(b"m")), 11);
+        assert_eq!(b.child(b.child_index(b"s")), 11);
+        assert_eq!(b.child(b.child_index(b"t")), 12);
+        assert_eq!(b.child(b.child_index(b"zz")), 12);
+    }
+
+    #[test]
+    fn separator_is_shortest_between() {
+        assert_eq!(separator(b"abc", b"abd"), b"abd");
+        assert_eq!(separator(b"abc", b"b"), b"b");
+        assert_eq!(separator(b"ab", b"abc"), b"abc");
+        assert_eq!(separator(b"a", b"azzz"), b"az");
+    }
+
+    #[test]
+    fn validate_rejects_bad_layouts_without_panicking() {
+        let limits = Limits::new(1024);
+        let cells = vec![cell("a", "x"), cell("b", "y")];
+        let good = encode_leaf(&cells, 2, 1024);
+        // Out-of-bounds slot.
+        let mut bad = good.clone();
+        page::write_u16(&mut bad, 16, 1020);
+        assert!(validate(&bad, 2, PageType::Leaf, &limits).is_err());
+        // Huge key length.
+        let mut bad = good.clone();
+        let off = page::read_u16(&bad, 16) as usize;
+        page::write_u16(&mut bad, off + 1, 60000);
+        assert!(validate(&bad, 2, PageType::Leaf, &limits).is_err());
+        // Keys out of order.
+        let swapped = encode_leaf(&[cell("b", "y"), cell("a", "x")], 2, 1024);
+        assert!(validate(&swapped, 2, PageType::Leaf, &limits).is_err());
+        // Too many slots.
+        let mut bad = good;
+        page::write_u16(&mut bad, 6, 4000);
+        assert!(validate(&bad, 2, PageType::Leaf, &limits).is_err());
+    }
+}

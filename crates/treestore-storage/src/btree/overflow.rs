@@ -1,0 +1,94 @@
+//! Overflow chains: values too large to sit in a leaf.
+//!
+//! A large value is cut into pieces of `page_size - 16` bytes, one per overflow page
+//! (type 4). Each page's link field names the next page (0 ends the chain); the
+//! leaf keeps the first page id and the total length, so the number of pages is
+//! known and a chain that is too short, too long or loops is reported as corruption.
+
+use crate::error::{Error, Result};
+use crate::page::{self, PageId, PageType, PAGE_HEADER_LEN};
+use crate::pager::Pager;
+
+/// Payload bytes per overflow page.
+pub fn chunk_len(page_size: usize) -> usize {
+    page_size - PAGE_HEADER_LEN
+}
+
+/// Number of pages a value of `len` bytes needs.
+pub fn pages_for(len: u64, page_size: usize) -> u64 {
+    len.div_ceil(chunk_len(page_size) as u64)
+}
+
+/// How many pages are written per call while storing a value.
+const WRITE_BATCH: usize = 256;
+
+/// Writes `value` into pages obtained from `alloc` and returns the first page id.
+pub fn write(pager: &Pager, value: &[u8], mut alloc: impl FnMut() -> PageId) -> Result<PageId> {
+    let ps = pager.page_size();
+    let chunks: Vec<&[u8]> = value.chunks(chunk_len(ps)).collect();
+    let ids: Vec<PageId> = chunks.iter().map(|_| alloc()).collect();
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    for (i, chunk) in chunks.iter().enumerate() {
+        let mut buf = vec![0u8; ps];
+        buf[PAGE_HEADER_LEN..PAGE_HEADER_LEN + chunk.len()].copy_from_slice(chunk);
+        let next = ids.get(i + 1).copied().unwrap_or(0);
+        page::seal(&mut buf, ids[i], PageType::Overflow, 0, next);
+        batch.push((ids[i], buf));
+        if batch.len() == WRITE_BATCH {
+            pager.write_direct(&batch)?;
+            batch.clear();
+        }
+    }
+    pager.write_direct(&batch)?;
+    Ok(ids[0])
+}
+
+/// Visits each page of a chain in order, checking its length against `len`.
+fn walk(
+    pager: &Pager,
+    first: PageId,
+    len: u64,
+    mut visit: impl FnMut(PageId, &[u8]),
+) -> Result<()> {
+    let ps = pager.page_size();
+    let n = pages_for(len, ps);
+    let mut id = first;
+    for i in 0..n {
+        if id == 0 {
+            return Err(Error::corrupt(
+                first,
+                format!("overflow chain ends after {i} of {n} pages"),
+            ));
+        }
+        let page = pager.read_uncached(id, PageType::Overflow)?;
+        visit(id, &page);
+        id = page::link(&page);
+    }
+    if id != 0 {
+        return Err(Error::corrupt(
+            first,
+            format!("overflow chain is longer than {n} pages"),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads a whole value.
+pub fn read(pager: &Pager, first: PageId, len: u64) -> Result<Vec<u8>> {
+    let chunk = chunk_len(pager.page_size());
+    let total =
+        usize::try_from(len).map_err(|_| Error::corrupt(first, "overflow length too large"))?;
+    let mut out = Vec::with_capacity(total);
+    walk(pager, first, len, |_, page| {
+        let take = (total - out.len()).min(chunk);
+        out.extend_from_slice(&page[PAGE_HEADER_LEN..PAGE_HEADER_LEN + take]);
+    })?;
+    Ok(out)
+}
+
+/// Lists the pages of a chain (for freeing and for the checker).
+pub fn pages(pager: &Pager, first: PageId, len: u64) -> Result<Vec<PageId>> {
+    let mut ids = Vec::new();
+    walk(pager, first, len, |id, _| ids.push(id))?;
+    Ok(ids)
+}

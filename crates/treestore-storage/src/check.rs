@@ -1,0 +1,265 @@
+//! Integrity check of a database file: reads every reachable page from disk and
+//! verifies checksums, node layout, key order within and across nodes, equal leaf
+//! depth, overflow chains, the free list, and that every page is accounted for
+//! exactly once (in use or free, never both, none leaked). It only reads.
+
+use std::fmt::Write as _;
+
+use crate::btree::node::{BranchView, LeafView, ValRef};
+use crate::btree::overflow;
+use crate::error::Result;
+use crate::freelist;
+use crate::meta::Meta;
+use crate::page::{PageId, PageType};
+use crate::pager::Pager;
+
+/// What a check found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    pub page_count: u64,
+    pub tree_pages: u64,
+    pub overflow_pages: u64,
+    pub freelist_pages: u64,
+    pub free_pages: u64,
+    pub entries: u64,
+    pub depth: u32,
+    /// Every problem found, each naming the page involved.
+    pub problems: Vec<String>,
+}
+
+impl CheckReport {
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// A one-line summary.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let _ = write!(
+            s,
+            "{} pages: {} tree, {} overflow, {} free-list, {} free; {} entries, depth {}",
+            self.page_count,
+            self.tree_pages,
+            self.overflow_pages,
+            self.freelist_pages,
+            self.free_pages,
+            self.entries,
+            self.depth
+        );
+        if !self.is_ok() {
+            let _ = write!(s, "; {} problem(s)", self.problems.len());
+        }
+        s
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Use {
+    Unseen,
+    Meta,
+    Tree,
+    Overflow,
+    FreeListPage,
+    Free,
+}
+
+struct Checker<'a> {
+    pager: &'a Pager,
+    uses: Vec<Use>,
+    report: CheckReport,
+}
+
+impl Checker<'_> {
+    fn mark(&mut self, id: PageId, what: Use) -> bool {
+        let Some(slot) = self.uses.get_mut(id as usize) else {
+            self.report.problems.push(format!(
+                "page {id}: referenced but beyond the end of the file"
+            ));
+            return false;
+        };
+        if *slot != Use::Unseen {
+            self.report.problems.push(format!("page {id}: used twice"));
+            return false;
+        }
+        *slot = what;
+        true
+    }
+
+    fn node(
+        &mut self,
+        id: PageId,
+        level: u32,
+        depth: u32,
+        lower: Option<&[u8]>,
+        upper: Option<&[u8]>,
+    ) {
+        if !self.mark(id, Use::Tree) {
+            return;
+        }
+        self.report.tree_pages += 1;
+        let (page, ty) = match self.pager.read_from_disk(id) {
+            Ok(p) => p,
+            Err(e) => {
+                self.report.problems.push(e.to_string());
+                return;
+            }
+        };
+        let in_bounds = |k: &[u8]| lower.is_none_or(|l| k >= l) && upper.is_none_or(|u| k < u);
+        match ty {
+            PageType::Leaf if level == depth => {
+                let leaf = LeafView::new(&page);
+                for i in 0..leaf.len() {
+                    if !in_bounds(leaf.key(i)) {
+                        self.report
+                            .problems
+                            .push(format!("page {id}: key {i} lies outside the range its parent gives"));
+                    }
+                    if let ValRef::Overflow { first, len } = leaf.val(i) {
+                        self.overflow(id, first, len);
+                    }
+                }
+                self.report.entries += leaf.len() as u64;
+            }
+            PageType::Branch if level < depth => {
+                let b = BranchView::new(&page);
+                for i in 0..b.keys() {
+                    if !in_bounds(b.key(i)) {
+                        self.report
+                            .problems
+                            .push(format!("page {id}: separator {i} lies outside the range its parent gives"));
+                    }
+                }
+                for i in 0..=b.keys() {
+                    let lo = if i == 0 { lower } else { Some(b.key(i - 1)) };
+                    let hi = if i == b.keys() { upper } else { Some(b.key(i)) };
+                    self.node(b.child(i), level + 1, depth, lo, hi);
+                }
+            }
+            _ => self.report.problems.push(format!(
+                "page {id}: {ty:?} page at level {level} of a tree of depth {depth} (leaves must all be at the same depth)"
+            )),
+        }
+    }
+
+    fn overflow(&mut self, leaf: PageId, first: PageId, len: u64) {
+        match overflow::pages(self.pager, first, len) {
+            Ok(ids) => {
+                for id in ids {
+                    if self.mark(id, Use::Overflow) {
+                        self.report.overflow_pages += 1;
+                    }
+                }
+            }
+            Err(e) => self.report.problems.push(format!(
+                "page {leaf}: overflow value starting at page {first}: {e}"
+            )),
+        }
+    }
+
+    fn freelist(&mut self, meta: &Meta) {
+        let mut next = meta.freelist_head;
+        let mut recorded = 0u64;
+        while next != 0 {
+            if !self.mark(next, Use::FreeListPage) {
+                return;
+            }
+            self.report.freelist_pages += 1;
+            let page = match self.pager.read_from_disk(next) {
+                Ok((p, PageType::FreeList)) => p,
+                Ok((_, ty)) => {
+                    self.report.problems.push(format!(
+                        "page {next}: free-list chain reaches a {ty:?} page"
+                    ));
+                    return;
+                }
+                Err(e) => {
+                    self.report.problems.push(e.to_string());
+                    return;
+                }
+            };
+            match freelist::decode(&page, next, meta.page_count) {
+                Ok((ids, link)) => {
+                    for id in ids {
+                        recorded += 1;
+                        if self.uses.get(id as usize) == Some(&Use::Unseen) {
+                            self.uses[id as usize] = Use::Free;
+                            self.report.free_pages += 1;
+                        } else {
+                            self.report
+                                .problems
+                                .push(format!("page {id}: listed as free but also in use"));
+                        }
+                    }
+                    next = link;
+                }
+                Err(e) => {
+                    self.report.problems.push(e.to_string());
+                    return;
+                }
+            }
+        }
+        if recorded != meta.free_count {
+            self.report.problems.push(format!(
+                "free list records {recorded} pages, meta page says {}",
+                meta.free_count
+            ));
+        }
+    }
+}
+
+/// Checks the checkpoint named by `meta`.
+pub fn check(pager: &Pager, meta: &Meta) -> Result<CheckReport> {
+    let file_pages = pager.file_len()? / pager.page_size() as u64;
+    let mut c = Checker {
+        pager,
+        uses: vec![Use::Unseen; meta.page_count as usize],
+        report: CheckReport {
+            page_count: meta.page_count,
+            depth: meta.depth,
+            ..CheckReport::default()
+        },
+    };
+    if file_pages < meta.page_count {
+        c.report.problems.push(format!(
+            "file holds {file_pages} pages but the meta page records {}",
+            meta.page_count
+        ));
+    }
+    c.uses[0] = Use::Meta;
+    c.uses[1] = Use::Meta;
+    for slot in 0..2u64 {
+        if let Err(e) = pager
+            .read_from_disk(slot)
+            .and_then(|(p, _)| Meta::decode(&p, slot))
+        {
+            // The slot not in use may hold a torn write from a crashed commit;
+            // only the current one must be sound.
+            if slot == meta.slot() {
+                c.report.problems.push(e.to_string());
+            }
+        }
+    }
+    if meta.root != 0 {
+        c.node(meta.root, 1, meta.depth, None, None);
+    }
+    c.freelist(meta);
+    if c.report.entries != meta.entry_count {
+        c.report.problems.push(format!(
+            "tree holds {} entries, meta page records {}",
+            c.report.entries, meta.entry_count
+        ));
+    }
+    let leaked: Vec<PageId> = (0..meta.page_count)
+        .filter(|&id| c.uses[id as usize] == Use::Unseen)
+        .collect();
+    if !leaked.is_empty() {
+        let shown: Vec<String> = leaked.iter().take(20).map(|id| id.to_string()).collect();
+        c.report.problems.push(format!(
+            "{} page(s) neither in use nor free (leaked): {}{}",
+            leaked.len(),
+            shown.join(", "),
+            if leaked.len() > 20 { ", ..." } else { "" }
+        ));
+    }
+    Ok(c.report)
+}

@@ -1,0 +1,308 @@
+//! The free list: which pages can be reused, which are waiting for readers, and
+//! how the list is persisted with each checkpoint.
+//!
+//! A page superseded by commit `c` is *pending* until no snapshot older than `c`
+//! is open; then it is *free* and the allocator hands it out again (lowest id
+//! first, so the file's tail empties and can be truncated). Both kinds are written
+//! to the checkpoint's free-list chain: after a restart no snapshot exists, so every
+//! recorded page is free.
+//!
+//! Free-list page (type 5), after the common header (count = runs in this page,
+//! link = next free-list page or 0): a sequence of runs, each two LEB128 varints:
+//! the gap from the end of the previous run in this page (the first is absolute)
+//! and the run length.
+
+use std::collections::{BTreeSet, VecDeque};
+
+use crate::error::{Error, Result};
+use crate::page::{self, PageId, PageType, PAGE_HEADER_LEN};
+
+/// In-memory state of free space, owned by the committer.
+#[derive(Debug, Clone, Default)]
+pub struct FreeList {
+    free: BTreeSet<PageId>,
+    pending: VecDeque<(u64, Vec<PageId>)>,
+    page_count: u64,
+}
+
+impl FreeList {
+    /// A free list for a file of `page_count` pages with the given free pages.
+    pub fn new(page_count: u64, free: impl IntoIterator<Item = PageId>) -> Self {
+        FreeList {
+            free: free.into_iter().collect(),
+            pending: VecDeque::new(),
+            page_count,
+        }
+    }
+
+    /// Pages in the file (the next id handed out when the file grows).
+    pub fn page_count(&self) -> u64 {
+        self.page_count
+    }
+    /// Pages reusable now.
+    pub fn free_count(&self) -> usize {
+        self.free.len()
+    }
+    /// Pages waiting for old snapshots to close.
+    pub fn pending_count(&self) -> usize {
+        self.pending.iter().map(|(_, v)| v.len()).sum()
+    }
+
+    /// Takes the lowest free page, or grows the file by one page.
+    pub fn allocate(&mut self) -> PageId {
+        if let Some(id) = self.free.pop_first() {
+            return id;
+        }
+        let id = self.page_count;
+        self.page_count += 1;
+        id
+    }
+
+    /// Returns a page that was never visible to any snapshot (reusable at once).
+    pub fn free_now(&mut self, id: PageId) {
+        self.free.insert(id);
+    }
+
+    /// Records pages superseded by commit `seq`.
+    pub fn free_after(&mut self, seq: u64, ids: Vec<PageId>) {
+        if !ids.is_empty() {
+            self.pending.push_back((seq, ids));
+        }
+    }
+
+    /// Makes pages freed by commits `<= oldest_snapshot` reusable: no open snapshot
+    /// is older than the commit that superseded them.
+    pub fn release(&mut self, oldest_snapshot: u64) {
+        while let Some((seq, _)) = self.pending.front() {
+            if *seq > oldest_snapshot {
+                break;
+            }
+            if let Some((_, ids)) = self.pending.pop_front() {
+                self.free.extend(ids);
+            }
+        }
+    }
+
+    /// Gives back the free pages at the end of the file (shrinking the page
+    /// count); returns the pages given back.
+    pub fn trim_tail(&mut self) -> Vec<PageId> {
+        let mut trimmed = Vec::new();
+        while self.page_count > 2 && self.free.remove(&(self.page_count - 1)) {
+            self.page_count -= 1;
+            trimmed.push(self.page_count);
+        }
+        trimmed
+    }
+
+    /// Every page that a restart may treat as free, sorted.
+    pub fn all_recorded(&self) -> Vec<PageId> {
+        let mut ids: Vec<PageId> = self.free.iter().copied().collect();
+        for (_, v) in &self.pending {
+            ids.extend_from_slice(v);
+        }
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Undoes the free-list side of a commit that failed before its meta page was
+    /// written: drops what it superseded, restores the trimmed tail and returns
+    /// its allocations.
+    pub fn undo_commit(
+        &mut self,
+        seq: u64,
+        trimmed: Vec<PageId>,
+        allocated: &[PageId],
+        page_count: u64,
+    ) {
+        if self.pending.back().is_some_and(|(s, _)| *s == seq) {
+            self.pending.pop_back();
+        }
+        self.free.extend(trimmed);
+        self.rollback(allocated, page_count);
+    }
+
+    /// Whether `id` is currently free (for the checker and tests).
+    pub fn is_free(&self, id: PageId) -> bool {
+        self.free.contains(&id)
+    }
+
+    /// Undoes allocations of a failed commit: `allocated` go back to the free set
+    /// (ids beyond `page_count` are dropped and the file length restored).
+    pub fn rollback(&mut self, allocated: &[PageId], page_count: u64) {
+        self.page_count = page_count;
+        self.free.retain(|&id| id < page_count);
+        for &id in allocated {
+            if id < page_count {
+                self.free.insert(id);
+            }
+        }
+    }
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(buf: &[u8], at: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *buf.get(*at)?;
+        *at += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// Groups sorted page ids into (start, length) runs.
+pub fn runs(ids: &[PageId]) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for &id in ids {
+        match out.last_mut() {
+            Some((start, len)) if *start + *len == id => *len += 1,
+            _ => out.push((id, 1)),
+        }
+    }
+    out
+}
+
+/// Splits runs into page bodies; returns the encoded body and run count per page.
+fn bodies(runs: &[(u64, u64)], page_size: usize) -> Vec<(Vec<u8>, u16)> {
+    let room = page_size - PAGE_HEADER_LEN;
+    let mut pages = Vec::new();
+    let mut body = Vec::new();
+    let mut count = 0u16;
+    let mut prev_end = 0u64;
+    for &(start, len) in runs {
+        let mut enc = Vec::with_capacity(20);
+        put_varint(&mut enc, start - if count == 0 { 0 } else { prev_end });
+        put_varint(&mut enc, len);
+        if body.len() + enc.len() > room || count == u16::MAX {
+            pages.push((std::mem::take(&mut body), count));
+            count = 0;
+            enc.clear();
+            put_varint(&mut enc, start);
+            put_varint(&mut enc, len);
+        }
+        body.extend_from_slice(&enc);
+        count += 1;
+        prev_end = start + len;
+    }
+    if count > 0 {
+        pages.push((body, count));
+    }
+    pages
+}
+
+/// Number of pages needed to record `ids`.
+pub fn pages_needed(ids: &[PageId], page_size: usize) -> usize {
+    bodies(&runs(ids), page_size).len()
+}
+
+/// Encodes `ids` into sealed pages at `at`, chained in order. `at` must have at
+/// least [`pages_needed`] entries; pages beyond that are written empty (the list
+/// can shrink while its own pages are taken from it).
+pub fn encode(ids: &[PageId], at: &[PageId], page_size: usize) -> Vec<(PageId, Vec<u8>)> {
+    let mut bodies = bodies(&runs(ids), page_size).into_iter();
+    at.iter()
+        .enumerate()
+        .map(|(i, &id)| {
+            let (body, count) = bodies.next().unwrap_or_default();
+            let mut buf = vec![0u8; page_size];
+            buf[PAGE_HEADER_LEN..PAGE_HEADER_LEN + body.len()].copy_from_slice(&body);
+            let next = at.get(i + 1).copied().unwrap_or(0);
+            page::seal(&mut buf, id, PageType::FreeList, count, next);
+            (id, buf)
+        })
+        .collect()
+}
+
+/// Decodes one verified free-list page: its page ids and the next page.
+pub fn decode(buf: &[u8], id: PageId, page_count: u64) -> Result<(Vec<PageId>, PageId)> {
+    let n = page::count(buf);
+    let mut at = PAGE_HEADER_LEN;
+    let mut prev_end = 0u64;
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let bad = || Error::corrupt(id, format!("free-list run {i} is malformed"));
+        let gap = get_varint(buf, &mut at).ok_or_else(bad)?;
+        let len = get_varint(buf, &mut at).ok_or_else(bad)?;
+        let start = prev_end.checked_add(gap).ok_or_else(bad)?;
+        let end = start.checked_add(len).ok_or_else(bad)?;
+        if len == 0 || start < 2 || end > page_count {
+            return Err(bad());
+        }
+        ids.extend(start..end);
+        prev_end = end;
+    }
+    Ok((ids, page::link(buf)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn persist_roundtrip_across_pages() {
+        // Scattered ids so several pages are needed at a 1 KiB page size.
+        let ids: Vec<PageId> = (0..3000u64)
+            .map(|i| 2 + i * 3)
+            .chain(20_000..20_500)
+            .collect();
+        let n = pages_needed(&ids, 1024);
+        assert!(n > 1);
+        let at: Vec<PageId> = (100_000..100_000 + n as u64).collect();
+        let pages = encode(&ids, &at, 1024);
+        let mut back = Vec::new();
+        let mut next = at[0];
+        for (pid, buf) in &pages {
+            assert_eq!(*pid, next);
+            page::verify_type(buf, *pid, PageType::FreeList).unwrap();
+            let (got, link) = decode(buf, *pid, 200_000).unwrap();
+            back.extend(got);
+            next = link;
+        }
+        assert_eq!(next, 0);
+        assert_eq!(back, ids);
+    }
+
+    #[test]
+    fn decode_rejects_ids_beyond_the_file() {
+        let pages = encode(&[5, 6, 7], &[3], 1024);
+        assert!(decode(&pages[0].1, 3, 7).is_err());
+        assert!(decode(&pages[0].1, 3, 8).is_ok());
+    }
+
+    #[test]
+    fn pending_pages_wait_for_old_snapshots() {
+        let mut fl = FreeList::new(10, [4]);
+        fl.free_after(5, vec![7, 8]);
+        assert_eq!(fl.allocate(), 4);
+        fl.release(4);
+        assert_eq!(
+            fl.allocate(),
+            10,
+            "pages freed by commit 5 are held for snapshot 4"
+        );
+        fl.release(5);
+        assert_eq!(fl.allocate(), 7);
+        assert_eq!(fl.pending_count(), 0);
+        assert_eq!(fl.free_count(), 1);
+    }
+
+    #[test]
+    fn trim_tail_gives_back_trailing_free_pages() {
+        let mut fl = FreeList::new(10, [3, 8, 9]);
+        assert_eq!(fl.trim_tail(), vec![9, 8]);
+        assert_eq!(fl.page_count(), 8);
+        assert!(fl.is_free(3));
+        assert_eq!(fl.allocate(), 3);
+        assert_eq!(fl.allocate(), 8);
+    }
+}

@@ -1,0 +1,41 @@
+//! TreeStore's storage engine.
+//!
+//! Layers, bottom up (each in its own module):
+//!
+//! - [`vfs`]: the file-system boundary; [`fault`] is a simulated disk for tests.
+//! - [`page`]: fixed-size pages with a type tag and a crc32c checksum.
+//! - [`meta`]: the two alternating meta pages naming the durable checkpoint.
+//! - [`buffer_pool`]: bounded CLOCK cache of page images, pinning, dirty pages.
+//! - [`pager`]: verified page reads through the pool, page writes.
+//! - [`freelist`]: reusable and pending pages, persisted with each checkpoint.
+//! - [`btree`]: the copy-on-write B+tree (nodes, overflow values, cursors, writer).
+//! - [`db`] and [`txn`]: opening, snapshots, transactions and the commit path.
+//! - [`check`]: the read-only integrity checker.
+//!
+//! ```no_run
+//! use treestore_storage::{Db, Options};
+//! let db = Db::open("data", Options::default())?;
+//! let mut txn = db.begin_write();
+//! txn.put(b"key", b"value")?;
+//! txn.commit()?;
+//! assert_eq!(db.begin_read().get(b"key")?, Some(b"value".to_vec()));
+//! # Ok::<(), treestore_storage::Error>(())
+//! ```
+
+pub mod btree;
+pub mod buffer_pool;
+pub mod check;
+pub mod db;
+pub mod error;
+pub mod fault;
+pub mod freelist;
+pub mod meta;
+pub mod page;
+pub mod pager;
+pub mod txn;
+pub mod vfs;
+
+pub use check::CheckReport;
+pub use db::{CommitInfo, Db, Options, Stats, WriteBatch, DATA_FILE, MAX_VALUE_LEN};
+pub use error::{Error, Result};
+pub use txn::{Iter, ReadTxn, WriteTxn};

@@ -1,0 +1,168 @@
+//! The page file: reads pages through the buffer pool, verifying each one read from
+//! disk (checksum, type tag, node layout), and stages or writes new pages.
+//!
+//! The pager never hands out an unverified image: a page that fails verification is
+//! reported as [`Error::CorruptPage`] with its page number and is not cached.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::btree::node::{self, Limits};
+use crate::buffer_pool::{BufferPool, PoolStats, RunWriter};
+use crate::error::{Error, Result};
+use crate::page::{self, PageId, PageRef, PageType};
+use crate::vfs::StorageFile;
+
+/// Reads and writes fixed-size pages of one database file.
+pub struct Pager {
+    file: Arc<dyn StorageFile>,
+    path: PathBuf,
+    page_size: usize,
+    limits: Limits,
+    pool: BufferPool,
+}
+
+impl std::fmt::Debug for Pager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pager")
+            .field("path", &self.path)
+            .field("page_size", &self.page_size)
+            .finish()
+    }
+}
+
+impl Pager {
+    pub fn new(
+        file: Arc<dyn StorageFile>,
+        path: PathBuf,
+        page_size: usize,
+        cache_bytes: usize,
+    ) -> Self {
+        Pager {
+            pool: BufferPool::new(cache_bytes, page_size, file.clone()),
+            file,
+            path,
+            page_size,
+            limits: Limits::new(page_size),
+        }
+    }
+
+    pub fn page_size(&self) -> usize {
+        self.page_size
+    }
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+    pub fn path(&self) -> &PathBuf {
+        &self.path
+    }
+    pub fn file(&self) -> &Arc<dyn StorageFile> {
+        &self.file
+    }
+    pub fn pool_stats(&self) -> PoolStats {
+        self.pool.stats()
+    }
+
+    /// Reads a page from disk and verifies checksum and (for nodes) layout.
+    pub fn read_from_disk(&self, id: PageId) -> Result<(PageRef, PageType)> {
+        let mut buf = vec![0u8; self.page_size];
+        let offset = id
+            .checked_mul(self.page_size as u64)
+            .ok_or_else(|| Error::corrupt(id, "page id out of range"))?;
+        self.file.read_exact_at(&mut buf, offset).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                Error::corrupt(id, "page lies beyond the end of the file")
+            } else {
+                Error::io(format!("reading page {id} of {}", self.path.display()), e)
+            }
+        })?;
+        let ty = page::verify(&buf, id)?;
+        if matches!(ty, PageType::Leaf | PageType::Branch) {
+            node::validate(&buf, id, ty, &self.limits)?;
+        }
+        Ok((Arc::from(buf), ty))
+    }
+
+    /// Reads a tree node (branch or leaf) through the buffer pool.
+    pub fn read_node(&self, id: PageId) -> Result<PageRef> {
+        if let Some(page) = self.pool.get(id) {
+            return Ok(page);
+        }
+        let (page, ty) = self.read_from_disk(id)?;
+        if !matches!(ty, PageType::Leaf | PageType::Branch) {
+            return Err(Error::corrupt(
+                id,
+                format!("expected a tree node, found a {ty:?} page"),
+            ));
+        }
+        self.pool.insert_clean(id, page.clone())?;
+        Ok(page)
+    }
+
+    /// Reads a page of a given type without caching it (overflow and free-list
+    /// pages, which would only push hot nodes out of the pool).
+    pub fn read_uncached(&self, id: PageId, want: PageType) -> Result<PageRef> {
+        let page = match self.pool.peek(id) {
+            Some(p) => p,
+            None => self.read_from_disk(id)?.0,
+        };
+        match page::page_type(&page) {
+            Some(t) if t == want => Ok(page),
+            other => Err(Error::corrupt(
+                id,
+                format!("expected a {want:?} page, found {other:?}"),
+            )),
+        }
+    }
+
+    /// Stages a new node image in the pool; it reaches the file at the next flush.
+    pub fn stage(&self, id: PageId, image: Vec<u8>) -> Result<()> {
+        self.pool.insert_dirty(id, Arc::from(image))
+    }
+
+    /// Writes pages directly to the file (bypassing the pool), coalescing runs.
+    pub fn write_direct(&self, pages: &[(PageId, Vec<u8>)]) -> Result<()> {
+        let mut run = RunWriter::new(&*self.file, self.page_size);
+        for (id, image) in pages {
+            self.pool.invalidate(*id);
+            run.write(*id, image)?;
+        }
+        run.finish()
+    }
+
+    /// Forgets any cached image of `id`.
+    pub fn invalidate(&self, id: PageId) {
+        self.pool.invalidate(id);
+    }
+
+    /// Writes staged pages to the file.
+    pub fn flush(&self) -> Result<usize> {
+        self.pool.flush_dirty()
+    }
+
+    /// Drops staged pages (failed commit).
+    pub fn discard_staged(&self) {
+        self.pool.discard_dirty();
+    }
+
+    /// fdatasync of the data file.
+    pub fn sync(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io(format!("syncing {}", self.path.display()), e))
+    }
+
+    /// Length of the file in bytes.
+    pub fn file_len(&self) -> Result<u64> {
+        self.file
+            .len()
+            .map_err(|e| Error::io(format!("reading the length of {}", self.path.display()), e))
+    }
+
+    /// Truncates the file to `pages` pages.
+    pub fn truncate(&self, pages: u64) -> Result<()> {
+        self.file
+            .set_len(pages * self.page_size as u64)
+            .map_err(|e| Error::io(format!("truncating {}", self.path.display()), e))
+    }
+}

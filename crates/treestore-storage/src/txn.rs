@@ -1,0 +1,315 @@
+//! Transactions: read snapshots and buffered write transactions.
+//!
+//! A [`ReadTxn`] pins one committed tree version for its whole life: every read
+//! sees exactly that version. A [`WriteTxn`] reads the same way, keeps its own
+//! changes in an ordered buffer (reads see them), and hands the buffer to the
+//! commit path at [`WriteTxn::commit`]. Dropping a write transaction without
+//! committing discards the buffer and leaves no trace.
+
+use std::collections::btree_map;
+use std::ops::Bound;
+use std::sync::Arc;
+
+use crate::btree::cursor::{prefix_bounds, RangeIter};
+use crate::btree::{self, TreeRoot};
+use crate::db::{CommitInfo, DbInner, Snapshot, WriteSet, MAX_VALUE_LEN};
+use crate::error::{Error, Result};
+
+/// True when no key can lie within the bounds.
+fn bounds_empty(lower: &Bound<Vec<u8>>, upper: &Bound<Vec<u8>>) -> bool {
+    match (lower, upper) {
+        (Bound::Included(a), Bound::Included(b)) => a > b,
+        (Bound::Included(a) | Bound::Excluded(a), Bound::Excluded(b))
+        | (Bound::Excluded(a), Bound::Included(b)) => a >= b,
+        _ => false,
+    }
+}
+
+fn owned(b: Bound<&[u8]>) -> Bound<Vec<u8>> {
+    match b {
+        Bound::Included(k) => Bound::Included(k.to_vec()),
+        Bound::Excluded(k) => Bound::Excluded(k.to_vec()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+/// A registered snapshot; unregistered when dropped.
+struct SnapshotHandle {
+    db: Arc<DbInner>,
+    snap: Arc<Snapshot>,
+    writer: bool,
+}
+
+impl Drop for SnapshotHandle {
+    fn drop(&mut self) {
+        self.db.unregister(self.snap.seq, self.writer);
+    }
+}
+
+impl SnapshotHandle {
+    fn tree(&self) -> TreeRoot {
+        self.snap.tree
+    }
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        btree::get(self.db.pager(), self.tree(), key)
+    }
+    fn range(&self, lower: Bound<Vec<u8>>, upper: Bound<Vec<u8>>, reverse: bool) -> RangeIter<'_> {
+        RangeIter::new(self.db.pager(), self.tree(), lower, upper, reverse)
+    }
+}
+
+/// A read-only transaction on a consistent snapshot.
+pub struct ReadTxn {
+    handle: SnapshotHandle,
+}
+
+impl ReadTxn {
+    pub(crate) fn new(db: Arc<DbInner>, snap: Arc<Snapshot>) -> Self {
+        ReadTxn {
+            handle: SnapshotHandle {
+                db,
+                snap,
+                writer: false,
+            },
+        }
+    }
+
+    /// Commit sequence number of the snapshot.
+    pub fn seq(&self) -> u64 {
+        self.handle.snap.seq
+    }
+
+    /// Number of entries in the snapshot.
+    pub fn len(&self) -> u64 {
+        self.handle.snap.entries
+    }
+
+    /// Whether the snapshot holds no entries.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.handle.get(key)
+    }
+
+    /// Entries with `lower <= key < upper` (per the bounds), in key order.
+    pub fn range(&self, lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> Iter<'_> {
+        Iter::Tree(self.handle.range(owned(lower), owned(upper), false))
+    }
+
+    /// The same entries as [`range`](Self::range), last key first.
+    pub fn range_rev(&self, lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> Iter<'_> {
+        Iter::Tree(self.handle.range(owned(lower), owned(upper), true))
+    }
+
+    /// Entries whose key starts with `prefix`, in key order (or reversed).
+    pub fn prefix(&self, prefix: &[u8], reverse: bool) -> Iter<'_> {
+        let (lower, upper) = prefix_bounds(prefix);
+        Iter::Tree(self.handle.range(lower, upper, reverse))
+    }
+
+    /// Every entry in key order.
+    pub fn iter(&self) -> Iter<'_> {
+        self.range(Bound::Unbounded, Bound::Unbounded)
+    }
+}
+
+/// A read-write transaction. Changes are buffered until [`commit`](Self::commit).
+pub struct WriteTxn {
+    handle: SnapshotHandle,
+    writes: WriteSet,
+}
+
+impl WriteTxn {
+    pub(crate) fn new(db: Arc<DbInner>, snap: Arc<Snapshot>) -> Self {
+        WriteTxn {
+            handle: SnapshotHandle {
+                db,
+                snap,
+                writer: true,
+            },
+            writes: WriteSet::new(),
+        }
+    }
+
+    /// Commit sequence number of the snapshot this transaction reads.
+    pub fn snapshot_seq(&self) -> u64 {
+        self.handle.snap.seq
+    }
+
+    /// Number of keys written (put or deleted) so far.
+    pub fn pending_writes(&self) -> usize {
+        self.writes.len()
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<()> {
+        let max = self.handle.db.max_key_len();
+        if key.is_empty() || key.len() > max {
+            return Err(Error::InvalidKey {
+                len: key.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads a key, seeing this transaction's own changes.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.writes.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => self.handle.get(key),
+        }
+    }
+
+    /// Sets `key` to `value`.
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.check_key(key)?;
+        if value.len() as u64 > MAX_VALUE_LEN {
+            return Err(Error::ValueTooLarge {
+                len: value.len() as u64,
+                max: MAX_VALUE_LEN,
+            });
+        }
+        self.writes.insert(key.to_vec(), Some(value.to_vec()));
+        Ok(())
+    }
+
+    /// Removes `key` (no error if it is absent).
+    pub fn delete(&mut self, key: &[u8]) -> Result<()> {
+        self.check_key(key)?;
+        self.writes.insert(key.to_vec(), None);
+        Ok(())
+    }
+
+    /// Entries in bounds, merged with this transaction's changes, in key order.
+    pub fn range(&self, lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> Iter<'_> {
+        self.merged(owned(lower), owned(upper), false)
+    }
+
+    /// As [`range`](Self::range), last key first.
+    pub fn range_rev(&self, lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> Iter<'_> {
+        self.merged(owned(lower), owned(upper), true)
+    }
+
+    /// Entries whose key starts with `prefix`, with this transaction's changes.
+    pub fn prefix(&self, prefix: &[u8], reverse: bool) -> Iter<'_> {
+        let (lower, upper) = prefix_bounds(prefix);
+        self.merged(lower, upper, reverse)
+    }
+
+    /// Every entry, with this transaction's changes.
+    pub fn iter(&self) -> Iter<'_> {
+        self.merged(Bound::Unbounded, Bound::Unbounded, false)
+    }
+
+    fn merged(&self, lower: Bound<Vec<u8>>, upper: Bound<Vec<u8>>, reverse: bool) -> Iter<'_> {
+        let overlay = if bounds_empty(&lower, &upper) {
+            None
+        } else {
+            let b = (
+                lower.as_ref().map(|k| k.as_slice()),
+                upper.as_ref().map(|k| k.as_slice()),
+            );
+            Some(self.writes.range::<[u8], _>(b))
+        };
+        Iter::Merged(MergeIter {
+            base: self.handle.range(lower, upper, reverse),
+            base_head: None,
+            overlay,
+            overlay_head: None,
+            reverse,
+        })
+    }
+
+    /// Makes the changes durable and visible atomically. Fails with
+    /// [`Error::Conflict`] when a transaction that committed after this one began
+    /// wrote one of the same keys.
+    pub fn commit(mut self) -> Result<CommitInfo> {
+        let writes = std::mem::take(&mut self.writes);
+        self.handle.db.commit(self.handle.snap.seq, writes)
+    }
+
+    /// Discards the changes (same as dropping the transaction).
+    pub fn rollback(self) {}
+}
+
+/// An iterator over `(key, value)` pairs of a transaction.
+pub enum Iter<'t> {
+    Tree(RangeIter<'t>),
+    Merged(MergeIter<'t>),
+}
+
+impl Iterator for Iter<'_> {
+    type Item = Result<(Vec<u8>, Vec<u8>)>;
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Iter::Tree(it) => it.next(),
+            Iter::Merged(it) => it.next(),
+        }
+    }
+}
+
+/// Merges a snapshot scan with a write transaction's buffered changes.
+pub struct MergeIter<'t> {
+    base: RangeIter<'t>,
+    base_head: Option<(Vec<u8>, Vec<u8>)>,
+    overlay: Option<btree_map::Range<'t, Vec<u8>, Option<Vec<u8>>>>,
+    overlay_head: Option<(&'t Vec<u8>, &'t Option<Vec<u8>>)>,
+    reverse: bool,
+}
+
+impl MergeIter<'_> {
+    fn fill(&mut self) -> Result<()> {
+        if self.base_head.is_none() {
+            self.base_head = self.base.next().transpose()?;
+        }
+        if self.overlay_head.is_none() {
+            if let Some(o) = self.overlay.as_mut() {
+                self.overlay_head = if self.reverse {
+                    o.next_back()
+                } else {
+                    o.next()
+                };
+            }
+        }
+        Ok(())
+    }
+
+    fn step(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        loop {
+            self.fill()?;
+            let take_overlay = match (&self.base_head, &self.overlay_head) {
+                (None, None) => return Ok(None),
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some((bk, _)), Some((ok, _))) => {
+                    if bk == *ok {
+                        // The buffered change shadows the snapshot's entry.
+                        self.base_head = None;
+                        true
+                    } else {
+                        (ok.as_slice() < bk.as_slice()) != self.reverse
+                    }
+                }
+            };
+            if take_overlay {
+                if let Some((k, v)) = self.overlay_head.take() {
+                    if let Some(v) = v {
+                        return Ok(Some((k.clone(), v.clone())));
+                    }
+                    // A deletion: skip.
+                }
+            } else {
+                return Ok(self.base_head.take());
+            }
+        }
+    }
+}
+
+impl Iterator for MergeIter<'_> {
+    type Item = Result<(Vec<u8>, Vec<u8>)>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.step().transpose()
+    }
+}

@@ -1,0 +1,162 @@
+//! The file-system boundary of the engine.
+//!
+//! All disk access goes through [`Vfs`] and [`StorageFile`], so tests can swap the
+//! real operating system ([`OsVfs`]) for a simulated disk that loses unsynced writes,
+//! tears pages and fails calls on purpose (see [`crate::fault`]).
+
+use std::fmt::Debug;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+
+/// A random-access file with explicit durability.
+pub trait StorageFile: Send + Sync + Debug {
+    /// Reads exactly `buf.len()` bytes at `offset`; a short file is `UnexpectedEof`.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Writes all of `buf` at `offset`, extending the file if needed.
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Makes every completed write durable (fdatasync).
+    fn sync_data(&self) -> io::Result<()>;
+    /// Current length in bytes.
+    fn len(&self) -> io::Result<u64>;
+    /// Truncates or extends the file.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+}
+
+/// What is found at a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathKind {
+    Missing,
+    Directory,
+    Other,
+}
+
+/// A held lock on a data directory; released when dropped.
+pub trait DirLock: Send + Sync + Debug {}
+
+/// Opens files and directories. Implemented by the real OS and by the fault injector.
+pub trait Vfs: Send + Sync + Debug {
+    /// What is at `path`.
+    fn path_kind(&self, path: &Path) -> io::Result<PathKind>;
+    /// Creates a directory and its parents.
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Opens a file for reading and writing, creating it when `create` is set.
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>>;
+    /// Makes a directory's entries (created files) durable.
+    fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Takes the exclusive lock of a data directory, or fails with [`Error::Locked`]
+    /// naming the holder.
+    fn lock_dir(&self, dir: &Path) -> Result<Box<dyn DirLock>>;
+}
+
+/// The real file system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OsVfs;
+
+#[derive(Debug)]
+struct OsFile {
+    file: File,
+}
+
+impl StorageFile for OsFile {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.file.write_all_at(buf, offset)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+}
+
+#[derive(Debug)]
+struct OsDirLock {
+    _file: File,
+}
+impl DirLock for OsDirLock {}
+
+/// Name of the lock file inside a data directory.
+pub const LOCK_FILE: &str = "LOCK";
+
+impl Vfs for OsVfs {
+    fn path_kind(&self, path: &Path) -> io::Result<PathKind> {
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_dir() => Ok(PathKind::Directory),
+            Ok(_) => Ok(PathKind::Other),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(PathKind::Missing),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(path)
+    }
+
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false)
+            .open(path)?;
+        Ok(Arc::new(OsFile { file }))
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        File::open(path)?.sync_all()
+    }
+
+    fn lock_dir(&self, dir: &Path) -> Result<Box<dyn DirLock>> {
+        let path = dir.join(LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io(format!("opening lock file {}", path.display()), e))?;
+        match file.try_lock() {
+            Ok(()) => {
+                // Record who holds the lock so a refused opener can name us.
+                let holder = format!("pid {}", std::process::id());
+                let written = file
+                    .set_len(0)
+                    .and_then(|()| file.seek(io::SeekFrom::Start(0)))
+                    .and_then(|_| file.write_all(holder.as_bytes()));
+                written
+                    .map_err(|e| Error::io(format!("writing lock file {}", path.display()), e))?;
+                Ok(Box::new(OsDirLock { _file: file }))
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                // Best effort: the holder may be rewriting the file right now.
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                let holder = if holder.is_empty() {
+                    "holder unknown".to_string()
+                } else {
+                    holder.to_string()
+                };
+                Err(Error::Locked {
+                    path: dir.to_path_buf(),
+                    holder,
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(Error::io(format!("locking {}", path.display()), e))
+            }
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! Helpers shared by the storage engine's integration tests.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::Arc;
+
+use treestore_storage::fault::FaultVfs;
+use treestore_storage::{Db, Options};
+
+/// Number of cases for a property test: the default, or `TREESTORE_PROPTEST_CASES`.
+pub fn cases(default: u32) -> u32 {
+    std::env::var("TREESTORE_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Scale factor for long campaigns: `TREESTORE_SCALE` (default 1).
+pub fn scale() -> u64 {
+    std::env::var("TREESTORE_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
+/// Options on a simulated disk.
+pub fn mem_options(vfs: &FaultVfs, page_size: usize, cache_bytes: usize) -> Options {
+    Options {
+        create_if_missing: true,
+        page_size,
+        cache_bytes,
+        vfs: Arc::new(vfs.clone()),
+    }
+}
+
+/// Asserts the database's full contents equal the model, forwards and backwards,
+/// and that the integrity check passes.
+pub fn assert_matches(db: &Db, model: &BTreeMap<Vec<u8>, Vec<u8>>) {
+    let txn = db.begin_read();
+    let got: Vec<(Vec<u8>, Vec<u8>)> = txn.iter().collect::<Result<_, _>>().expect("scan");
+    let want: Vec<(Vec<u8>, Vec<u8>)> = model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    assert_eq!(got.len(), want.len(), "entry count");
+    assert!(got == want, "contents differ from the model");
+    let rev: Vec<(Vec<u8>, Vec<u8>)> = txn
+        .range_rev(Bound::Unbounded, Bound::Unbounded)
+        .collect::<Result<_, _>>()
+        .expect("reverse scan");
+    assert!(rev.iter().rev().eq(want.iter()), "reverse scan differs");
+    assert_eq!(txn.len(), model.len() as u64);
+    let report = db.check().expect("check runs");
+    assert!(report.is_ok(), "check failed: {:?}", report.problems);
+}
