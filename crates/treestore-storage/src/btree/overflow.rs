@@ -22,11 +22,18 @@ pub fn pages_for(len: u64, page_size: usize) -> u64 {
 /// How many pages are written per call while storing a value.
 const WRITE_BATCH: usize = 256;
 
-/// Writes `value` into pages obtained from `alloc` and returns the first page id.
-pub fn write(pager: &Pager, value: &[u8], mut alloc: impl FnMut() -> PageId) -> Result<PageId> {
+/// Writes a non-empty `value` into the pages `ids` (exactly
+/// [`pages_for`] of them) and returns the first page id.
+pub fn write(pager: &Pager, value: &[u8], ids: &[PageId]) -> Result<PageId> {
     let ps = pager.page_size();
     let chunks: Vec<&[u8]> = value.chunks(chunk_len(ps)).collect();
-    let ids: Vec<PageId> = chunks.iter().map(|_| alloc()).collect();
+    if chunks.is_empty() || chunks.len() != ids.len() {
+        return Err(Error::InvalidOptions(format!(
+            "overflow write of {} bytes given {} pages",
+            value.len(),
+            ids.len()
+        )));
+    }
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     for (i, chunk) in chunks.iter().enumerate() {
         let mut buf = vec![0u8; ps];

@@ -120,17 +120,11 @@ impl<'a> Writer<'a> {
         if self.limits.is_inline(key.len(), value.len()) {
             return Ok(Val::Inline(value.to_vec()));
         }
-        let pager = self.pager;
-        let mut ids = Vec::new();
-        let first = overflow::write(pager, value, || {
-            let id = self.alloc.allocate();
-            ids.push(id);
-            id
-        })?;
-        for id in ids {
-            self.fresh.insert(id);
-            self.allocated.push(id);
-        }
+        let n = overflow::pages_for(value.len() as u64, self.limits.page_size);
+        // Allocate (and record for rollback) before writing, so a failed write
+        // cannot lose track of pages.
+        let ids: Vec<PageId> = (0..n).map(|_| self.allocate()).collect();
+        let first = overflow::write(self.pager, value, &ids)?;
         Ok(Val::Overflow {
             first,
             len: value.len() as u64,

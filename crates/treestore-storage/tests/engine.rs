@@ -1,0 +1,362 @@
+//! Integration tests of the storage engine on real files: corruption detection,
+//! eviction under a small buffer pool, space reuse, bad input, locking, large
+//! values, snapshots and write conflicts, meta-page fallback.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::path::Path;
+
+use treestore_storage::page::{PageType, DEFAULT_PAGE_SIZE};
+use treestore_storage::{Db, Error, Options, WriteBatch, DATA_FILE};
+
+fn opts() -> Options {
+    Options::default()
+}
+
+fn key(i: u32) -> Vec<u8> {
+    format!("key-{i:08}").into_bytes()
+}
+
+fn fill(db: &Db, n: u32, value_len: usize, per_txn: u32) {
+    let mut i = 0;
+    while i < n {
+        let mut txn = db.begin_write();
+        for j in i..(i + per_txn).min(n) {
+            txn.put(&key(j), &vec![(j % 251) as u8; value_len]).unwrap();
+        }
+        txn.commit().unwrap();
+        i += per_txn;
+    }
+}
+
+/// Page ids in the data file whose type tag is `ty`.
+fn pages_of_type(dir: &Path, ty: PageType) -> Vec<u64> {
+    let bytes = std::fs::read(dir.join(DATA_FILE)).unwrap();
+    bytes
+        .chunks(DEFAULT_PAGE_SIZE)
+        .enumerate()
+        .filter(|(_, p)| p[4] == ty as u8)
+        .map(|(i, _)| i as u64)
+        .collect()
+}
+
+fn flip_byte(dir: &Path, page: u64, offset_in_page: usize) {
+    let path = dir.join(DATA_FILE);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[page as usize * DEFAULT_PAGE_SIZE + offset_in_page] ^= 0x5a;
+    std::fs::write(&path, bytes).unwrap();
+}
+
+#[test]
+fn flipped_byte_in_a_page_is_reported_with_its_page_number() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = Db::open(dir.path(), opts()).unwrap();
+        fill(&db, 3000, 40, 3000);
+    }
+    // Only reachable pages: take a leaf from the live tree by scanning the file for
+    // leaves and picking one the checker counts (all leaves here are live: one commit).
+    let leaves = pages_of_type(dir.path(), PageType::Leaf);
+    assert!(leaves.len() > 10);
+    let victim = leaves[leaves.len() / 2];
+    flip_byte(dir.path(), victim, 1000);
+
+    let db = Db::open(dir.path(), opts()).unwrap();
+    let err = db
+        .begin_read()
+        .iter()
+        .find_map(|r| r.err())
+        .expect("scan must hit the corrupt page");
+    match err {
+        Error::CorruptPage { page, .. } => assert_eq!(page, victim),
+        other => panic!("expected corruption of page {victim}, got {other}"),
+    }
+    let report = db.check().unwrap();
+    assert!(!report.is_ok());
+    assert!(
+        report.problems.iter().any(|p| p.contains(&format!("page {victim}"))),
+        "{:?}",
+        report.problems
+    );
+}
+
+#[test]
+fn small_pool_serves_a_data_set_many_times_its_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let budget = 64 * 1024;
+    let db = Db::open(
+        dir.path(),
+        Options {
+            cache_bytes: budget,
+            ..opts()
+        },
+    )
+    .unwrap();
+    fill(&db, 4000, 300, 500); // ~1.3 MB of payload, 20x the pool
+    let stats = db.stats().unwrap();
+    assert!(stats.file_bytes > 10 * budget as u64);
+    for round in 0..3u32 {
+        for i in (0..4000u32).map(|i| (i * 7 + round * 13) % 4000) {
+            assert_eq!(db.get(&key(i)).unwrap(), Some(vec![(i % 251) as u8; 300]), "key {i}");
+        }
+    }
+    let n = db.begin_read().iter().count();
+    assert_eq!(n, 4000);
+    let pool = db.stats().unwrap().pool;
+    assert!(pool.evictions > 1000, "{pool:?}");
+    assert!(pool.misses > 1000, "{pool:?}");
+    assert!(pool.resident_bytes <= pool.capacity_bytes + 4 * DEFAULT_PAGE_SIZE as u64, "{pool:?}");
+}
+
+#[test]
+fn deleted_space_is_reused_before_the_file_grows() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), opts()).unwrap();
+    let n = 200_000u32;
+    fill(&db, n, 20, 20_000);
+    let first = db.stats().unwrap().file_bytes;
+    let mut i = 0;
+    while i < n {
+        let mut txn = db.begin_write();
+        for j in i..(i + 20_000).min(n) {
+            txn.delete(&key(j)).unwrap();
+        }
+        txn.commit().unwrap();
+        i += 20_000;
+    }
+    assert_eq!(db.stats().unwrap().entries, 0);
+    fill(&db, n, 20, 20_000);
+    let second = db.stats().unwrap().file_bytes;
+    assert!(
+        (second as f64) < first as f64 * 1.10,
+        "file grew from {first} to {second} bytes in the second round"
+    );
+    assert!(db.check().unwrap().is_ok());
+}
+
+#[test]
+fn mass_delete_shrinks_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), opts()).unwrap();
+    fill(&db, 50_000, 100, 10_000);
+    let full = std::fs::metadata(dir.path().join(DATA_FILE)).unwrap().len();
+    let mut txn = db.begin_write();
+    for j in 0..50_000 {
+        txn.delete(&key(j)).unwrap();
+    }
+    txn.commit().unwrap();
+    // Later commits release what the delete superseded (the first frees the
+    // tree, the second the free-list pages of the delete's checkpoint), and the
+    // free tail of the file is cut off.
+    db.put(b"after", b"x").unwrap();
+    db.put(b"after", b"y").unwrap();
+    let small = std::fs::metadata(dir.path().join(DATA_FILE)).unwrap().len();
+    assert!(small * 10 < full, "file went from {full} to {small} bytes");
+    assert!(db.check().unwrap().is_ok());
+}
+
+#[test]
+fn sixteen_mebibyte_values_roundtrip_and_free_their_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), opts()).unwrap();
+    let big: Vec<u8> = (0..16u32 << 20).map(|i| (i % 253) as u8).collect();
+    db.put(b"big", &big).unwrap();
+    db.put(b"small", b"s").unwrap();
+    assert_eq!(db.get(b"big").unwrap().as_deref(), Some(&big[..]));
+    drop(db);
+    let db = Db::open(dir.path(), opts()).unwrap();
+    assert_eq!(db.get(b"big").unwrap().as_deref(), Some(&big[..]));
+    let used = db.stats().unwrap().pages_in_use;
+    assert!(used > 4096, "{used}");
+    db.delete(b"big").unwrap();
+    db.put(b"tick", b"1").unwrap(); // releases the chain's pages
+    let stats = db.stats().unwrap();
+    assert!(stats.pages_in_use < 16, "{stats:?}");
+    assert!(db.check().unwrap().is_ok());
+    // Overwrite with another large value: reuses the freed pages.
+    db.put(b"big", &big[..8 << 20]).unwrap();
+    assert!(db.stats().unwrap().file_bytes <= 17 << 20);
+}
+
+#[test]
+fn keys_must_be_nonempty_and_at_most_the_maximum() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), opts()).unwrap();
+    let max = db.max_key_len();
+    assert!(max >= 1024);
+    db.put(&vec![b'k'; max], b"v").unwrap();
+    assert!(matches!(db.put(&vec![b'k'; max + 1], b"v"), Err(Error::InvalidKey { .. })));
+    assert!(matches!(db.put(b"", b"v"), Err(Error::InvalidKey { .. })));
+    assert_eq!(db.get(&vec![b'k'; max]).unwrap(), Some(b"v".to_vec()));
+}
+
+#[test]
+fn missing_directory_and_non_directory_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope");
+    let no_create = Options {
+        create_if_missing: false,
+        ..opts()
+    };
+    assert!(matches!(Db::open(&missing, no_create.clone()), Err(Error::MissingDirectory { .. })));
+    assert!(!missing.exists(), "nothing may be created");
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, b"x").unwrap();
+    assert!(matches!(Db::open(&file, opts()), Err(Error::NotADirectory { .. })));
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    assert!(matches!(Db::open(&empty, no_create), Err(Error::NoDatabase { .. })));
+    assert!(!empty.join(DATA_FILE).exists());
+}
+
+#[test]
+fn foreign_and_newer_files_are_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DATA_FILE);
+    let junk = b"PGDMP this is somebody else's file, not ours at all........".repeat(100);
+    std::fs::write(&path, &junk).unwrap();
+    let err = Db::open(dir.path(), opts()).unwrap_err();
+    assert!(matches!(err, Error::NotATreeStoreFile { .. }), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), junk);
+
+    std::fs::remove_file(&path).unwrap();
+    drop(Db::open(dir.path(), opts()).unwrap());
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[24] = 99; // format version of page 0
+    std::fs::write(&path, &bytes).unwrap();
+    let err = Db::open(dir.path(), opts()).unwrap_err();
+    assert!(matches!(err, Error::UnsupportedFormatVersion { found: 99, .. }), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+}
+
+#[test]
+fn a_second_opener_is_refused_and_told_who_holds_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), opts()).unwrap();
+    match Db::open(dir.path(), opts()) {
+        Err(Error::Locked { holder, .. }) => assert!(holder.contains(&std::process::id().to_string()), "{holder}"),
+        other => panic!("expected a lock error, got {other:?}"),
+    }
+    drop(db);
+    Db::open(dir.path(), opts()).unwrap();
+}
+
+#[test]
+fn readers_keep_their_snapshot_while_writers_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), opts()).unwrap();
+    fill(&db, 1000, 10, 1000);
+    let before = db.begin_read();
+    let mut txn = db.begin_write();
+    for i in 0..1000 {
+        txn.put(&key(i), b"new").unwrap();
+    }
+    txn.delete(&key(5)).unwrap();
+    txn.put(b"zzz", b"added").unwrap();
+    // Uncommitted writes are invisible to others and visible to the writer.
+    assert_eq!(db.get(b"zzz").unwrap(), None);
+    assert_eq!(txn.get(b"zzz").unwrap(), Some(b"added".to_vec()));
+    assert_eq!(txn.get(&key(5)).unwrap(), None);
+    txn.commit().unwrap();
+    // Many more commits to churn pages; the old snapshot must stay intact.
+    for round in 0..20u32 {
+        let mut batch = WriteBatch::new();
+        for i in 0..1000 {
+            batch.put(key(i), format!("r{round}"));
+        }
+        db.write(batch).unwrap();
+    }
+    assert_eq!(before.len(), 1000);
+    for (i, kv) in before.iter().enumerate() {
+        let (k, v) = kv.unwrap();
+        assert_eq!(k, key(i as u32));
+        assert_eq!(v, vec![(i % 251) as u8; 10]);
+    }
+    assert_eq!(db.get(&key(7)).unwrap(), Some(b"r19".to_vec()));
+    drop(before);
+    assert!(db.check().unwrap().is_ok());
+}
+
+#[test]
+fn first_committer_wins_on_the_same_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), opts()).unwrap();
+    db.put(b"a", b"0").unwrap();
+    let mut t1 = db.begin_write();
+    let mut t2 = db.begin_write();
+    let mut t3 = db.begin_write();
+    t1.put(b"a", b"1").unwrap();
+    t2.put(b"a", b"2").unwrap();
+    t3.put(b"b", b"3").unwrap();
+    t1.commit().unwrap();
+    let err = t2.commit().unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    t3.commit().unwrap(); // disjoint keys do not conflict
+    assert_eq!(db.get(b"a").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(db.get(b"b").unwrap(), Some(b"3".to_vec()));
+    // A dropped transaction leaves no trace.
+    let mut t4 = db.begin_write();
+    t4.put(b"c", b"x").unwrap();
+    drop(t4);
+    assert_eq!(db.get(b"c").unwrap(), None);
+}
+
+#[test]
+fn torn_newest_meta_page_falls_back_to_the_previous_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let seq;
+    {
+        let db = Db::open(dir.path(), opts()).unwrap();
+        db.put(b"k", b"old").unwrap();
+        seq = db.put(b"k", b"new").unwrap().seq;
+    }
+    // The newest meta lives in slot seq % 2: damage its second half.
+    flip_byte(dir.path(), seq % 2, 3000);
+    let db = Db::open(dir.path(), opts()).unwrap();
+    assert_eq!(db.get(b"k").unwrap(), Some(b"old".to_vec()));
+    assert_eq!(db.stats().unwrap().commit_seq, seq - 1);
+}
+
+#[test]
+fn range_bounds_and_prefixes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), opts()).unwrap();
+    let mut model = BTreeMap::new();
+    let mut batch = WriteBatch::new();
+    for i in 0..5000u32 {
+        let k = format!("{}/{:05}", ["a", "ab", "b", "c\u{ff}"][i as usize % 4], i).into_bytes();
+        batch.put(k.clone(), i.to_le_bytes().to_vec());
+        model.insert(k, i.to_le_bytes().to_vec());
+    }
+    db.write(batch).unwrap();
+    let txn = db.begin_read();
+    let cases: Vec<(Bound<&[u8]>, Bound<&[u8]>)> = vec![
+        (Bound::Included(b"ab/"), Bound::Excluded(b"b/")),
+        (Bound::Excluded(b"a/00004"), Bound::Included(b"a/01000")),
+        (Bound::Unbounded, Bound::Excluded(b"a/00100")),
+        (Bound::Included(b"c"), Bound::Unbounded),
+        (Bound::Included(b"b"), Bound::Excluded(b"a")), // empty
+        (Bound::Excluded(b"b/00002"), Bound::Excluded(b"b/00002")), // empty
+    ];
+    for (lo, hi) in cases {
+        let empty = match (lo, hi) {
+            (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => a >= b,
+            _ => false,
+        };
+        let want: Vec<_> = if empty {
+            Vec::new()
+        } else {
+            model.range::<[u8], _>((lo, hi)).map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        let got: Vec<_> = txn.range(lo, hi).collect::<Result<_, _>>().unwrap();
+        assert_eq!(got, want, "{lo:?}..{hi:?}");
+        let mut rev: Vec<_> = txn.range_rev(lo, hi).collect::<Result<_, _>>().unwrap();
+        rev.reverse();
+        assert_eq!(rev, want, "reverse {lo:?}..{hi:?}");
+    }
+    let got: Vec<_> = txn.prefix(b"ab/", false).collect::<Result<_, _>>().unwrap();
+    assert_eq!(got.len(), 1250);
+    assert!(got.iter().all(|(k, _)| k.starts_with(b"ab/")));
+}
