@@ -1,1 +1,48 @@
-fn main() {}
+//! The `treestore` binary: one executable with subcommands for the server and the
+//! operator tools. Errors are reported on stderr with a non-zero exit code; the
+//! binary never prints a panic for bad input.
+
+mod kv_cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// TreeStore: a database for hierarchical documents.
+#[derive(Debug, Parser)]
+#[command(name = "treestore", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Low-level key/value access to a data directory (debugging tool).
+    Kv(kv_cmd::KvArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Kv(args) => kv_cmd::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            if is_broken_pipe(&err) {
+                // The reader went away (for example `| head`): not an error.
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("treestore: error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

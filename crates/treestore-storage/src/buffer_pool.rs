@@ -12,7 +12,7 @@
 //! case the shard grows past its share until pins are released.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
@@ -31,18 +31,79 @@ pub struct PoolStats {
     pub capacity_bytes: u64,
 }
 
+/// Hashes page ids (already well spread integers) with one multiplication
+/// instead of SipHash: lookups are on every page access.
+#[derive(Default)]
+struct PageIdHasher(u64);
+
+impl Hasher for PageIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_right(29);
+    }
+}
+
+type PageMap = HashMap<PageId, Frame, BuildHasherDefault<PageIdHasher>>;
+
 struct Frame {
-    id: PageId,
     page: PageRef,
+    /// Position of this page id in the shard's CLOCK ring.
+    ring_idx: usize,
     referenced: bool,
     dirty: bool,
 }
 
+/// One shard: frames keyed by page id (so a hit is one hash probe), and the
+/// ring of resident ids the CLOCK hand walks. Counters live here, under the
+/// shard lock, so concurrent readers do not contend on shared atomics.
+#[derive(Default)]
 struct Shard {
-    map: HashMap<PageId, usize>,
-    frames: Vec<Frame>,
+    map: PageMap,
+    ring: Vec<PageId>,
     hand: usize,
     capacity: usize,
+    hits: u64,
+    misses: u64,
+    evictions: u64,
+    writebacks: u64,
+}
+
+impl Shard {
+    fn remove(&mut self, id: PageId) -> Option<Frame> {
+        let frame = self.map.remove(&id)?;
+        let idx = frame.ring_idx;
+        self.ring.swap_remove(idx);
+        if let Some(&moved) = self.ring.get(idx) {
+            if let Some(f) = self.map.get_mut(&moved) {
+                f.ring_idx = idx;
+            }
+        }
+        if self.hand >= self.ring.len() {
+            self.hand = 0;
+        }
+        Some(frame)
+    }
+
+    fn push(&mut self, id: PageId, page: PageRef, dirty: bool) {
+        let ring_idx = self.ring.len();
+        self.ring.push(id);
+        self.map.insert(
+            id,
+            Frame {
+                page,
+                ring_idx,
+                referenced: false,
+                dirty,
+            },
+        );
+    }
 }
 
 /// A bounded, sharded page cache.
@@ -50,10 +111,6 @@ pub struct BufferPool {
     shards: Box<[Mutex<Shard>]>,
     page_size: usize,
     file: Arc<dyn StorageFile>,
-    hits: AtomicU64,
-    misses: AtomicU64,
-    evictions: AtomicU64,
-    writebacks: AtomicU64,
 }
 
 impl std::fmt::Debug for BufferPool {
@@ -80,10 +137,8 @@ impl BufferPool {
         let shards = (0..nshards)
             .map(|i| {
                 Mutex::new(Shard {
-                    map: HashMap::new(),
-                    frames: Vec::new(),
-                    hand: 0,
                     capacity: base + usize::from(i < extra),
+                    ..Shard::default()
                 })
             })
             .collect();
@@ -91,10 +146,6 @@ impl BufferPool {
             shards,
             page_size,
             file,
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-            evictions: AtomicU64::new(0),
-            writebacks: AtomicU64::new(0),
         }
     }
 
@@ -109,24 +160,23 @@ impl BufferPool {
     /// Returns the cached image of `id`, counting a hit or a miss.
     pub fn get(&self, id: PageId) -> Option<PageRef> {
         let mut shard = self.shard(id);
-        if let Some(&slot) = shard.map.get(&id) {
-            let frame = &mut shard.frames[slot];
-            frame.referenced = true;
-            self.hits.fetch_add(1, Ordering::Relaxed);
-            Some(frame.page.clone())
-        } else {
-            self.misses.fetch_add(1, Ordering::Relaxed);
-            None
+        match shard.map.get_mut(&id) {
+            Some(frame) => {
+                frame.referenced = true;
+                let page = frame.page.clone();
+                shard.hits += 1;
+                Some(page)
+            }
+            None => {
+                shard.misses += 1;
+                None
+            }
         }
     }
 
     /// Returns the cached image without touching counters or the reference bit.
     pub fn peek(&self, id: PageId) -> Option<PageRef> {
-        let shard = self.shard(id);
-        shard
-            .map
-            .get(&id)
-            .map(|&slot| shard.frames[slot].page.clone())
+        self.shard(id).map.get(&id).map(|f| f.page.clone())
     }
 
     /// Caches a clean image read from (or already written to) the file.
@@ -143,63 +193,42 @@ impl BufferPool {
     fn insert(&self, id: PageId, page: PageRef, dirty: bool) -> Result<()> {
         debug_assert_eq!(page.len(), self.page_size);
         let mut shard = self.shard(id);
-        if let Some(&slot) = shard.map.get(&id) {
-            let frame = &mut shard.frames[slot];
+        if let Some(frame) = shard.map.get_mut(&id) {
             frame.page = page;
             frame.dirty = dirty;
             frame.referenced = true;
             return Ok(());
         }
-        let frame = Frame {
-            id,
-            page,
-            referenced: false,
-            dirty,
-        };
-        if shard.frames.len() < shard.capacity {
-            let slot = shard.frames.len();
-            shard.frames.push(frame);
-            shard.map.insert(id, slot);
-            return Ok(());
-        }
-        match self.pick_victim(&mut shard)? {
-            Some(slot) => {
-                let old = std::mem::replace(&mut shard.frames[slot], frame);
-                shard.map.remove(&old.id);
-                shard.map.insert(id, slot);
-                self.evictions.fetch_add(1, Ordering::Relaxed);
-            }
-            None => {
-                // Every frame is pinned: grow past the share until pins drop.
-                let slot = shard.frames.len();
-                shard.frames.push(frame);
-                shard.map.insert(id, slot);
-            }
-        }
-        // Give back frames taken beyond capacity while everything was pinned.
-        while shard.frames.len() > shard.capacity {
+        // Make room first (possibly failing on a write-back), then insert, so an
+        // error leaves the shard as it was.
+        while shard.ring.len() >= shard.capacity {
             match self.pick_victim(&mut shard)? {
-                Some(slot) => {
-                    self.remove_slot(&mut shard, slot);
-                    self.evictions.fetch_add(1, Ordering::Relaxed);
+                Some(victim) => {
+                    shard.remove(victim);
+                    shard.evictions += 1;
                 }
+                // Every frame is pinned: grow past the share until pins drop.
                 None => break,
             }
         }
+        shard.push(id, page, dirty);
         Ok(())
     }
 
     /// CLOCK: finds an unpinned frame whose reference bit is clear, writing it back
     /// if dirty. `None` when every frame is pinned.
-    fn pick_victim(&self, shard: &mut Shard) -> Result<Option<usize>> {
-        let n = shard.frames.len();
-        if n == 0 {
-            return Ok(None);
-        }
+    fn pick_victim(&self, shard: &mut Shard) -> Result<Option<PageId>> {
+        let n = shard.ring.len();
         for _ in 0..2 * n + 1 {
+            if n == 0 {
+                break;
+            }
             let slot = shard.hand % n;
             shard.hand = (slot + 1) % n;
-            let frame = &mut shard.frames[slot];
+            let id = shard.ring[slot];
+            let Some(frame) = shard.map.get_mut(&id) else {
+                continue;
+            };
             if Arc::strong_count(&frame.page) > 1 {
                 continue;
             }
@@ -208,38 +237,22 @@ impl BufferPool {
                 continue;
             }
             if frame.dirty {
-                let offset = frame.id * self.page_size as u64;
-                self.file.write_all_at(&frame.page, offset).map_err(|e| {
-                    Error::io(format!("writing back page {} on eviction", frame.id), e)
-                })?;
+                let offset = id * self.page_size as u64;
+                self.file
+                    .write_all_at(&frame.page, offset)
+                    .map_err(|e| Error::io(format!("writing back page {id} on eviction"), e))?;
                 frame.dirty = false;
-                self.writebacks.fetch_add(1, Ordering::Relaxed);
+                shard.writebacks += 1;
             }
-            return Ok(Some(slot));
+            return Ok(Some(id));
         }
         Ok(None)
-    }
-
-    fn remove_slot(&self, shard: &mut Shard, slot: usize) -> Frame {
-        let frame = shard.frames.swap_remove(slot);
-        shard.map.remove(&frame.id);
-        if slot < shard.frames.len() {
-            let moved = shard.frames[slot].id;
-            shard.map.insert(moved, slot);
-        }
-        if shard.hand >= shard.frames.len() {
-            shard.hand = 0;
-        }
-        frame
     }
 
     /// Drops the cached image of `id` (dirty or not); used when the page id gets
     /// new contents written around the pool or is given back unused.
     pub fn invalidate(&self, id: PageId) {
-        let mut shard = self.shard(id);
-        if let Some(&slot) = shard.map.get(&id) {
-            self.remove_slot(&mut shard, slot);
-        }
+        self.shard(id).remove(id);
     }
 
     /// Writes every dirty frame to the file (in page order, contiguous runs in one
@@ -250,10 +263,10 @@ impl BufferPool {
             let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
             dirty.extend(
                 shard
-                    .frames
+                    .map
                     .iter()
-                    .filter(|f| f.dirty)
-                    .map(|f| (f.id, f.page.clone())),
+                    .filter(|(_, f)| f.dirty)
+                    .map(|(id, f)| (*id, f.page.clone())),
             );
         }
         dirty.sort_unstable_by_key(|(id, _)| *id);
@@ -264,8 +277,7 @@ impl BufferPool {
         run.finish()?;
         for (id, page) in &dirty {
             let mut shard = self.shard(*id);
-            if let Some(&slot) = shard.map.get(id) {
-                let frame = &mut shard.frames[slot];
+            if let Some(frame) = shard.map.get_mut(id) {
                 if Arc::ptr_eq(&frame.page, page) {
                     frame.dirty = false;
                 }
@@ -278,35 +290,36 @@ impl BufferPool {
     pub fn discard_dirty(&self) {
         for shard in self.shards.iter() {
             let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-            let mut slot = 0;
-            while slot < shard.frames.len() {
-                if shard.frames[slot].dirty {
-                    self.remove_slot(&mut shard, slot);
-                } else {
-                    slot += 1;
-                }
+            let dirty: Vec<PageId> = shard
+                .map
+                .iter()
+                .filter(|(_, f)| f.dirty)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in dirty {
+                shard.remove(id);
             }
         }
     }
 
     /// Current counters.
     pub fn stats(&self) -> PoolStats {
+        let mut st = PoolStats::default();
         let mut pages = 0u64;
         let mut capacity = 0u64;
         for shard in self.shards.iter() {
             let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-            pages += shard.frames.len() as u64;
+            pages += shard.ring.len() as u64;
             capacity += shard.capacity as u64;
+            st.hits += shard.hits;
+            st.misses += shard.misses;
+            st.evictions += shard.evictions;
+            st.dirty_writebacks += shard.writebacks;
         }
-        PoolStats {
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
-            evictions: self.evictions.load(Ordering::Relaxed),
-            dirty_writebacks: self.writebacks.load(Ordering::Relaxed),
-            resident_pages: pages,
-            resident_bytes: pages * self.page_size as u64,
-            capacity_bytes: capacity * self.page_size as u64,
-        }
+        st.resident_pages = pages;
+        st.resident_bytes = pages * self.page_size as u64;
+        st.capacity_bytes = capacity * self.page_size as u64;
+        st
     }
 }
 

@@ -485,16 +485,12 @@ impl DbInner {
     ) -> Result<(Vec<PageId>, u64)> {
         self.pager.flush()?;
         let page_size = self.pager.page_size();
-        let mut chain: Vec<PageId> = Vec::new();
-        let ids = loop {
-            let ids = freelist.all_recorded();
-            if chain.len() >= freelist::pages_needed(&ids, page_size) {
-                break ids;
-            }
-            let id = freelist.allocate();
-            allocated.push(id);
-            chain.push(id);
-        };
+        // Taking the lowest free pages for the chain never splits a run, so the
+        // number of pages needed can only shrink: size the chain once.
+        let needed = freelist::pages_needed(&freelist.all_recorded(), page_size);
+        let chain: Vec<PageId> = (0..needed).map(|_| freelist.allocate()).collect();
+        allocated.extend_from_slice(&chain);
+        let ids = freelist.all_recorded();
         let pages = freelist::encode(&ids, &chain, page_size);
         self.pager.write_direct(&pages)?;
         self.pager.sync()?;

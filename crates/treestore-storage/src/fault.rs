@@ -334,7 +334,7 @@ impl FaultVfs {
             let mut disk = d.durable.clone();
             if let LossMode::RandomSubset { .. } = mode {
                 let n = d.pending.len();
-                let torn = if n > 0 && next_random(&mut rng) % 2 == 0 {
+                let torn = if n > 0 && next_random(&mut rng).is_multiple_of(2) {
                     Some((next_random(&mut rng) % n as u64) as usize)
                 } else {
                     None
@@ -350,7 +350,7 @@ impl FaultVfs {
                         if keep > 0 {
                             apply(&mut disk, op, Some(keep));
                         }
-                    } else if next_random(&mut rng) % 2 == 0 {
+                    } else if next_random(&mut rng).is_multiple_of(2) {
                         apply(&mut disk, op, None);
                     }
                 }

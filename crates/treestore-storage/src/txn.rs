@@ -53,6 +53,9 @@ impl SnapshotHandle {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         btree::get(self.db.pager(), self.tree(), key)
     }
+    fn get_with<R>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
+        btree::get_with(self.db.pager(), self.tree(), key, f)
+    }
     fn range(&self, lower: Bound<Vec<u8>>, upper: Bound<Vec<u8>>, reverse: bool) -> RangeIter<'_> {
         RangeIter::new(self.db.pager(), self.tree(), lower, upper, reverse)
     }
@@ -91,6 +94,11 @@ impl ReadTxn {
 
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.handle.get(key)
+    }
+
+    /// Looks up `key` and passes its value to `f` without copying it.
+    pub fn get_with<R>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
+        self.handle.get_with(key, f)
     }
 
     /// Entries with `lower <= key < upper` (per the bounds), in key order.
@@ -294,11 +302,9 @@ impl MergeIter<'_> {
                 }
             };
             if take_overlay {
-                if let Some((k, v)) = self.overlay_head.take() {
-                    if let Some(v) = v {
-                        return Ok(Some((k.clone(), v.clone())));
-                    }
-                    // A deletion: skip.
+                // A deletion (`None` value) is skipped.
+                if let Some((k, Some(v))) = self.overlay_head.take() {
+                    return Ok(Some((k.clone(), v.clone())));
                 }
             } else {
                 return Ok(self.base_head.take());

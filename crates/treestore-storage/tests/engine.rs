@@ -76,7 +76,10 @@ fn flipped_byte_in_a_page_is_reported_with_its_page_number() {
     let report = db.check().unwrap();
     assert!(!report.is_ok());
     assert!(
-        report.problems.iter().any(|p| p.contains(&format!("page {victim}"))),
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains(&format!("page {victim}"))),
         "{:?}",
         report.problems
     );
@@ -99,7 +102,11 @@ fn small_pool_serves_a_data_set_many_times_its_size() {
     assert!(stats.file_bytes > 10 * budget as u64);
     for round in 0..3u32 {
         for i in (0..4000u32).map(|i| (i * 7 + round * 13) % 4000) {
-            assert_eq!(db.get(&key(i)).unwrap(), Some(vec![(i % 251) as u8; 300]), "key {i}");
+            assert_eq!(
+                db.get(&key(i)).unwrap(),
+                Some(vec![(i % 251) as u8; 300]),
+                "key {i}"
+            );
         }
     }
     let n = db.begin_read().iter().count();
@@ -107,7 +114,10 @@ fn small_pool_serves_a_data_set_many_times_its_size() {
     let pool = db.stats().unwrap().pool;
     assert!(pool.evictions > 1000, "{pool:?}");
     assert!(pool.misses > 1000, "{pool:?}");
-    assert!(pool.resident_bytes <= pool.capacity_bytes + 4 * DEFAULT_PAGE_SIZE as u64, "{pool:?}");
+    assert!(
+        pool.resident_bytes <= pool.capacity_bytes + 4 * DEFAULT_PAGE_SIZE as u64,
+        "{pool:?}"
+    );
 }
 
 #[test]
@@ -187,7 +197,10 @@ fn keys_must_be_nonempty_and_at_most_the_maximum() {
     let max = db.max_key_len();
     assert!(max >= 1024);
     db.put(&vec![b'k'; max], b"v").unwrap();
-    assert!(matches!(db.put(&vec![b'k'; max + 1], b"v"), Err(Error::InvalidKey { .. })));
+    assert!(matches!(
+        db.put(&vec![b'k'; max + 1], b"v"),
+        Err(Error::InvalidKey { .. })
+    ));
     assert!(matches!(db.put(b"", b"v"), Err(Error::InvalidKey { .. })));
     assert_eq!(db.get(&vec![b'k'; max]).unwrap(), Some(b"v".to_vec()));
 }
@@ -200,14 +213,23 @@ fn missing_directory_and_non_directory_are_clear_errors() {
         create_if_missing: false,
         ..opts()
     };
-    assert!(matches!(Db::open(&missing, no_create.clone()), Err(Error::MissingDirectory { .. })));
+    assert!(matches!(
+        Db::open(&missing, no_create.clone()),
+        Err(Error::MissingDirectory { .. })
+    ));
     assert!(!missing.exists(), "nothing may be created");
     let file = dir.path().join("plain-file");
     std::fs::write(&file, b"x").unwrap();
-    assert!(matches!(Db::open(&file, opts()), Err(Error::NotADirectory { .. })));
+    assert!(matches!(
+        Db::open(&file, opts()),
+        Err(Error::NotADirectory { .. })
+    ));
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
-    assert!(matches!(Db::open(&empty, no_create), Err(Error::NoDatabase { .. })));
+    assert!(matches!(
+        Db::open(&empty, no_create),
+        Err(Error::NoDatabase { .. })
+    ));
     assert!(!empty.join(DATA_FILE).exists());
 }
 
@@ -227,7 +249,10 @@ fn foreign_and_newer_files_are_refused_untouched() {
     bytes[24] = 99; // format version of page 0
     std::fs::write(&path, &bytes).unwrap();
     let err = Db::open(dir.path(), opts()).unwrap_err();
-    assert!(matches!(err, Error::UnsupportedFormatVersion { found: 99, .. }), "{err}");
+    assert!(
+        matches!(err, Error::UnsupportedFormatVersion { found: 99, .. }),
+        "{err}"
+    );
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
 }
 
@@ -236,7 +261,9 @@ fn a_second_opener_is_refused_and_told_who_holds_the_lock() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path(), opts()).unwrap();
     match Db::open(dir.path(), opts()) {
-        Err(Error::Locked { holder, .. }) => assert!(holder.contains(&std::process::id().to_string()), "{holder}"),
+        Err(Error::Locked { holder, .. }) => {
+            assert!(holder.contains(&std::process::id().to_string()), "{holder}")
+        }
         other => panic!("expected a lock error, got {other:?}"),
     }
     drop(db);
@@ -332,7 +359,8 @@ fn range_bounds_and_prefixes() {
     }
     db.write(batch).unwrap();
     let txn = db.begin_read();
-    let cases: Vec<(Bound<&[u8]>, Bound<&[u8]>)> = vec![
+    type Range<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
+    let cases: Vec<Range> = vec![
         (Bound::Included(b"ab/"), Bound::Excluded(b"b/")),
         (Bound::Excluded(b"a/00004"), Bound::Included(b"a/01000")),
         (Bound::Unbounded, Bound::Excluded(b"a/00100")),
@@ -342,13 +370,18 @@ fn range_bounds_and_prefixes() {
     ];
     for (lo, hi) in cases {
         let empty = match (lo, hi) {
-            (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => a >= b,
+            (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => {
+                a >= b
+            }
             _ => false,
         };
         let want: Vec<_> = if empty {
             Vec::new()
         } else {
-            model.range::<[u8], _>((lo, hi)).map(|(k, v)| (k.clone(), v.clone())).collect()
+            model
+                .range::<[u8], _>((lo, hi))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
         };
         let got: Vec<_> = txn.range(lo, hi).collect::<Result<_, _>>().unwrap();
         assert_eq!(got, want, "{lo:?}..{hi:?}");

@@ -20,9 +20,9 @@ const MAX_KEY: usize = PAGE_SIZE / 4;
 /// The key for index `i`: mostly short, every 16th near the maximum length.
 fn key(i: u16) -> Vec<u8> {
     let mut k = format!("key-{:05}", (i as u32 * 7919) % 100_000).into_bytes();
-    if i % 16 == 0 {
+    if i.is_multiple_of(16) {
         k.resize(MAX_KEY - (i as usize % 24), b'k');
-    } else if i % 5 == 0 {
+    } else if i.is_multiple_of(5) {
         k.push(0xff);
         k.extend_from_slice(&i.to_be_bytes());
     }

@@ -34,7 +34,10 @@ fn random_txn(rng: &mut StdRng) -> Txn {
                     _ => rng.random_range(0..80),
                 };
                 let seed: u8 = rng.random();
-                (k, Some((0..len).map(|j| seed.wrapping_add(j as u8)).collect()))
+                (
+                    k,
+                    Some((0..len).map(|j| seed.wrapping_add(j as u8)).collect()),
+                )
             }
         })
         .collect()
@@ -61,7 +64,10 @@ fn commit(db: &Db, txn: &Txn) -> Result<(), Error> {
 }
 
 fn contents(db: &Db) -> Model {
-    db.begin_read().iter().collect::<Result<_, _>>().expect("scan after recovery")
+    db.begin_read()
+        .iter()
+        .collect::<Result<_, _>>()
+        .expect("scan after recovery")
 }
 
 fn crash_point(seed: u64) {
@@ -70,7 +76,7 @@ fn crash_point(seed: u64) {
     let dir = Path::new("/db");
     let page_size = if rng.random_bool(0.5) { 1024 } else { 4096 };
     let opts = common::mem_options(&vfs, page_size, 64 * 1024);
-    let mut db = Db::open(dir, opts.clone()).unwrap();
+    let db = Db::open(dir, opts.clone()).unwrap();
     let mut model = Model::new();
     for _ in 0..rng.random_range(0..8) {
         let t = random_txn(&mut rng);
@@ -87,7 +93,6 @@ fn crash_point(seed: u64) {
         1 => FaultTarget::Syncs,
         _ => FaultTarget::Any,
     };
-    if std::env::var("TRACE").is_ok() { eprintln!("seed {seed}: {kind:?} {target:?} page {page_size}"); }
     vfs.set_plan(Some(FaultPlan {
         at: rng.random_range(0..12),
         kind,
@@ -100,7 +105,10 @@ fn crash_point(seed: u64) {
         match commit(&db, &t) {
             Ok(()) => apply(&mut model, &t),
             Err(e) => {
-                assert!(matches!(e, Error::Io { .. } | Error::Poisoned(_)), "seed {seed}: unexpected error {e}");
+                assert!(
+                    matches!(e, Error::Io { .. } | Error::Poisoned(_)),
+                    "seed {seed}: unexpected error {e}"
+                );
                 uncertain = Some(t);
                 break;
             }
@@ -112,11 +120,15 @@ fn crash_point(seed: u64) {
         let t = random_txn(&mut rng);
         match commit(&db, &t) {
             Ok(()) => {
-                assert_eq!(contents(&db), {
-                    let mut m = model.clone();
-                    apply(&mut m, &t);
-                    m
-                }, "seed {seed}: failed commit left traces");
+                assert_eq!(
+                    contents(&db),
+                    {
+                        let mut m = model.clone();
+                        apply(&mut m, &t);
+                        m
+                    },
+                    "seed {seed}: failed commit left traces"
+                );
                 apply(&mut model, &t);
                 uncertain = None;
             }
@@ -151,7 +163,10 @@ fn crash_point(seed: u64) {
 #[test]
 fn every_acknowledged_commit_survives_power_loss() {
     let points = 2000 * common::scale();
-    let base: u64 = std::env::var("TREESTORE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x7265_6573);
+    let base: u64 = std::env::var("TREESTORE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x7265_6573);
     for i in 0..points {
         crash_point(base + i);
     }

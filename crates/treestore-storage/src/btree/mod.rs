@@ -39,8 +39,19 @@ pub fn load_value(pager: &Pager, val: ValRef<'_>) -> Result<Vec<u8>> {
     }
 }
 
-/// Point lookup.
+/// Point lookup returning a copy of the value.
 pub fn get(pager: &Pager, tree: TreeRoot, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    get_with(pager, tree, key, <[u8]>::to_vec)
+}
+
+/// Point lookup that hands the value to `f` without copying it out of the page
+/// (values in overflow chains are assembled first).
+pub fn get_with<R>(
+    pager: &Pager,
+    tree: TreeRoot,
+    key: &[u8],
+    f: impl FnOnce(&[u8]) -> R,
+) -> Result<Option<R>> {
     if tree.is_empty() {
         return Ok(None);
     }
@@ -55,10 +66,14 @@ pub fn get(pager: &Pager, tree: TreeRoot, key: &[u8]) -> Result<Option<Vec<u8>>>
             Some(PageType::Leaf) if level == tree.depth => {
                 let leaf = LeafView::new(&page);
                 let (i, found) = leaf.search(key);
-                return if found {
-                    load_value(pager, leaf.val(i)).map(Some)
-                } else {
-                    Ok(None)
+                if !found {
+                    return Ok(None);
+                }
+                return match leaf.val(i) {
+                    ValRef::Inline(v) => Ok(Some(f(v))),
+                    ValRef::Overflow { first, len } => {
+                        Ok(Some(f(&overflow::read(pager, first, len)?)))
+                    }
                 };
             }
             other => {
