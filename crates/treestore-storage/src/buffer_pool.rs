@@ -286,22 +286,6 @@ impl BufferPool {
         Ok(dirty.len())
     }
 
-    /// Forgets every dirty frame without writing it (after a failed commit).
-    pub fn discard_dirty(&self) {
-        for shard in self.shards.iter() {
-            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-            let dirty: Vec<PageId> = shard
-                .map
-                .iter()
-                .filter(|(_, f)| f.dirty)
-                .map(|(id, _)| *id)
-                .collect();
-            for id in dirty {
-                shard.remove(id);
-            }
-        }
-    }
-
     /// Current counters.
     pub fn stats(&self) -> PoolStats {
         let mut st = PoolStats::default();
@@ -420,13 +404,15 @@ mod tests {
     }
 
     #[test]
-    fn discard_dirty_forgets_unwritten_pages() {
+    fn invalidate_forgets_an_unwritten_page() {
         let file: Arc<dyn StorageFile> = Arc::new(MemFile::default());
-        let pool = BufferPool::new(64 * 1024, 1024, file);
+        let pool = BufferPool::new(64 * 1024, 1024, file.clone());
         pool.insert_clean(1, page(1)).unwrap();
         pool.insert_dirty(2, page(2)).unwrap();
-        pool.discard_dirty();
+        pool.invalidate(2);
         assert!(pool.peek(1).is_some());
         assert!(pool.peek(2).is_none());
+        assert_eq!(pool.flush_dirty().unwrap(), 0);
+        assert_eq!(file.len().unwrap(), 0);
     }
 }

@@ -1,31 +1,41 @@
 //! The database: opening a data directory, snapshots, and the commit path.
 //!
-//! Commit (shadow paging): the batch is applied copy-on-write to the current tree,
-//! new pages are written to free locations, the free list is written, the file is
-//! synced, then the meta page for the new sequence number is written into the
-//! slot the previous commit did not use and synced again. Only then is the new
-//! tree published to readers. A crash at any instant leaves either the old or the
-//! new meta page valid, each naming a complete tree.
+//! Commit (log first): under the commit mutex the transaction is validated
+//! (first committer wins; in serializable mode also its reads), its sorted write
+//! set is applied copy-on-write to the in-memory working tree (new pages are dirty
+//! in the buffer pool), and the write set is appended to the write-ahead log
+//! buffer. Outside the mutex the committer waits until the log is durable up to
+//! its record (group commit: one fdatasync covers everyone waiting), then
+//! publishes the new tree to readers. `commit()` returns only after that, so an
+//! acknowledged commit survives any crash; a reader never sees a commit that
+//! could still be lost.
 //!
-//! Concurrency: readers take a snapshot (an `Arc` of the published root) and never
-//! block; write transactions buffer changes and serialize only at commit, where
-//! first-committer-wins validation rejects a transaction whose writes overlap a
-//! commit made after it began.
+//! Checkpoints ([`crate::checkpoint`]) write the dirty pages to free locations and
+//! a new meta page naming the tree and the log position it covers; recovery
+//! ([`crate::recovery`]) loads the newest valid checkpoint and replays the log
+//! after it.
+//!
+//! Concurrency: readers take a snapshot (an `Arc` of a published root) and never
+//! block; write transactions buffer changes and serialize only at commit.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
+use crate::background::Background;
 use crate::btree::write::{Op, Writer};
 use crate::btree::TreeRoot;
 use crate::buffer_pool::PoolStats;
 use crate::error::{Error, Result};
-use crate::freelist::{self, FreeList};
-use crate::meta::{self, Meta};
-use crate::page::{self, PageId, PageType, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+use crate::freelist::FreeList;
+use crate::log_record;
+use crate::meta::Meta;
+use crate::page::{PageId, DEFAULT_PAGE_SIZE};
 use crate::pager::Pager;
-use crate::txn::{ReadTxn, WriteTxn};
-use crate::vfs::{DirLock, OsVfs, PathKind, Vfs};
+use crate::txn::{ReadSet, ReadTxn, WriteTxn};
+use crate::vfs::{DirLock, OsVfs, Vfs};
+use crate::wal::{Durability, Wal, WalStats};
 
 /// Name of the page file inside a data directory.
 pub const DATA_FILE: &str = "data.tsdb";
@@ -45,6 +55,17 @@ pub struct Options {
     pub cache_bytes: usize,
     /// The file system to use (the real one, or a fault injector in tests).
     pub vfs: Arc<dyn Vfs>,
+    /// When `commit()` returns: after fdatasync (default) or after a timer.
+    pub durability: Durability,
+    /// Size at which the log moves to a new segment file.
+    pub wal_segment_bytes: u64,
+    /// Checkpoint once this much log has been written since the last one.
+    pub checkpoint_log_bytes: u64,
+    /// Checkpoint at least this often while there are changes.
+    pub checkpoint_interval: Duration,
+    /// Run the background thread that checkpoints (and syncs in timer mode).
+    /// Without it, checkpoints happen only through [`Db::checkpoint`] and close.
+    pub background: bool,
 }
 
 impl Default for Options {
@@ -54,6 +75,11 @@ impl Default for Options {
             page_size: DEFAULT_PAGE_SIZE,
             cache_bytes: 64 << 20,
             vfs: Arc::new(OsVfs),
+            durability: Durability::Sync,
+            wal_segment_bytes: 64 << 20,
+            checkpoint_log_bytes: 64 << 20,
+            checkpoint_interval: Duration::from_secs(60),
+            background: true,
         }
     }
 }
@@ -67,39 +93,58 @@ pub(crate) struct Snapshot {
 }
 
 /// The published snapshot and who still uses older ones.
-struct SnapshotTable {
-    current: Arc<Snapshot>,
+pub(crate) struct SnapshotTable {
+    pub current: Arc<Snapshot>,
     /// Open snapshots (readers and writers) by sequence number.
-    open: BTreeMap<u64, usize>,
+    pub open: BTreeMap<u64, usize>,
     /// Open write transactions by snapshot sequence number.
-    writers: BTreeMap<u64, usize>,
+    pub writers: BTreeMap<u64, usize>,
 }
 
 /// The committed change set of one transaction.
 pub(crate) type WriteSet = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
-/// Everything only the committer touches.
-struct CommitState {
-    meta: Meta,
-    freelist: FreeList,
+/// Everything only the committer (and checkpointer) touches.
+pub(crate) struct CommitState {
+    /// The durable checkpoint.
+    pub meta: Meta,
+    /// The working tree: every applied commit, durable in the log or about to be.
+    pub tree: TreeRoot,
+    pub seq: u64,
+    pub entries: u64,
+    /// LSN just past the last applied commit's log record.
+    pub last_lsn: u64,
+    pub freelist: FreeList,
     /// Pages holding the free list of the durable checkpoint.
-    freelist_pages: Vec<PageId>,
+    pub freelist_pages: Vec<PageId>,
     /// Write sets of recent commits, for conflict detection.
-    recent: VecDeque<(u64, Arc<WriteSet>)>,
-    poisoned: Option<String>,
+    pub recent: VecDeque<(u64, Arc<WriteSet>)>,
+    pub poisoned: Option<String>,
+    pub last_checkpoint: Instant,
+    pub checkpoints: u64,
 }
 
 pub(crate) struct DbInner {
-    dir: PathBuf,
-    pager: Pager,
-    snapshots: Mutex<SnapshotTable>,
-    commit: Mutex<CommitState>,
-    _lock: Box<dyn DirLock>,
+    pub dir: PathBuf,
+    pub pager: Pager,
+    pub wal: Wal,
+    pub durability: Durability,
+    pub checkpoint_log_bytes: u64,
+    pub checkpoint_interval: Duration,
+    pub snapshots: Mutex<SnapshotTable>,
+    pub commit: Mutex<CommitState>,
+    /// Applied commits waiting for their log record to be durable.
+    pub unpublished: Mutex<VecDeque<(u64, Arc<Snapshot>)>>,
+    pub _lock: Box<dyn DirLock>,
 }
 
 /// A handle to an open database. Cheap to clone; all clones share one engine.
+/// When the last handle is dropped the log is synced and a final checkpoint is
+/// taken (best effort; [`Db::close`] reports errors).
 #[derive(Clone)]
 pub struct Db {
+    // Declared first so it drops first: its final checkpoint needs `inner` alive.
+    pub(crate) _background: Arc<Background>,
     pub(crate) inner: Arc<DbInner>,
 }
 
@@ -117,7 +162,7 @@ pub struct Stats {
     pub page_count: u64,
     /// Pages reusable now.
     pub free_pages: u64,
-    /// Pages superseded but still needed by an open snapshot.
+    /// Pages superseded but still needed by an open snapshot or by recovery.
     pub pending_pages: u64,
     /// Pages holding live data (meta, tree, overflow, free list).
     pub pages_in_use: u64,
@@ -126,7 +171,13 @@ pub struct Stats {
     pub depth: u32,
     /// Sequence number of the last commit.
     pub commit_seq: u64,
+    /// Sequence number of the commit the durable checkpoint includes.
+    pub checkpoint_commit_seq: u64,
+    /// Log bytes written since the durable checkpoint.
+    pub log_bytes_since_checkpoint: u64,
+    pub checkpoints: u64,
     pub pool: PoolStats,
+    pub wal: WalStats,
 }
 
 /// What a successful commit produced.
@@ -136,98 +187,22 @@ pub struct CommitInfo {
     pub seq: u64,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // The state behind these mutexes is updated only after every fallible step
-    // of a commit has succeeded, so a panic never leaves it half-changed.
+    // has succeeded (or the database is marked poisoned), so a panic elsewhere
+    // never leaves it half-changed.
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Db {
-    /// Opens (or creates, per `options`) the database in directory `dir`.
+    /// Opens (or creates, per `options`) the database in directory `dir`,
+    /// recovering committed transactions from the log.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Db> {
-        let dir = dir.as_ref().to_path_buf();
-        let vfs = options.vfs.clone();
-        let kind = vfs
-            .path_kind(&dir)
-            .map_err(|e| Error::io(format!("inspecting data directory {}", dir.display()), e))?;
-        match kind {
-            PathKind::Directory => {}
-            PathKind::Other => return Err(Error::NotADirectory { path: dir }),
-            PathKind::Missing if options.create_if_missing => vfs
-                .create_dir_all(&dir)
-                .map_err(|e| Error::io(format!("creating data directory {}", dir.display()), e))?,
-            PathKind::Missing => return Err(Error::MissingDirectory { path: dir }),
-        }
-        let dir_lock = vfs.lock_dir(&dir)?;
-        let path = dir.join(DATA_FILE);
-        let exists = vfs
-            .path_kind(&path)
-            .map_err(|e| Error::io(format!("inspecting {}", path.display()), e))?
-            != PathKind::Missing;
-        if !exists && !options.create_if_missing {
-            return Err(Error::NoDatabase { path: dir });
-        }
-        let file = vfs
-            .open(&path, options.create_if_missing)
-            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-        let len = file
-            .len()
-            .map_err(|e| Error::io(format!("reading the length of {}", path.display()), e))?;
-        if len == 0 {
-            if !options.create_if_missing {
-                return Err(Error::NoDatabase { path: dir });
-            }
-            if !page::valid_page_size(options.page_size) {
-                return Err(Error::InvalidOptions(format!(
-                    "page size {} is not a power of two between 1024 and {MAX_PAGE_SIZE}",
-                    options.page_size
-                )));
-            }
-            initialize(&*file, &path, options.page_size)?;
-            vfs.sync_dir(&dir)
-                .map_err(|e| Error::io(format!("syncing directory {}", dir.display()), e))?;
-        }
-        let (meta, page_size) = read_meta(&*file, &path)?;
-        let pager = Pager::new(file, path.clone(), page_size, options.cache_bytes);
-        let (free, freelist_pages) = load_freelist(&pager, &meta)?;
-        let file_len = pager.file_len()?;
-        let want = meta.page_count * page_size as u64;
-        if file_len < want {
-            return Err(Error::CorruptFile {
-                path,
-                reason: format!("file is {file_len} bytes but the checkpoint needs {want}"),
-            });
-        }
-        if file_len > want {
-            // Pages past the checkpoint's end belong to a commit that never finished.
-            pager.truncate(meta.page_count)?;
-        }
-        let snapshot = Arc::new(Snapshot {
-            seq: meta.seq,
-            tree: TreeRoot {
-                root: meta.root,
-                depth: meta.depth,
-            },
-            entries: meta.entry_count,
-        });
+        let inner = Arc::new(crate::recovery::open(dir.as_ref(), &options)?);
+        let background = Background::start(&inner, &options);
         Ok(Db {
-            inner: Arc::new(DbInner {
-                dir,
-                pager,
-                snapshots: Mutex::new(SnapshotTable {
-                    current: snapshot,
-                    open: BTreeMap::new(),
-                    writers: BTreeMap::new(),
-                }),
-                commit: Mutex::new(CommitState {
-                    freelist: FreeList::new(meta.page_count, free),
-                    meta,
-                    freelist_pages,
-                    recent: VecDeque::new(),
-                    poisoned: None,
-                }),
-                _lock: dir_lock,
-            }),
+            inner,
+            _background: background,
         })
     }
 
@@ -238,7 +213,7 @@ impl Db {
 
     /// Longest key accepted (depends on the page size).
     pub fn max_key_len(&self) -> usize {
-        self.inner.pager.limits().max_key
+        self.inner.max_key_len()
     }
 
     /// Starts a read-only transaction on the latest committed state. Never blocks
@@ -248,10 +223,20 @@ impl Db {
         ReadTxn::new(self.inner.clone(), snap)
     }
 
-    /// Starts a write transaction. Its changes are buffered until `commit`.
+    /// Starts a write transaction with snapshot isolation. Its changes are
+    /// buffered until `commit`.
     pub fn begin_write(&self) -> WriteTxn {
         let snap = self.inner.register(true);
-        WriteTxn::new(self.inner.clone(), snap)
+        WriteTxn::new(self.inner.clone(), snap, false)
+    }
+
+    /// Starts a serializable write transaction: besides write-write conflicts,
+    /// commit fails when a transaction committed since its snapshot wrote a key
+    /// this one read (or a key inside a range it scanned), which rules out
+    /// write skew.
+    pub fn begin_write_serializable(&self) -> WriteTxn {
+        let snap = self.inner.register(true);
+        WriteTxn::new(self.inner.clone(), snap, true)
     }
 
     /// Reads one key in its own snapshot.
@@ -285,12 +270,25 @@ impl Db {
         txn.commit()
     }
 
+    /// Writes a checkpoint now (no-op when nothing changed since the last one).
+    pub fn checkpoint(&self) -> Result<()> {
+        self.inner.checkpoint()
+    }
+
+    /// Syncs the log, takes a final checkpoint and reports any error. The
+    /// database stays usable through other handles.
+    pub fn close(self) -> Result<()> {
+        self.inner.wal.sync_all()?;
+        self.inner.checkpoint()
+    }
+
     /// Current sizes and counters.
     pub fn stats(&self) -> Result<Stats> {
         let st = lock(&self.inner.commit);
-        let page_count = st.meta.page_count;
+        let page_count = st.freelist.page_count();
         let free = st.freelist.free_count() as u64;
         let pending = st.freelist.pending_count() as u64;
+        let wal = self.inner.wal.stats();
         Ok(Stats {
             page_size: self.inner.pager.page_size() as u64,
             page_count,
@@ -298,14 +296,18 @@ impl Db {
             pending_pages: pending,
             pages_in_use: page_count.saturating_sub(free + pending),
             file_bytes: self.inner.pager.file_len()?,
-            entries: st.meta.entry_count,
-            depth: st.meta.depth,
-            commit_seq: st.meta.seq,
+            entries: st.entries,
+            depth: st.tree.depth,
+            commit_seq: st.seq,
+            checkpoint_commit_seq: st.meta.commit_seq,
+            log_bytes_since_checkpoint: st.last_lsn.saturating_sub(st.meta.checkpoint_lsn),
+            checkpoints: st.checkpoints,
             pool: self.inner.pager.pool_stats(),
+            wal,
         })
     }
 
-    /// Verifies the whole file: see [`crate::check`].
+    /// Verifies the durable checkpoint on disk: see [`crate::check`].
     pub fn check(&self) -> Result<crate::check::CheckReport> {
         let st = lock(&self.inner.commit);
         crate::check::check(&self.inner.pager, &st.meta)
@@ -334,6 +336,34 @@ impl WriteBatch {
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }
+}
+
+/// Applies a sorted write set to the working tree as commit `seq`. On error
+/// nothing changed.
+pub(crate) fn apply_batch(
+    pager: &Pager,
+    st: &mut CommitState,
+    seq: u64,
+    writes: &WriteSet,
+) -> Result<()> {
+    let ops: Vec<Op<'_>> = writes
+        .iter()
+        .map(|(k, v)| (k.as_slice(), v.as_deref()))
+        .collect();
+    let mut writer = Writer::new(pager, &mut st.freelist);
+    let tree = match writer.apply(st.tree, &ops) {
+        Ok(t) => t,
+        Err(e) => {
+            writer.rollback();
+            return Err(e);
+        }
+    };
+    let delta = writer.entry_delta();
+    let (superseded, _) = writer.finish();
+    st.freelist.supersede(seq, superseded);
+    st.tree = tree;
+    st.entries = (st.entries as i64 + delta).max(0) as u64;
+    Ok(())
 }
 
 impl DbInner {
@@ -374,234 +404,124 @@ impl DbInner {
         }
     }
 
+    /// Oldest snapshot anyone may still read, and the oldest write transaction's.
+    pub(crate) fn oldest_snapshots(&self) -> (u64, Option<u64>) {
+        let t = lock(&self.snapshots);
+        let oldest = t
+            .open
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(t.current.seq)
+            .min(t.current.seq);
+        (oldest, t.writers.keys().next().copied())
+    }
+
+    /// Makes superseded pages that no snapshot needs reusable and drops their
+    /// cached images (a dirty image of a dead page must never be written).
+    pub(crate) fn release_pages(&self, st: &mut CommitState) {
+        let (oldest, _) = self.oldest_snapshots();
+        for id in st.freelist.release(oldest) {
+            self.pager.invalidate(id);
+        }
+    }
+
     /// Commits a write set made on snapshot `base`.
-    pub(crate) fn commit(&self, base: u64, writes: WriteSet) -> Result<CommitInfo> {
-        let mut guard = lock(&self.commit);
-        let st = &mut *guard;
-        if let Some(why) = &st.poisoned {
-            return Err(Error::Poisoned(why.clone()));
-        }
-        for (seq, set) in &st.recent {
-            if *seq > base && overlaps(set, &writes) {
-                return Err(Error::Conflict);
+    pub(crate) fn commit(
+        &self,
+        base: u64,
+        writes: WriteSet,
+        reads: Option<ReadSet>,
+    ) -> Result<CommitInfo> {
+        let (seq, lsn) = {
+            let mut guard = lock(&self.commit);
+            let st = &mut *guard;
+            if let Some(why) = &st.poisoned {
+                return Err(Error::Poisoned(why.clone()));
             }
-        }
-        if writes.is_empty() {
-            return Ok(CommitInfo { seq: st.meta.seq });
-        }
-        let seq = st.meta.seq + 1;
-        let (oldest_open, oldest_writer) = {
-            let t = lock(&self.snapshots);
-            let oldest = t.open.keys().next().copied().unwrap_or(t.current.seq);
-            (oldest, t.writers.keys().next().copied())
-        };
-        st.freelist.release(oldest_open);
-
-        let ops: Vec<Op<'_>> = writes
-            .iter()
-            .map(|(k, v)| (k.as_slice(), v.as_deref()))
-            .collect();
-        let base_tree = TreeRoot {
-            root: st.meta.root,
-            depth: st.meta.depth,
-        };
-        let page_count_before = st.freelist.page_count();
-        let mut writer = Writer::new(&self.pager, &mut st.freelist);
-        let tree = match writer.apply(base_tree, &ops) {
-            Ok(t) => t,
-            Err(e) => {
-                writer.rollback();
-                return Err(e);
-            }
-        };
-        let entries = (st.meta.entry_count as i64 + writer.entry_delta()).max(0) as u64;
-        let (mut superseded, mut allocated) = writer.finish();
-        superseded.extend_from_slice(&st.freelist_pages);
-        st.freelist.free_after(seq, superseded);
-        let trimmed = st.freelist.trim_tail();
-
-        // Write the new pages and the free list, then sync: nothing durable
-        // refers to them yet, so a failure here is undone in memory.
-        let chain = match self.write_checkpoint_pages(&mut st.freelist, &mut allocated) {
-            Ok(p) => p,
-            Err(e) => {
-                self.pager.discard_staged();
-                for &id in &allocated {
-                    self.pager.invalidate(id);
+            for (seq, set) in &st.recent {
+                if *seq > base
+                    && (overlaps(set, &writes) || reads.as_ref().is_some_and(|r| r.touched_by(set)))
+                {
+                    return Err(Error::Conflict);
                 }
-                st.freelist
-                    .undo_commit(seq, trimmed, &allocated, page_count_before);
+            }
+            if writes.is_empty() {
+                return Ok(CommitInfo { seq: base });
+            }
+            let seq = st.seq + 1;
+            self.release_pages(st);
+            apply_batch(&self.pager, st, seq, &writes)?;
+            // From here on the working tree holds this commit: if it cannot be
+            // logged, the in-memory state is ahead of the log for good.
+            let payload = log_record::encode_commit(seq, &writes);
+            let lsn = match self.wal.append(&payload) {
+                Ok(lsn) => lsn,
+                Err(e) => {
+                    st.poisoned = Some(e.to_string());
+                    return Err(e);
+                }
+            };
+            st.seq = seq;
+            st.last_lsn = lsn;
+            st.recent.push_back((seq, Arc::new(writes)));
+            match self.oldest_snapshots().1 {
+                // Only transactions that started before a commit can conflict with it.
+                Some(w) => st.recent.retain(|(s, _)| *s > w),
+                None => st.recent.clear(),
+            }
+            let snap = Arc::new(Snapshot {
+                seq,
+                tree: st.tree,
+                entries: st.entries,
+            });
+            match self.durability {
+                Durability::Sync => lock(&self.unpublished).push_back((lsn, snap)),
+                // Visible at once; durable within one timer interval.
+                Durability::Timer { .. } => lock(&self.snapshots).current = snap,
+            }
+            (seq, lsn)
+        };
+        if self.durability == Durability::Sync {
+            if let Err(e) = self.wal.wait_durable(lsn) {
+                lock(&self.commit)
+                    .poisoned
+                    .get_or_insert_with(|| e.to_string());
                 return Err(e);
             }
-        };
-        let (chain, recorded) = chain;
-        let meta = Meta {
-            page_size: self.pager.page_size() as u32,
-            seq,
-            root: tree.root,
-            depth: tree.depth,
-            freelist_head: chain.first().copied().unwrap_or(0),
-            page_count: st.freelist.page_count(),
-            entry_count: entries,
-            free_count: recorded,
-            checkpoint_lsn: 0,
-        };
-        // The switch: once the meta page is durable the commit has happened. If
-        // writing or syncing it fails we cannot know which meta a restart will
-        // pick, so the handle refuses further commits until reopened.
-        if let Err(e) = write_meta(&self.pager, &meta).and_then(|()| self.pager.sync()) {
-            st.poisoned = Some(e.to_string());
-            return Err(e);
-        }
-        let old_count = st.meta.page_count;
-        st.meta = meta;
-        st.freelist_pages = chain;
-        let writes = Arc::new(writes);
-        st.recent.push_back((seq, writes));
-        match oldest_writer {
-            // Only transactions that started before a commit can conflict with it.
-            Some(w) => st.recent.retain(|(s, _)| *s > w),
-            None => st.recent.clear(),
-        }
-        {
-            let mut t = lock(&self.snapshots);
-            t.current = Arc::new(Snapshot { seq, tree, entries });
-        }
-        if meta.page_count < old_count {
-            // Best effort: the trimmed tail is free either way and a restart
-            // truncates it too.
-            let _ = self.pager.truncate(meta.page_count);
+            self.publish_durable();
         }
         Ok(CommitInfo { seq })
     }
 
-    /// Flushes staged tree pages, writes the free-list chain (taking its pages
-    /// from the free list) and syncs. Returns the chain and the number of
-    /// recorded free pages.
-    fn write_checkpoint_pages(
-        &self,
-        freelist: &mut FreeList,
-        allocated: &mut Vec<PageId>,
-    ) -> Result<(Vec<PageId>, u64)> {
-        self.pager.flush()?;
-        let page_size = self.pager.page_size();
-        // Taking the lowest free pages for the chain never splits a run, so the
-        // number of pages needed can only shrink: size the chain once.
-        let needed = freelist::pages_needed(&freelist.all_recorded(), page_size);
-        let chain: Vec<PageId> = (0..needed).map(|_| freelist.allocate()).collect();
-        allocated.extend_from_slice(&chain);
-        let ids = freelist.all_recorded();
-        let pages = freelist::encode(&ids, &chain, page_size);
-        self.pager.write_direct(&pages)?;
-        self.pager.sync()?;
-        Ok((chain, ids.len() as u64))
+    /// Publishes every applied commit whose log record is durable.
+    pub(crate) fn publish_durable(&self) {
+        let durable = self.wal.stats().durable_lsn;
+        let mut queue = lock(&self.unpublished);
+        let mut newest = None;
+        while queue.front().is_some_and(|(lsn, _)| *lsn <= durable) {
+            newest = queue.pop_front().map(|(_, s)| s);
+        }
+        if let Some(snap) = newest {
+            let mut t = lock(&self.snapshots);
+            if snap.seq > t.current.seq {
+                t.current = snap;
+            }
+        }
+    }
+
+    /// Whether the log or the clock says a checkpoint is due.
+    pub(crate) fn checkpoint_due(&self) -> bool {
+        let st = lock(&self.commit);
+        let log_bytes = st.last_lsn.saturating_sub(st.meta.checkpoint_lsn);
+        st.poisoned.is_none()
+            && st.seq != st.meta.commit_seq
+            && (log_bytes >= self.checkpoint_log_bytes
+                || st.last_checkpoint.elapsed() >= self.checkpoint_interval)
     }
 }
 
 fn overlaps(a: &WriteSet, b: &WriteSet) -> bool {
     let (small, large) = if a.len() <= b.len() { (a, b) } else { (b, a) };
     small.keys().any(|k| large.contains_key(k))
-}
-
-fn write_meta(pager: &Pager, meta: &Meta) -> Result<()> {
-    let mut buf = vec![0u8; pager.page_size()];
-    meta.encode(&mut buf);
-    pager.write_direct(&[(meta.slot(), buf)])
-}
-
-/// Writes the two meta pages of an empty database and syncs.
-fn initialize(file: &dyn crate::vfs::StorageFile, path: &Path, page_size: usize) -> Result<()> {
-    let mut buf = vec![0u8; page_size];
-    for seq in [0u64, 1] {
-        let meta = Meta {
-            page_size: page_size as u32,
-            seq,
-            page_count: 2,
-            ..Meta::default()
-        };
-        meta.encode(&mut buf);
-        file.write_all_at(&buf, seq * page_size as u64)
-            .map_err(|e| Error::io(format!("initializing {}", path.display()), e))?;
-    }
-    file.sync_data()
-        .map_err(|e| Error::io(format!("syncing {}", path.display()), e))
-}
-
-/// Finds the newest valid meta page. Page 0 tells the page size; when page 0 is
-/// damaged, page 1 is looked for at every possible page size.
-fn read_meta(file: &dyn crate::vfs::StorageFile, path: &Path) -> Result<(Meta, usize)> {
-    let len = file
-        .len()
-        .map_err(|e| Error::io(format!("reading the length of {}", path.display()), e))?;
-    let read = |offset: u64, size: usize| -> Result<Option<Vec<u8>>> {
-        if offset + size as u64 > len {
-            return Ok(None);
-        }
-        let mut buf = vec![0u8; size];
-        file.read_exact_at(&mut buf, offset)
-            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-        Ok(Some(buf))
-    };
-    let head = read(0, meta::PROBE_LEN)?.unwrap_or_default();
-    let probed = meta::probe(&head, path);
-    let sizes: Vec<usize> = match &probed {
-        Ok(size) => vec![*size],
-        Err(Error::UnsupportedFormatVersion { .. }) => return Err(probed.unwrap_err()),
-        Err(_) => (10..=16).map(|s| 1usize << s).collect(),
-    };
-    let mut problems = Vec::new();
-    for size in sizes {
-        let mut best: Option<Meta> = None;
-        for slot in 0..2u64 {
-            match read(slot * size as u64, size)? {
-                None => problems.push(format!("meta page {slot} is missing (file too short)")),
-                Some(buf) => match Meta::decode(&buf, slot) {
-                    Ok(m) => {
-                        if best.is_none_or(|b| m.seq > b.seq) {
-                            best = Some(m);
-                        }
-                    }
-                    Err(e) => problems.push(e.to_string()),
-                },
-            }
-        }
-        if let Some(m) = best {
-            return Ok((m, size));
-        }
-    }
-    match probed {
-        Err(e) => Err(e),
-        Ok(_) => Err(Error::CorruptFile {
-            path: path.to_path_buf(),
-            reason: format!("no valid meta page: {}", problems.join("; ")),
-        }),
-    }
-}
-
-/// Reads the free-list chain named by `meta`.
-fn load_freelist(pager: &Pager, meta: &Meta) -> Result<(Vec<PageId>, Vec<PageId>)> {
-    let mut ids = Vec::new();
-    let mut chain = Vec::new();
-    let mut next = meta.freelist_head;
-    while next != 0 {
-        if chain.len() as u64 >= meta.page_count {
-            return Err(Error::corrupt(meta.freelist_head, "free-list chain loops"));
-        }
-        let page = pager.read_uncached(next, PageType::FreeList)?;
-        let (mut got, link) = freelist::decode(&page, next, meta.page_count)?;
-        ids.append(&mut got);
-        chain.push(next);
-        next = link;
-    }
-    if ids.len() as u64 != meta.free_count {
-        return Err(Error::CorruptFile {
-            path: pager.path().clone(),
-            reason: format!(
-                "free list holds {} pages, meta records {}",
-                ids.len(),
-                meta.free_count
-            ),
-        });
-    }
-    Ok((ids, chain))
 }

@@ -440,6 +440,31 @@ impl Vfs for FaultVfs {
         Ok(())
     }
 
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        let st = self.shared.lock();
+        if !st.dirs.contains(path) {
+            return Err(io::Error::from(io::ErrorKind::NotFound));
+        }
+        let mut names: Vec<String> = st
+            .files
+            .keys()
+            .chain(st.dirs.iter())
+            .filter(|p| p.parent() == Some(path))
+            .filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_string))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        // Removing a directory entry is treated as durable at once (as after a
+        // directory sync); the file's contents are simply gone.
+        match self.shared.lock().files.remove(path) {
+            Some(_) => Ok(()),
+            None => Err(io::Error::from(io::ErrorKind::NotFound)),
+        }
+    }
+
     fn lock_dir(&self, dir: &Path) -> Result<Box<dyn DirLock>> {
         let mut st = self.shared.lock();
         if !st.locks.insert(dir.to_path_buf()) {

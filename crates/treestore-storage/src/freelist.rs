@@ -3,16 +3,20 @@
 //!
 //! A page superseded by commit `c` is *pending* until no snapshot older than `c`
 //! is open; then it is *free* and the allocator hands it out again (lowest id
-//! first, so the file's tail empties and can be truncated). Both kinds are written
-//! to the checkpoint's free-list chain: after a restart no snapshot exists, so every
-//! recorded page is free.
+//! first, so the file's tail empties and can be truncated). A superseded page that
+//! belongs to the last durable checkpoint is first *awaiting the next checkpoint*:
+//! recovery starts from that checkpoint's tree, so its pages must stay intact until
+//! a newer checkpoint is durable. Pages allocated since the last checkpoint are not
+//! in it and skip that wait. Free, pending and awaiting pages are all written to a
+//! new checkpoint's free-list chain: after a restart from it no snapshot exists,
+//! so every recorded page is free.
 //!
 //! Free-list page (type 5), after the common header (count = runs in this page,
 //! link = next free-list page or 0): a sequence of runs, each two LEB128 varints:
 //! the gap from the end of the previous run in this page (the first is absolute)
 //! and the run length.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use crate::error::{Error, Result};
 use crate::page::{self, PageId, PageType, PAGE_HEADER_LEN};
@@ -21,7 +25,12 @@ use crate::page::{self, PageId, PageType, PAGE_HEADER_LEN};
 #[derive(Debug, Clone, Default)]
 pub struct FreeList {
     free: BTreeSet<PageId>,
-    pending: VecDeque<(u64, Vec<PageId>)>,
+    /// Superseded pages by the commit that superseded them.
+    pending: BTreeMap<u64, Vec<PageId>>,
+    /// Superseded pages of the durable checkpoint, with their commit.
+    awaiting_checkpoint: Vec<(u64, PageId)>,
+    /// Pages handed out since the last checkpoint (not part of it).
+    since_checkpoint: HashSet<PageId>,
     page_count: u64,
 }
 
@@ -30,7 +39,9 @@ impl FreeList {
     pub fn new(page_count: u64, free: impl IntoIterator<Item = PageId>) -> Self {
         FreeList {
             free: free.into_iter().collect(),
-            pending: VecDeque::new(),
+            pending: BTreeMap::new(),
+            awaiting_checkpoint: Vec::new(),
+            since_checkpoint: HashSet::new(),
             page_count,
         }
     }
@@ -43,44 +54,71 @@ impl FreeList {
     pub fn free_count(&self) -> usize {
         self.free.len()
     }
-    /// Pages waiting for old snapshots to close.
+    /// Pages waiting for old snapshots to close or for the next checkpoint.
     pub fn pending_count(&self) -> usize {
-        self.pending.iter().map(|(_, v)| v.len()).sum()
+        self.pending.values().map(Vec::len).sum::<usize>() + self.awaiting_checkpoint.len()
     }
 
     /// Takes the lowest free page, or grows the file by one page.
     pub fn allocate(&mut self) -> PageId {
-        if let Some(id) = self.free.pop_first() {
-            return id;
-        }
-        let id = self.page_count;
-        self.page_count += 1;
+        let id = match self.free.pop_first() {
+            Some(id) => id,
+            None => {
+                self.page_count += 1;
+                self.page_count - 1
+            }
+        };
+        self.since_checkpoint.insert(id);
         id
     }
 
     /// Returns a page that was never visible to any snapshot (reusable at once).
     pub fn free_now(&mut self, id: PageId) {
+        self.since_checkpoint.remove(&id);
         self.free.insert(id);
     }
 
     /// Records pages superseded by commit `seq`.
-    pub fn free_after(&mut self, seq: u64, ids: Vec<PageId>) {
-        if !ids.is_empty() {
-            self.pending.push_back((seq, ids));
+    pub fn supersede(&mut self, seq: u64, ids: Vec<PageId>) {
+        for id in ids {
+            if self.since_checkpoint.remove(&id) {
+                self.pending.entry(seq).or_default().push(id);
+            } else {
+                self.awaiting_checkpoint.push((seq, id));
+            }
         }
     }
 
-    /// Makes pages freed by commits `<= oldest_snapshot` reusable: no open snapshot
-    /// is older than the commit that superseded them.
-    pub fn release(&mut self, oldest_snapshot: u64) {
-        while let Some((seq, _)) = self.pending.front() {
-            if *seq > oldest_snapshot {
-                break;
-            }
-            if let Some((_, ids)) = self.pending.pop_front() {
-                self.free.extend(ids);
-            }
+    /// Makes pages superseded by commits `<= oldest_snapshot` reusable (no open
+    /// snapshot is older than the commit that superseded them); returns them.
+    pub fn release(&mut self, oldest_snapshot: u64) -> Vec<PageId> {
+        let later = self.pending.split_off(&(oldest_snapshot + 1));
+        let ready = std::mem::replace(&mut self.pending, later);
+        let mut released = Vec::new();
+        for (_, ids) in ready {
+            self.free.extend(ids.iter().copied());
+            released.extend(ids);
         }
+        released
+    }
+
+    /// A new checkpoint is durable: pages of the previous one wait only for
+    /// snapshots now, and everything allocated so far belongs to the new one.
+    pub fn checkpoint_done(&mut self) {
+        for (seq, id) in std::mem::take(&mut self.awaiting_checkpoint) {
+            self.pending.entry(seq).or_default().push(id);
+        }
+        self.since_checkpoint.clear();
+    }
+
+    /// Marks pages of the durable checkpoint (the free-list chain) as superseded
+    /// by the checkpoint being written; returns how many entries to drop if that
+    /// checkpoint fails (see [`FreeList::undo_checkpoint`]).
+    pub fn retire_with_checkpoint(&mut self, seq: u64, ids: &[PageId]) -> usize {
+        let before = self.awaiting_checkpoint.len();
+        self.awaiting_checkpoint
+            .extend(ids.iter().map(|&id| (seq, id)));
+        before
     }
 
     /// Gives back the free pages at the end of the file (shrinking the page
@@ -94,29 +132,29 @@ impl FreeList {
         trimmed
     }
 
-    /// Every page that a restart may treat as free, sorted.
+    /// Every page that a restart from a checkpoint written now may treat as
+    /// free, sorted.
     pub fn all_recorded(&self) -> Vec<PageId> {
         let mut ids: Vec<PageId> = self.free.iter().copied().collect();
-        for (_, v) in &self.pending {
+        for v in self.pending.values() {
             ids.extend_from_slice(v);
         }
+        ids.extend(self.awaiting_checkpoint.iter().map(|(_, id)| *id));
         ids.sort_unstable();
         ids
     }
 
-    /// Undoes the free-list side of a commit that failed before its meta page was
-    /// written: drops what it superseded, restores the trimmed tail and returns
-    /// its allocations.
-    pub fn undo_commit(
+    /// Undoes the free-list side of a checkpoint that failed before its meta page
+    /// was written: forgets what it retired, restores the trimmed tail and
+    /// returns its allocations.
+    pub fn undo_checkpoint(
         &mut self,
-        seq: u64,
+        retired_from: usize,
         trimmed: Vec<PageId>,
         allocated: &[PageId],
         page_count: u64,
     ) {
-        if self.pending.back().is_some_and(|(s, _)| *s == seq) {
-            self.pending.pop_back();
-        }
+        self.awaiting_checkpoint.truncate(retired_from);
         self.free.extend(trimmed);
         self.rollback(allocated, page_count);
     }
@@ -132,6 +170,7 @@ impl FreeList {
         self.page_count = page_count;
         self.free.retain(|&id| id < page_count);
         for &id in allocated {
+            self.since_checkpoint.remove(&id);
             if id < page_count {
                 self.free.insert(id);
             }
@@ -282,18 +321,37 @@ mod tests {
     #[test]
     fn pending_pages_wait_for_old_snapshots() {
         let mut fl = FreeList::new(10, [4]);
-        fl.free_after(5, vec![7, 8]);
-        assert_eq!(fl.allocate(), 4);
-        fl.release(4);
-        assert_eq!(
-            fl.allocate(),
-            10,
-            "pages freed by commit 5 are held for snapshot 4"
+        let a = fl.allocate();
+        let b = fl.allocate();
+        assert_eq!((a, b), (4, 10));
+        fl.supersede(5, vec![a, b]);
+        assert!(
+            fl.release(4).is_empty(),
+            "pages superseded by commit 5 are held for snapshot 4"
         );
-        fl.release(5);
-        assert_eq!(fl.allocate(), 7);
+        assert_eq!(fl.allocate(), 11);
+        assert_eq!(fl.release(5), vec![4, 10]);
+        assert_eq!(fl.allocate(), 4);
         assert_eq!(fl.pending_count(), 0);
-        assert_eq!(fl.free_count(), 1);
+    }
+
+    #[test]
+    fn checkpoint_pages_wait_for_the_next_checkpoint() {
+        let mut fl = FreeList::new(10, []);
+        // Pages 2..10 belong to the durable checkpoint.
+        fl.supersede(3, vec![5, 6]);
+        assert!(fl.release(100).is_empty(), "still needed by recovery");
+        assert_eq!(
+            fl.all_recorded(),
+            vec![5, 6],
+            "but free for a checkpoint written now"
+        );
+        fl.checkpoint_done();
+        assert!(
+            fl.release(2).is_empty(),
+            "a snapshot older than commit 3 is open"
+        );
+        assert_eq!(fl.release(3), vec![5, 6]);
     }
 
     #[test]

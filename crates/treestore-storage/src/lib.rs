@@ -9,7 +9,11 @@
 //! - [`pager`]: verified page reads through the pool, page writes.
 //! - [`freelist`]: reusable and pending pages, persisted with each checkpoint.
 //! - [`btree`]: the copy-on-write B+tree (nodes, overflow values, cursors, writer).
-//! - [`db`] and [`txn`]: opening, snapshots, transactions and the commit path.
+//! - [`wal`] and [`log_record`]: the write-ahead log (segments, framing, group
+//!   commit) and the commit records in it.
+//! - [`db`] and [`txn`]: snapshots, transactions and the commit path;
+//!   [`recovery`] opens a directory and replays the log; [`checkpoint`] makes the
+//!   working tree durable in the page file; [`background`] runs checkpoints.
 //! - [`check`]: the read-only integrity checker.
 //!
 //! ```no_run
@@ -22,20 +26,26 @@
 //! # Ok::<(), treestore_storage::Error>(())
 //! ```
 
+pub mod background;
 pub mod btree;
 pub mod buffer_pool;
 pub mod check;
+pub mod checkpoint;
 pub mod db;
 pub mod error;
 pub mod fault;
 pub mod freelist;
+pub mod log_record;
 pub mod meta;
 pub mod page;
 pub mod pager;
+pub mod recovery;
 pub mod txn;
 pub mod vfs;
+pub mod wal;
 
 pub use check::CheckReport;
 pub use db::{CommitInfo, Db, Options, Stats, WriteBatch, DATA_FILE, MAX_VALUE_LEN};
 pub use error::{Error, Result};
 pub use txn::{Iter, ReadTxn, WriteTxn};
+pub use wal::{Durability, WalStats};

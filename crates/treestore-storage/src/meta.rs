@@ -1,8 +1,9 @@
 //! The two meta pages (ids 0 and 1) that name the current checkpoint.
 //!
-//! A commit writes its new meta page into slot `seq % 2`, so the previous one stays
-//! intact until the new one is durable. On open the valid meta with the highest
-//! sequence number wins; a torn meta write falls back to the other slot.
+//! Each checkpoint writes its meta page into slot `seq % 2` (`seq` counts
+//! checkpoints), so the previous one stays intact until the new one is durable.
+//! On open the valid meta with the highest sequence number wins; a torn meta write
+//! falls back to the other slot, whose log is still on disk.
 //!
 //! Layout after the common 16-byte page header (all little endian):
 //!
@@ -11,7 +12,7 @@
 //! | 16     | 8    | magic `TREESTOR`                                |
 //! | 24     | 4    | format version                                  |
 //! | 28     | 4    | page size                                       |
-//! | 32     | 8    | commit sequence number                          |
+//! | 32     | 8    | checkpoint sequence number                      |
 //! | 40     | 8    | root page id of the B+tree (0 = empty tree)     |
 //! | 48     | 4    | tree depth (0 = empty, 1 = root is a leaf)      |
 //! | 52     | 4    | reserved (0)                                    |
@@ -19,7 +20,8 @@
 //! | 64     | 8    | page count (file length / page size)            |
 //! | 72     | 8    | number of key/value entries                     |
 //! | 80     | 8    | number of free pages recorded                   |
-//! | 88     | 8    | log position covered by this checkpoint (0)     |
+//! | 88     | 8    | log position (LSN) this checkpoint covers up to |
+//! | 96     | 8    | sequence number of the last commit it includes  |
 
 use std::path::Path;
 
@@ -45,6 +47,7 @@ pub struct Meta {
     pub entry_count: u64,
     pub free_count: u64,
     pub checkpoint_lsn: u64,
+    pub commit_seq: u64,
 }
 
 impl Meta {
@@ -67,6 +70,7 @@ impl Meta {
         page::write_u64(buf, 72, self.entry_count);
         page::write_u64(buf, 80, self.free_count);
         page::write_u64(buf, 88, self.checkpoint_lsn);
+        page::write_u64(buf, 96, self.commit_seq);
         page::seal(buf, self.slot(), PageType::Meta, 0, 0);
     }
 
@@ -86,6 +90,7 @@ impl Meta {
             entry_count: page::read_u64(buf, 72),
             free_count: page::read_u64(buf, 80),
             checkpoint_lsn: page::read_u64(buf, 88),
+            commit_seq: page::read_u64(buf, 96),
         };
         if meta.page_size as usize != buf.len() {
             return Err(Error::corrupt(
@@ -150,7 +155,8 @@ mod tests {
             page_count: 12,
             entry_count: 100,
             free_count: 3,
-            checkpoint_lsn: 0,
+            checkpoint_lsn: 77,
+            commit_seq: 1234,
         }
     }
 

@@ -140,11 +140,6 @@ impl Pager {
         self.pool.flush_dirty()
     }
 
-    /// Drops staged pages (failed commit).
-    pub fn discard_staged(&self) {
-        self.pool.discard_dirty();
-    }
-
     /// fdatasync of the data file.
     pub fn sync(&self) -> Result<()> {
         self.file

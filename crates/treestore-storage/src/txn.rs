@@ -5,10 +5,15 @@
 //! changes in an ordered buffer (reads see them), and hands the buffer to the
 //! commit path at [`WriteTxn::commit`]. Dropping a write transaction without
 //! committing discards the buffer and leaves no trace.
+//!
+//! A serializable write transaction also records what it read: each key it got
+//! and each range it scanned (the whole requested range, however far the scan
+//! went). Commit fails with a conflict when a transaction that committed after
+//! its snapshot wrote into that read set, which rules out write skew.
 
-use std::collections::btree_map;
-use std::ops::Bound;
-use std::sync::Arc;
+use std::collections::{btree_map, BTreeSet};
+use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Mutex};
 
 use crate::btree::cursor::{prefix_bounds, RangeIter};
 use crate::btree::{self, TreeRoot};
@@ -30,6 +35,32 @@ fn owned(b: Bound<&[u8]>) -> Bound<Vec<u8>> {
         Bound::Included(k) => Bound::Included(k.to_vec()),
         Bound::Excluded(k) => Bound::Excluded(k.to_vec()),
         Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+/// A key range as (lower, upper) bounds.
+type KeyRange = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
+/// What a serializable transaction read.
+#[derive(Debug, Default)]
+pub(crate) struct ReadSet {
+    keys: BTreeSet<Vec<u8>>,
+    ranges: Vec<KeyRange>,
+}
+
+impl ReadSet {
+    /// Whether any key written in `writes` was read (or lies in a scanned range).
+    pub(crate) fn touched_by(&self, writes: &WriteSet) -> bool {
+        writes.keys().any(|k| {
+            self.keys.contains(k)
+                || self.ranges.iter().any(|(lo, hi)| {
+                    (
+                        lo.as_ref().map(Vec::as_slice),
+                        hi.as_ref().map(Vec::as_slice),
+                    )
+                        .contains(k.as_slice())
+                })
+        })
     }
 }
 
@@ -127,10 +158,12 @@ impl ReadTxn {
 pub struct WriteTxn {
     handle: SnapshotHandle,
     writes: WriteSet,
+    /// Present in serializable mode.
+    reads: Option<Mutex<ReadSet>>,
 }
 
 impl WriteTxn {
-    pub(crate) fn new(db: Arc<DbInner>, snap: Arc<Snapshot>) -> Self {
+    pub(crate) fn new(db: Arc<DbInner>, snap: Arc<Snapshot>, serializable: bool) -> Self {
         WriteTxn {
             handle: SnapshotHandle {
                 db,
@@ -138,6 +171,30 @@ impl WriteTxn {
                 writer: true,
             },
             writes: WriteSet::new(),
+            reads: serializable.then(|| Mutex::new(ReadSet::default())),
+        }
+    }
+
+    /// Whether this transaction validates its reads at commit.
+    pub fn is_serializable(&self) -> bool {
+        self.reads.is_some()
+    }
+
+    fn note_key(&self, key: &[u8]) {
+        if let Some(r) = &self.reads {
+            r.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .keys
+                .insert(key.to_vec());
+        }
+    }
+
+    fn note_range(&self, lower: &Bound<Vec<u8>>, upper: &Bound<Vec<u8>>) {
+        if let Some(r) = &self.reads {
+            r.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .ranges
+                .push((lower.clone(), upper.clone()));
         }
     }
 
@@ -166,7 +223,10 @@ impl WriteTxn {
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         match self.writes.get(key) {
             Some(v) => Ok(v.clone()),
-            None => self.handle.get(key),
+            None => {
+                self.note_key(key);
+                self.handle.get(key)
+            }
         }
     }
 
@@ -212,6 +272,7 @@ impl WriteTxn {
     }
 
     fn merged(&self, lower: Bound<Vec<u8>>, upper: Bound<Vec<u8>>, reverse: bool) -> Iter<'_> {
+        self.note_range(&lower, &upper);
         let overlay = if bounds_empty(&lower, &upper) {
             None
         } else {
@@ -235,7 +296,11 @@ impl WriteTxn {
     /// wrote one of the same keys.
     pub fn commit(mut self) -> Result<CommitInfo> {
         let writes = std::mem::take(&mut self.writes);
-        self.handle.db.commit(self.handle.snap.seq, writes)
+        let reads = self
+            .reads
+            .take()
+            .map(|r| r.into_inner().unwrap_or_else(|p| p.into_inner()));
+        self.handle.db.commit(self.handle.snap.seq, writes, reads)
     }
 
     /// Discards the changes (same as dropping the transaction).

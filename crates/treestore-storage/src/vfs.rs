@@ -53,6 +53,10 @@ pub trait Vfs: Send + Sync + Debug {
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>>;
     /// Makes a directory's entries (created files) durable.
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Names of the entries of a directory.
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;
+    /// Deletes a file.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Takes the exclusive lock of a data directory, or fails with [`Error::Locked`]
     /// naming the holder.
     fn lock_dir(&self, dir: &Path) -> Result<Box<dyn DirLock>>;
@@ -120,6 +124,20 @@ impl Vfs for OsVfs {
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         File::open(path)?.sync_all()
+    }
+
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(path)? {
+            if let Some(name) = entry?.file_name().to_str() {
+                names.push(name.to_string());
+            }
+        }
+        Ok(names)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
     }
 
     fn lock_dir(&self, dir: &Path) -> Result<Box<dyn DirLock>> {

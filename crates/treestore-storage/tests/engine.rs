@@ -31,6 +31,20 @@ fn fill(db: &Db, n: u32, value_len: usize, per_txn: u32) {
     }
 }
 
+/// Deletes keys `0..n` in transactions of `per_txn`, checkpointing after each.
+fn delete_all(db: &Db, n: u32, per_txn: u32) {
+    let mut i = 0;
+    while i < n {
+        let mut txn = db.begin_write();
+        for j in i..(i + per_txn).min(n) {
+            txn.delete(&key(j)).unwrap();
+        }
+        txn.commit().unwrap();
+        db.checkpoint().unwrap();
+        i += per_txn;
+    }
+}
+
 /// Page ids in the data file whose type tag is `ty`.
 fn pages_of_type(dir: &Path, ty: PageType) -> Vec<u64> {
     let bytes = std::fs::read(dir.join(DATA_FILE)).unwrap();
@@ -125,19 +139,17 @@ fn deleted_space_is_reused_before_the_file_grows() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path(), opts()).unwrap();
     let n = 200_000u32;
-    fill(&db, n, 20, 20_000);
-    let first = db.stats().unwrap().file_bytes;
-    let mut i = 0;
-    while i < n {
-        let mut txn = db.begin_write();
-        for j in i..(i + 20_000).min(n) {
-            txn.delete(&key(j)).unwrap();
+    let fill_all = |db: &Db| {
+        for chunk in 0..10 {
+            fill_range(db, chunk * 20_000..(chunk + 1) * 20_000);
+            db.checkpoint().unwrap();
         }
-        txn.commit().unwrap();
-        i += 20_000;
-    }
+    };
+    fill_all(&db);
+    let first = db.stats().unwrap().file_bytes;
+    delete_all(&db, n, 20_000);
     assert_eq!(db.stats().unwrap().entries, 0);
-    fill(&db, n, 20, 20_000);
+    fill_all(&db);
     let second = db.stats().unwrap().file_bytes;
     assert!(
         (second as f64) < first as f64 * 1.10,
@@ -146,22 +158,29 @@ fn deleted_space_is_reused_before_the_file_grows() {
     assert!(db.check().unwrap().is_ok());
 }
 
+fn fill_range(db: &Db, keys: std::ops::Range<u32>) {
+    let mut txn = db.begin_write();
+    for j in keys {
+        txn.put(&key(j), &[(j % 251) as u8; 20]).unwrap();
+    }
+    txn.commit().unwrap();
+}
+
 #[test]
 fn mass_delete_shrinks_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path(), opts()).unwrap();
     fill(&db, 50_000, 100, 10_000);
+    db.checkpoint().unwrap();
     let full = std::fs::metadata(dir.path().join(DATA_FILE)).unwrap().len();
-    let mut txn = db.begin_write();
-    for j in 0..50_000 {
-        txn.delete(&key(j)).unwrap();
+    delete_all(&db, 50_000, 50_000);
+    // The checkpoint after the delete makes the old tree's pages free; later
+    // checkpoints release them (and the delete checkpoint's free list) and cut
+    // the free tail of the file.
+    for v in [b"x", b"y"] {
+        db.put(b"after", v).unwrap();
+        db.checkpoint().unwrap();
     }
-    txn.commit().unwrap();
-    // Later commits release what the delete superseded (the first frees the
-    // tree, the second the free-list pages of the delete's checkpoint), and the
-    // free tail of the file is cut off.
-    db.put(b"after", b"x").unwrap();
-    db.put(b"after", b"y").unwrap();
     let small = std::fs::metadata(dir.path().join(DATA_FILE)).unwrap().len();
     assert!(small * 10 < full, "file went from {full} to {small} bytes");
     assert!(db.check().unwrap().is_ok());
@@ -181,7 +200,8 @@ fn sixteen_mebibyte_values_roundtrip_and_free_their_pages() {
     let used = db.stats().unwrap().pages_in_use;
     assert!(used > 4096, "{used}");
     db.delete(b"big").unwrap();
-    db.put(b"tick", b"1").unwrap(); // releases the chain's pages
+    db.checkpoint().unwrap(); // the chain is no longer needed by recovery
+    db.put(b"tick", b"1").unwrap(); // ... and is released at the next commit
     let stats = db.stats().unwrap();
     assert!(stats.pages_in_use < 16, "{stats:?}");
     assert!(db.check().unwrap().is_ok());
@@ -331,19 +351,29 @@ fn first_committer_wins_on_the_same_key() {
 }
 
 #[test]
-fn torn_newest_meta_page_falls_back_to_the_previous_commit() {
+fn torn_newest_meta_page_falls_back_to_the_previous_checkpoint_and_its_log() {
     let dir = tempfile::tempdir().unwrap();
-    let seq;
     {
         let db = Db::open(dir.path(), opts()).unwrap();
         db.put(b"k", b"old").unwrap();
-        seq = db.put(b"k", b"new").unwrap().seq;
+        db.checkpoint().unwrap();
+        db.put(b"k", b"new").unwrap();
+        db.put(b"k2", b"v2").unwrap();
+        db.checkpoint().unwrap();
     }
-    // The newest meta lives in slot seq % 2: damage its second half.
-    flip_byte(dir.path(), seq % 2, 3000);
+    // Find the newest meta page (the higher checkpoint sequence at byte 32).
+    let bytes = std::fs::read(dir.path().join(DATA_FILE)).unwrap();
+    let seq_of = |slot: usize| {
+        let at = slot * DEFAULT_PAGE_SIZE + 32;
+        u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap())
+    };
+    let newest = if seq_of(0) > seq_of(1) { 0 } else { 1 };
+    flip_byte(dir.path(), newest as u64, 3000);
     let db = Db::open(dir.path(), opts()).unwrap();
-    assert_eq!(db.get(b"k").unwrap(), Some(b"old".to_vec()));
-    assert_eq!(db.stats().unwrap().commit_seq, seq - 1);
+    // The older checkpoint has only "old"; its log still holds the rest.
+    assert_eq!(db.get(b"k").unwrap(), Some(b"new".to_vec()));
+    assert_eq!(db.get(b"k2").unwrap(), Some(b"v2".to_vec()));
+    assert!(db.check().unwrap().is_ok());
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Model-based property test: random puts, deletes, gets, range scans and batches
-//! against `BTreeMap`, closing and reopening the store at random points. Keys go
-//! up to the maximum length and values span several pages.
+//! against `BTreeMap`, with checkpoints and closing and reopening the store (which
+//! replays the log) at random points. Keys go up to the maximum length and values
+//! span several pages.
 //!
 //! Default: 50 cases x 2,000 operations = 100,000 operations. More with
 //! `TREESTORE_PROPTEST_CASES=N`.
@@ -43,6 +44,7 @@ enum Op {
     Range(u16, u16, bool),
     Prefix(u8, bool),
     Batch(Vec<(u16, Option<(usize, u8)>)>),
+    Checkpoint,
     Reopen,
 }
 
@@ -63,6 +65,7 @@ fn op(keys: u16) -> impl Strategy<Value = Op> {
         2 => (0u8..10, any::<bool>()).prop_map(|(p, r)| Op::Prefix(p, r)),
         6 => prop::collection::vec((0..keys, prop::option::weighted(0.7, (val_len(), any::<u8>()))), 1..60)
             .prop_map(Op::Batch),
+        1 => Just(Op::Checkpoint),
         1 => Just(Op::Reopen),
     ]
 }
@@ -145,6 +148,7 @@ fn run(ops: Vec<Op>) {
                 txn.commit().unwrap();
                 model = staged;
             }
+            Op::Checkpoint => db.checkpoint().unwrap(),
             Op::Reopen => {
                 drop(db);
                 db = Db::open(dir, opts.clone()).unwrap();

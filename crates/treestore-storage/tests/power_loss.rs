@@ -82,6 +82,9 @@ fn crash_point(seed: u64) {
         let t = random_txn(&mut rng);
         commit(&db, &t).unwrap();
         apply(&mut model, &t);
+        if rng.random_bool(0.25) {
+            db.checkpoint().unwrap();
+        }
     }
     let kind = match rng.random_range(0..10) {
         0 | 1 => FaultKind::Eio,
@@ -98,25 +101,38 @@ fn crash_point(seed: u64) {
         kind,
         target,
     }));
-    // Commits until one fails (or a few succeed without hitting the fault).
+    // Commits (and sometimes checkpoints) until one fails, or a few succeed
+    // without hitting the fault.
     let mut uncertain: Option<Txn> = None;
+    let mut failed = false;
     for _ in 0..6 {
         let t = random_txn(&mut rng);
-        match commit(&db, &t) {
-            Ok(()) => apply(&mut model, &t),
-            Err(e) => {
+        if let Err(e) = commit(&db, &t) {
+            assert!(
+                matches!(e, Error::Io { .. } | Error::Poisoned(_)),
+                "seed {seed}: unexpected error {e}"
+            );
+            uncertain = Some(t);
+            failed = true;
+            break;
+        }
+        apply(&mut model, &t);
+        if rng.random_bool(0.3) {
+            // A failed checkpoint must not lose or half-apply anything either.
+            if let Err(e) = db.checkpoint() {
                 assert!(
                     matches!(e, Error::Io { .. } | Error::Poisoned(_)),
                     "seed {seed}: unexpected error {e}"
                 );
-                uncertain = Some(t);
+                failed = true;
                 break;
             }
         }
     }
-    if kind != FaultKind::PowerCut && uncertain.is_some() {
+    if kind != FaultKind::PowerCut && failed {
         // A transient fault: the handle either rolled the commit back and keeps
-        // working, or (when the meta page write failed) refuses further commits.
+        // working, or (when a log write or sync, or a meta page write, failed)
+        // refuses further commits until reopened.
         let t = random_txn(&mut rng);
         match commit(&db, &t) {
             Ok(()) => {

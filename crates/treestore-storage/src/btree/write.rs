@@ -82,9 +82,9 @@ impl<'a> Writer<'a> {
         (self.superseded, self.allocated)
     }
 
-    /// Undoes every allocation of this batch and forgets staged pages.
+    /// Undoes every allocation of this batch and forgets the pages it staged
+    /// (only its own: dirty pages of earlier commits stay).
     pub fn rollback(self) {
-        self.pager.discard_staged();
         for &id in &self.allocated {
             self.pager.invalidate(id);
         }

@@ -24,13 +24,18 @@ pub fn scale() -> u64 {
         .unwrap_or(1)
 }
 
-/// Options on a simulated disk.
+/// Options on a simulated disk: no background thread (tests checkpoint
+/// explicitly, at random points) and small log segments so rotation and segment
+/// removal happen often.
 pub fn mem_options(vfs: &FaultVfs, page_size: usize, cache_bytes: usize) -> Options {
     Options {
         create_if_missing: true,
         page_size,
         cache_bytes,
         vfs: Arc::new(vfs.clone()),
+        background: false,
+        wal_segment_bytes: 16 * 1024,
+        ..Options::default()
     }
 }
 

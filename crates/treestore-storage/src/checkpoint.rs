@@ -1,0 +1,131 @@
+//! Checkpoints: making the in-memory working tree durable in the page file so the
+//! log before it can be deleted.
+//!
+//! Under the commit mutex: the log is synced (a checkpoint must never include a
+//! commit the log could lose), every dirty page is written to its page id (a
+//! fresh id the previous checkpoint does not use), the free list is written to
+//! free pages, the file is synced, and a meta page naming the tree, the free
+//! list, the commit sequence and the log position is written into the slot the
+//! previous checkpoint did not use, then synced. Only then are the previous
+//! checkpoint's superseded pages released (to wait for old snapshots) and log
+//! segments the checkpoint covers deleted. A crash at any point leaves the
+//! previous checkpoint and its log intact.
+//!
+//! Commits wait while a checkpoint holds the mutex; the pause is bounded by the
+//! dirty pages written since the last checkpoint, itself bounded by
+//! `Options::checkpoint_log_bytes`.
+
+use std::time::Instant;
+
+use crate::db::{lock, CommitState, DbInner};
+use crate::error::{Error, Result};
+use crate::freelist;
+use crate::meta::Meta;
+use crate::page::PageId;
+
+impl DbInner {
+    /// Writes a checkpoint of everything committed so far.
+    pub(crate) fn checkpoint(&self) -> Result<()> {
+        let mut guard = lock(&self.commit);
+        let st = &mut *guard;
+        if let Some(why) = &st.poisoned {
+            return Err(Error::Poisoned(why.clone()));
+        }
+        if st.seq == st.meta.commit_seq && st.last_lsn == st.meta.checkpoint_lsn {
+            st.last_checkpoint = Instant::now();
+            return Ok(());
+        }
+        if let Err(e) = self.wal.sync_all() {
+            st.poisoned.get_or_insert_with(|| e.to_string());
+            return Err(e);
+        }
+        self.publish_durable();
+        self.release_pages(st);
+
+        let page_count_before = st.freelist.page_count();
+        let retired_from = st
+            .freelist
+            .retire_with_checkpoint(st.seq, &st.freelist_pages);
+        let trimmed = st.freelist.trim_tail();
+        let mut allocated = Vec::new();
+        let written = self.write_pages(st, &mut allocated);
+        let (chain, recorded) = match written {
+            Ok(w) => w,
+            Err(e) => {
+                for &id in &allocated {
+                    self.pager.invalidate(id);
+                }
+                st.freelist
+                    .undo_checkpoint(retired_from, trimmed, &allocated, page_count_before);
+                return Err(e);
+            }
+        };
+        let meta = Meta {
+            page_size: self.pager.page_size() as u32,
+            seq: st.meta.seq + 1,
+            root: st.tree.root,
+            depth: st.tree.depth,
+            freelist_head: chain.first().copied().unwrap_or(0),
+            page_count: st.freelist.page_count(),
+            entry_count: st.entries,
+            free_count: recorded,
+            checkpoint_lsn: st.last_lsn,
+            commit_seq: st.seq,
+        };
+        // The switch. If the meta page cannot be written and synced we cannot
+        // know which checkpoint a restart will find: refuse further writes.
+        let switched = write_meta(self, &meta).and_then(|()| self.pager.sync());
+        if let Err(e) = switched {
+            st.poisoned = Some(e.to_string());
+            return Err(e);
+        }
+        let old_pages = st.meta.page_count;
+        st.meta = meta;
+        st.freelist_pages = chain;
+        st.freelist.checkpoint_done();
+        st.checkpoints += 1;
+        st.last_checkpoint = Instant::now();
+        if meta.page_count < old_pages {
+            // Best effort: the cut pages are free either way, and a restart
+            // cuts the file to the checkpoint's length too.
+            let _ = self.pager.truncate(meta.page_count);
+        }
+        drop(guard);
+        // Best effort as well: a segment left behind is removed next time.
+        let _ = self.wal.remove_below(meta.checkpoint_lsn);
+        Ok(())
+    }
+
+    /// Writes dirty pages and the free-list chain, then syncs the file. Returns
+    /// the chain and the number of pages it records.
+    fn write_pages(
+        &self,
+        st: &mut CommitState,
+        allocated: &mut Vec<PageId>,
+    ) -> Result<(Vec<PageId>, u64)> {
+        self.pager.flush()?;
+        let page_size = self.pager.page_size();
+        // Taking the lowest free pages for the chain never splits a run, so the
+        // number of pages needed can only shrink: size the chain once.
+        let needed = freelist::pages_needed(&st.freelist.all_recorded(), page_size);
+        let chain: Vec<PageId> = (0..needed).map(|_| st.freelist.allocate()).collect();
+        allocated.extend_from_slice(&chain);
+        let ids = st.freelist.all_recorded();
+        let pages = freelist::encode(&ids, &chain, page_size);
+        self.pager.write_direct(&pages)?;
+        // Pages allocated and given back unwritten may sit at the end: the file
+        // must still cover every page the checkpoint counts.
+        let want = st.freelist.page_count() * page_size as u64;
+        if self.pager.file_len()? < want {
+            self.pager.truncate(st.freelist.page_count())?;
+        }
+        self.pager.sync()?;
+        Ok((chain, ids.len() as u64))
+    }
+}
+
+fn write_meta(db: &DbInner, meta: &Meta) -> Result<()> {
+    let mut buf = vec![0u8; db.pager.page_size()];
+    meta.encode(&mut buf);
+    db.pager.write_direct(&[(meta.slot(), buf)])
+}

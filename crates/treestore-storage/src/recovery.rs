@@ -1,0 +1,306 @@
+//! Opening a data directory: checks, locking, the newest valid checkpoint, and
+//! replay of the log after it.
+//!
+//! Replay reads every valid record from the checkpoint's log position on and
+//! applies the commits to the checkpoint's tree in memory (many commits merged
+//! into one batch, since no reader sees the states in between). A torn record at
+//! the very end of the log (a write cut short by the crash) is cut off; a bad
+//! record anywhere before that is reported with its segment and offset and the
+//! database is not opened, rather than silently dropping committed data. When
+//! anything was replayed a checkpoint is taken at once, so the next open does not
+//! replay it again.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::btree::TreeRoot;
+use crate::db::{
+    apply_batch, CommitState, DbInner, Options, Snapshot, SnapshotTable, WriteSet, DATA_FILE,
+};
+use crate::error::{Error, Result};
+use crate::freelist::{self, FreeList};
+use crate::log_record;
+use crate::meta::{self, Meta};
+use crate::page::{self, PageId, PageType, MAX_PAGE_SIZE};
+use crate::pager::Pager;
+use crate::vfs::{PathKind, StorageFile, Vfs};
+use crate::wal::{self, Wal, RECORD_HEADER_LEN, WAL_DIR};
+
+/// Replayed write sets are merged and applied once they reach this size.
+const REPLAY_BATCH_BYTES: usize = 64 << 20;
+
+/// Opens and recovers the database in `dir`.
+pub(crate) fn open(dir: &Path, options: &Options) -> Result<DbInner> {
+    let dir = dir.to_path_buf();
+    let vfs = options.vfs.clone();
+    let kind = vfs
+        .path_kind(&dir)
+        .map_err(|e| Error::io(format!("inspecting data directory {}", dir.display()), e))?;
+    match kind {
+        PathKind::Directory => {}
+        PathKind::Other => return Err(Error::NotADirectory { path: dir }),
+        PathKind::Missing if options.create_if_missing => vfs
+            .create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("creating data directory {}", dir.display()), e))?,
+        PathKind::Missing => return Err(Error::MissingDirectory { path: dir }),
+    }
+    let dir_lock = vfs.lock_dir(&dir)?;
+    let path = dir.join(DATA_FILE);
+    let exists = vfs
+        .path_kind(&path)
+        .map_err(|e| Error::io(format!("inspecting {}", path.display()), e))?
+        != PathKind::Missing;
+    if !exists && !options.create_if_missing {
+        return Err(Error::NoDatabase { path: dir });
+    }
+    let file = vfs
+        .open(&path, options.create_if_missing)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    let len = file
+        .len()
+        .map_err(|e| Error::io(format!("reading the length of {}", path.display()), e))?;
+    if len == 0 {
+        if !options.create_if_missing {
+            return Err(Error::NoDatabase { path: dir });
+        }
+        if !page::valid_page_size(options.page_size) {
+            return Err(Error::InvalidOptions(format!(
+                "page size {} is not a power of two between 1024 and {MAX_PAGE_SIZE}",
+                options.page_size
+            )));
+        }
+        initialize(&*file, &path, options.page_size)?;
+        vfs.sync_dir(&dir)
+            .map_err(|e| Error::io(format!("syncing directory {}", dir.display()), e))?;
+    }
+    let (meta, page_size) = read_meta(&*file, &path)?;
+    let pager = Pager::new(file, path.clone(), page_size, options.cache_bytes);
+    let (free, freelist_pages) = load_freelist(&pager, &meta)?;
+    let file_len = pager.file_len()?;
+    let want = meta.page_count * page_size as u64;
+    if file_len < want {
+        return Err(Error::CorruptFile {
+            path,
+            reason: format!("file is {file_len} bytes but the checkpoint needs {want}"),
+        });
+    }
+    if file_len > want {
+        // Pages past the checkpoint's end were written after it; recovery
+        // rebuilds them from the log.
+        pager.truncate(meta.page_count)?;
+    }
+
+    let wal_dir = dir.join(WAL_DIR);
+    match vfs
+        .path_kind(&wal_dir)
+        .map_err(|e| Error::io(format!("inspecting {}", wal_dir.display()), e))?
+    {
+        PathKind::Directory => {}
+        PathKind::Other => return Err(Error::NotADirectory { path: wal_dir }),
+        PathKind::Missing => {
+            vfs.create_dir_all(&wal_dir)
+                .and_then(|()| vfs.sync_dir(&dir))
+                .map_err(|e| {
+                    Error::io(format!("creating log directory {}", wal_dir.display()), e)
+                })?;
+        }
+    }
+
+    let mut st = CommitState {
+        meta,
+        tree: TreeRoot {
+            root: meta.root,
+            depth: meta.depth,
+        },
+        seq: meta.commit_seq,
+        entries: meta.entry_count,
+        last_lsn: meta.checkpoint_lsn,
+        freelist: FreeList::new(meta.page_count, free),
+        freelist_pages,
+        recent: VecDeque::new(),
+        poisoned: None,
+        last_checkpoint: Instant::now(),
+        checkpoints: 0,
+    };
+    let replayed = replay(&pager, &mut st, &*vfs, &wal_dir)?;
+    let end = replayed.end;
+    let wal = Wal::open(
+        vfs.clone(),
+        &wal_dir,
+        options.wal_segment_bytes,
+        end.end_lsn,
+        end.tail,
+        end.older,
+    )?;
+    st.last_lsn = end.end_lsn;
+
+    let snapshot = Arc::new(Snapshot {
+        seq: st.seq,
+        tree: st.tree,
+        entries: st.entries,
+    });
+    let inner = DbInner {
+        dir,
+        pager,
+        wal,
+        durability: options.durability,
+        checkpoint_log_bytes: options.checkpoint_log_bytes,
+        checkpoint_interval: options.checkpoint_interval,
+        snapshots: Mutex::new(SnapshotTable {
+            current: snapshot,
+            open: BTreeMap::new(),
+            writers: BTreeMap::new(),
+        }),
+        commit: Mutex::new(st),
+        unpublished: Mutex::new(VecDeque::new()),
+        _lock: dir_lock,
+    };
+    if replayed.commits > 0 {
+        inner.checkpoint()?;
+    }
+    Ok(inner)
+}
+
+struct Replayed {
+    commits: u64,
+    end: wal::ReadEnd,
+}
+
+/// Applies every commit in the log after the checkpoint to `st`.
+fn replay(pager: &Pager, st: &mut CommitState, vfs: &dyn Vfs, wal_dir: &Path) -> Result<Replayed> {
+    let mut batch = WriteSet::new();
+    let mut batch_bytes = 0usize;
+    let mut commits = 0u64;
+    let from = st.meta.checkpoint_lsn;
+    let end = wal::read_from(vfs, wal_dir, from, true, |rec| {
+        let bad = |why: String| Error::CorruptFile {
+            path: wal_dir.to_path_buf(),
+            reason: format!("log record at LSN {}: {why}", rec.lsn),
+        };
+        let (seq, ops) = log_record::decode_commit(&rec.payload).map_err(bad)?;
+        if seq <= st.seq {
+            // Already in the checkpoint.
+            return Ok(());
+        }
+        if seq != st.seq + 1 {
+            return Err(bad(format!(
+                "commit {seq} follows commit {}: commits are missing",
+                st.seq
+            )));
+        }
+        for (k, v) in ops {
+            batch_bytes += k.len() + v.as_ref().map_or(0, Vec::len) + 64;
+            batch.insert(k, v);
+        }
+        st.seq = seq;
+        st.last_lsn = rec.lsn + RECORD_HEADER_LEN + rec.payload.len() as u64;
+        commits += 1;
+        if batch_bytes >= REPLAY_BATCH_BYTES {
+            apply_batch(pager, st, seq, &batch)?;
+            batch.clear();
+            batch_bytes = 0;
+        }
+        Ok(())
+    })?;
+    if !batch.is_empty() {
+        let seq = st.seq;
+        apply_batch(pager, st, seq, &batch)?;
+    }
+    Ok(Replayed { commits, end })
+}
+
+/// Writes the two meta pages of an empty database and syncs.
+fn initialize(file: &dyn StorageFile, path: &Path, page_size: usize) -> Result<()> {
+    let mut buf = vec![0u8; page_size];
+    for seq in [0u64, 1] {
+        let meta = Meta {
+            page_size: page_size as u32,
+            seq,
+            page_count: 2,
+            ..Meta::default()
+        };
+        meta.encode(&mut buf);
+        file.write_all_at(&buf, seq * page_size as u64)
+            .map_err(|e| Error::io(format!("initializing {}", path.display()), e))?;
+    }
+    file.sync_data()
+        .map_err(|e| Error::io(format!("syncing {}", path.display()), e))
+}
+
+/// Finds the newest valid meta page. Page 0 tells the page size; when page 0 is
+/// damaged, page 1 is looked for at every possible page size.
+pub(crate) fn read_meta(file: &dyn StorageFile, path: &Path) -> Result<(Meta, usize)> {
+    let len = file
+        .len()
+        .map_err(|e| Error::io(format!("reading the length of {}", path.display()), e))?;
+    let read = |offset: u64, size: usize| -> Result<Option<Vec<u8>>> {
+        if offset + size as u64 > len {
+            return Ok(None);
+        }
+        let mut buf = vec![0u8; size];
+        file.read_exact_at(&mut buf, offset)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        Ok(Some(buf))
+    };
+    let head = read(0, meta::PROBE_LEN)?.unwrap_or_default();
+    let (sizes, probe_error): (Vec<usize>, Option<Error>) = match meta::probe(&head, path) {
+        Ok(size) => (vec![size], None),
+        Err(e @ Error::UnsupportedFormatVersion { .. }) => return Err(e),
+        // Page 0 is damaged or foreign: look for page 1 at every page size.
+        Err(e) => ((10..=16).map(|s| 1usize << s).collect(), Some(e)),
+    };
+    let mut problems = Vec::new();
+    for size in sizes {
+        let mut best: Option<Meta> = None;
+        for slot in 0..2u64 {
+            match read(slot * size as u64, size)? {
+                None => problems.push(format!("meta page {slot} is missing (file too short)")),
+                Some(buf) => match Meta::decode(&buf, slot) {
+                    Ok(m) => {
+                        if best.is_none_or(|b| m.seq > b.seq) {
+                            best = Some(m);
+                        }
+                    }
+                    Err(e) => problems.push(e.to_string()),
+                },
+            }
+        }
+        if let Some(m) = best {
+            return Ok((m, size));
+        }
+    }
+    Err(probe_error.unwrap_or_else(|| Error::CorruptFile {
+        path: path.to_path_buf(),
+        reason: format!("no valid meta page: {}", problems.join("; ")),
+    }))
+}
+
+/// Reads the free-list chain named by `meta`.
+pub(crate) fn load_freelist(pager: &Pager, meta: &Meta) -> Result<(Vec<PageId>, Vec<PageId>)> {
+    let mut ids = Vec::new();
+    let mut chain = Vec::new();
+    let mut next = meta.freelist_head;
+    while next != 0 {
+        if chain.len() as u64 >= meta.page_count {
+            return Err(Error::corrupt(meta.freelist_head, "free-list chain loops"));
+        }
+        let page = pager.read_uncached(next, PageType::FreeList)?;
+        let (mut got, link) = freelist::decode(&page, next, meta.page_count)?;
+        ids.append(&mut got);
+        chain.push(next);
+        next = link;
+    }
+    if ids.len() as u64 != meta.free_count {
+        return Err(Error::CorruptFile {
+            path: pager.path().clone(),
+            reason: format!(
+                "free list holds {} pages, meta records {}",
+                ids.len(),
+                meta.free_count
+            ),
+        });
+    }
+    Ok((ids, chain))
+}
