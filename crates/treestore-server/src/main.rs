@@ -2,6 +2,7 @@
 //! operator tools. Errors are reported on stderr with a non-zero exit code; the
 //! binary never prints a panic for bad input.
 
+mod check_cmd;
 mod kv_cmd;
 
 use std::process::ExitCode;
@@ -20,12 +21,16 @@ struct Cli {
 enum Command {
     /// Low-level key/value access to a data directory (debugging tool).
     Kv(kv_cmd::KvArgs),
+    /// Verify a data directory (pages, tree structure, free list, log) without
+    /// modifying it.
+    Check(check_cmd::CheckArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Kv(args) => kv_cmd::run(args),
+        Command::Check(args) => check_cmd::run(args),
     };
     match result {
         Ok(code) => code,

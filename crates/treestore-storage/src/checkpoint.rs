@@ -27,13 +27,24 @@ impl DbInner {
     /// Writes a checkpoint of everything committed so far.
     pub(crate) fn checkpoint(&self) -> Result<()> {
         let mut guard = lock(&self.commit);
-        let st = &mut *guard;
+        let checkpoint_lsn = self.checkpoint_locked(&mut guard)?;
+        drop(guard);
+        // Best effort: a segment left behind is removed next time.
+        if let Some(lsn) = checkpoint_lsn {
+            let _ = self.wal.remove_below(lsn);
+        }
+        Ok(())
+    }
+
+    /// The checkpoint itself, with the commit mutex held. Returns the log
+    /// position the new checkpoint covers (`None` when nothing changed).
+    pub(crate) fn checkpoint_locked(&self, st: &mut CommitState) -> Result<Option<u64>> {
         if let Some(why) = &st.poisoned {
             return Err(Error::Poisoned(why.clone()));
         }
         if st.seq == st.meta.commit_seq && st.last_lsn == st.meta.checkpoint_lsn {
             st.last_checkpoint = Instant::now();
-            return Ok(());
+            return Ok(None);
         }
         if let Err(e) = self.wal.sync_all() {
             st.poisoned.get_or_insert_with(|| e.to_string());
@@ -90,10 +101,7 @@ impl DbInner {
             // cuts the file to the checkpoint's length too.
             let _ = self.pager.truncate(meta.page_count);
         }
-        drop(guard);
-        // Best effort as well: a segment left behind is removed next time.
-        let _ = self.wal.remove_below(meta.checkpoint_lsn);
-        Ok(())
+        Ok(Some(meta.checkpoint_lsn))
     }
 
     /// Writes dirty pages and the free-list chain, then syncs the file. Returns

@@ -66,6 +66,10 @@ pub struct Options {
     /// Run the background thread that checkpoints (and syncs in timer mode).
     /// Without it, checkpoints happen only through [`Db::checkpoint`] and close.
     pub background: bool,
+    /// A transaction whose log record would exceed this many bytes is made
+    /// durable by a checkpoint instead of the log (its pages are written once,
+    /// not twice), as bulk loads are.
+    pub large_txn_bytes: u64,
 }
 
 impl Default for Options {
@@ -80,6 +84,7 @@ impl Default for Options {
             checkpoint_log_bytes: 64 << 20,
             checkpoint_interval: Duration::from_secs(60),
             background: true,
+            large_txn_bytes: 16 << 20,
         }
     }
 }
@@ -131,6 +136,7 @@ pub(crate) struct DbInner {
     pub durability: Durability,
     pub checkpoint_log_bytes: u64,
     pub checkpoint_interval: Duration,
+    pub large_txn_bytes: u64,
     pub snapshots: Mutex<SnapshotTable>,
     pub commit: Mutex<CommitState>,
     /// Applied commits waiting for their log record to be durable.
@@ -453,7 +459,10 @@ impl DbInner {
             self.release_pages(st);
             apply_batch(&self.pager, st, seq, &writes)?;
             // From here on the working tree holds this commit: if it cannot be
-            // logged, the in-memory state is ahead of the log for good.
+            // made durable, the in-memory state is ahead of the disk for good.
+            if log_record::encoded_len(&writes) > self.large_txn_bytes {
+                return self.commit_by_checkpoint(st, seq, writes);
+            }
             let payload = log_record::encode_commit(seq, &writes);
             let lsn = match self.wal.append(&payload) {
                 Ok(lsn) => lsn,
@@ -491,6 +500,35 @@ impl DbInner {
             }
             self.publish_durable();
         }
+        Ok(CommitInfo { seq })
+    }
+
+    /// Makes a large commit durable by checkpointing instead of logging it: the
+    /// checkpoint syncs the log (so every earlier commit is durable), writes the
+    /// pages once and names commit `seq` in its meta page. The log stays
+    /// continuous because the checkpoint covers every record before its position.
+    fn commit_by_checkpoint(
+        &self,
+        st: &mut CommitState,
+        seq: u64,
+        writes: WriteSet,
+    ) -> Result<CommitInfo> {
+        st.seq = seq;
+        if let Err(e) = self.checkpoint_locked(st) {
+            st.poisoned.get_or_insert_with(|| e.to_string());
+            return Err(e);
+        }
+        st.recent.push_back((seq, Arc::new(writes)));
+        match self.oldest_snapshots().1 {
+            Some(w) => st.recent.retain(|(s, _)| *s > w),
+            None => st.recent.clear(),
+        }
+        self.publish_durable();
+        lock(&self.snapshots).current = Arc::new(Snapshot {
+            seq,
+            tree: st.tree,
+            entries: st.entries,
+        });
         Ok(CommitInfo { seq })
     }
 

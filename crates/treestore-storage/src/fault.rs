@@ -387,6 +387,23 @@ impl FaultVfs {
         }
     }
 
+    /// Cuts a file to `len` bytes, durably (for torn-tail tests).
+    pub fn truncate_file(&self, path: &Path, len: u64) {
+        let st = self.shared.lock();
+        if let Some(f) = st.files.get(path) {
+            let mut d = f.data();
+            d.current.truncate(len as usize);
+            d.durable.truncate(len as usize);
+        }
+    }
+
+    /// Cuts the power now: every later write or sync fails until
+    /// [`power_loss`](Self::power_loss). Lets a test drop a database without the
+    /// final checkpoint a clean close would take.
+    pub fn cut_power(&self) {
+        self.shared.lock().powered_off = true;
+    }
+
     /// Current length of a file, if it exists.
     pub fn file_len(&self, path: &Path) -> Option<u64> {
         let st = self.shared.lock();

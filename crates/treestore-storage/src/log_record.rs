@@ -40,6 +40,16 @@ fn get_varint(buf: &[u8], at: &mut usize) -> Option<u64> {
     None
 }
 
+/// Size of a commit record before encoding it (an upper bound: varints are
+/// counted at their largest).
+pub fn encoded_len(writes: &WriteSet) -> u64 {
+    let ops: usize = writes
+        .iter()
+        .map(|(k, v)| 1 + 10 + k.len() + v.as_ref().map_or(0, |v| 10 + v.len()))
+        .sum();
+    (1 + 8 + 10 + ops) as u64
+}
+
 /// Encodes a commit.
 pub fn encode_commit(seq: u64, writes: &WriteSet) -> Vec<u8> {
     let size: usize = writes

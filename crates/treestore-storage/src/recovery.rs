@@ -148,6 +148,7 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<DbInner> {
         durability: options.durability,
         checkpoint_log_bytes: options.checkpoint_log_bytes,
         checkpoint_interval: options.checkpoint_interval,
+        large_txn_bytes: options.large_txn_bytes,
         snapshots: Mutex::new(SnapshotTable {
             current: snapshot,
             open: BTreeMap::new(),

@@ -110,7 +110,10 @@ pub struct WalStats {
     pub appended_records: u64,
     pub appended_bytes: u64,
     pub fsyncs: u64,
+    /// Everything below this LSN is on disk.
     pub durable_lsn: u64,
+    /// The LSN the next record gets (end of everything appended).
+    pub end_lsn: u64,
     pub segments: u64,
 }
 
@@ -351,6 +354,7 @@ impl Wal {
             appended_bytes: self.bytes.load(Ordering::Relaxed),
             fsyncs: self.fsyncs.load(Ordering::Relaxed),
             durable_lsn: st.durable_lsn,
+            end_lsn: st.next_lsn,
             segments: st.older.len() as u64 + 1,
         }
     }
@@ -487,6 +491,12 @@ pub fn read_from(
             return Err(corrupt(0, "bad segment header"));
         }
         let mut offset = expected - first + SEGMENT_HEADER_LEN;
+        if offset > len {
+            return Err(corrupt(
+                len,
+                &format!("segment ends before LSN {expected}, where the log must continue"),
+            ));
+        }
         loop {
             if offset == len {
                 break;

@@ -1,0 +1,265 @@
+//! Recovery from the write-ahead log: commits that exist only in the log survive
+//! a crash; a damaged record before the end of the log refuses the open and
+//! names the segment and offset; a torn tail is cut at the last valid record;
+//! segments rotate and are removed once a checkpoint covers them; rewriting the
+//! same keys across many checkpoints keeps the file bounded; timer durability.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use treestore_storage::check::check_dir;
+use treestore_storage::fault::{FaultVfs, LossMode};
+use treestore_storage::vfs::Vfs;
+use treestore_storage::{Db, Durability, Error, Options, DATA_FILE};
+
+const DIR: &str = "/db";
+
+fn commit_n(db: &Db, from: u32, n: u32) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut model = BTreeMap::new();
+    for i in from..from + n {
+        let mut txn = db.begin_write();
+        for part in 0..3 {
+            let k = format!("k{i:05}/{part}").into_bytes();
+            let v = format!("value {i} {part}").into_bytes();
+            txn.put(&k, &v).unwrap();
+            model.insert(k, v);
+        }
+        txn.commit().unwrap();
+    }
+    model
+}
+
+fn contents(db: &Db) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    db.begin_read().iter().collect::<Result<_, _>>().unwrap()
+}
+
+/// Drops the database as a crash would: no final checkpoint, unsynced writes lost.
+fn crash(vfs: &FaultVfs, db: Db) {
+    vfs.cut_power();
+    drop(db);
+    vfs.power_loss(LossMode::DropUnsynced);
+}
+
+fn segments(vfs: &FaultVfs) -> Vec<PathBuf> {
+    let dir = Path::new(DIR).join("wal");
+    let mut names = vfs.list_dir(&dir).unwrap();
+    names.sort();
+    names.into_iter().map(|n| dir.join(n)).collect()
+}
+
+#[test]
+fn commits_only_in_the_log_survive_a_crash() {
+    let vfs = FaultVfs::new();
+    let opts = common::mem_options(&vfs, 4096, 1 << 20);
+    let db = Db::open(DIR, opts.clone()).unwrap();
+    let model = commit_n(&db, 0, 60);
+    assert_eq!(
+        db.stats().unwrap().checkpoint_commit_seq,
+        0,
+        "nothing checkpointed yet"
+    );
+    crash(&vfs, db);
+    let db = Db::open(DIR, opts).unwrap();
+    assert_eq!(contents(&db), model);
+    let stats = db.stats().unwrap();
+    assert_eq!(stats.commit_seq, 60);
+    assert_eq!(
+        stats.checkpoint_commit_seq, 60,
+        "recovery checkpoints what it replayed"
+    );
+    assert!(db.check().unwrap().is_ok());
+}
+
+#[test]
+fn a_damaged_record_before_the_end_refuses_the_open_and_names_segment_and_offset() {
+    let vfs = FaultVfs::new();
+    let opts = Options {
+        wal_segment_bytes: 1 << 20,
+        ..common::mem_options(&vfs, 4096, 1 << 20)
+    };
+    let db = Db::open(DIR, opts.clone()).unwrap();
+    commit_n(&db, 0, 40);
+    crash(&vfs, db);
+    let segs = segments(&vfs);
+    assert_eq!(segs.len(), 1);
+    let len = vfs.file_len(&segs[0]).unwrap();
+    vfs.corrupt_byte(&segs[0], len / 2, 0x40);
+    let before = vfs.file_len(&segs[0]);
+
+    let err = Db::open(DIR, opts.clone()).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::CorruptFile { .. }), "{msg}");
+    let name = segs[0].file_name().unwrap().to_str().unwrap();
+    assert!(msg.contains(name) && msg.contains("offset"), "{msg}");
+    assert_eq!(
+        vfs.file_len(&segs[0]),
+        before,
+        "a refused open must not cut the log"
+    );
+
+    let report = check_dir(Path::new(DIR), &vfs).unwrap();
+    assert!(!report.is_ok());
+    assert!(
+        report.problems.iter().any(|p| p.contains(name)),
+        "{:?}",
+        report.problems
+    );
+}
+
+#[test]
+fn a_torn_tail_is_cut_at_the_last_valid_record() {
+    let vfs = FaultVfs::new();
+    let opts = Options {
+        wal_segment_bytes: 1 << 20,
+        ..common::mem_options(&vfs, 4096, 1 << 20)
+    };
+    let db = Db::open(DIR, opts.clone()).unwrap();
+    let all = commit_n(&db, 0, 40);
+    crash(&vfs, db);
+    let segs = segments(&vfs);
+    let len = vfs.file_len(&segs[0]).unwrap();
+    vfs.truncate_file(&segs[0], len - 5);
+    // The checker reports the torn tail but no problem, and changes nothing.
+    let report = check_dir(Path::new(DIR), &vfs).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert_eq!(report.log_records, 39);
+    assert!(report.torn_tail_bytes > 0);
+    assert_eq!(vfs.file_len(&segs[0]), Some(len - 5));
+
+    let db = Db::open(DIR, opts.clone()).unwrap();
+    let mut want = all.clone();
+    want.retain(|k, _| !k.starts_with(b"k00039/"));
+    assert_eq!(contents(&db), want, "everything but the torn last commit");
+    // The log continues cleanly after the cut.
+    let more = commit_n(&db, 100, 5);
+    want.extend(more);
+    crash(&vfs, db);
+    let db = Db::open(DIR, opts).unwrap();
+    assert_eq!(contents(&db), want);
+    assert!(db.check().unwrap().is_ok());
+}
+
+#[test]
+fn segments_rotate_and_are_removed_once_checkpointed() {
+    let vfs = FaultVfs::new();
+    let opts = common::mem_options(&vfs, 4096, 1 << 20); // 16 KiB segments
+    let db = Db::open(DIR, opts.clone()).unwrap();
+    let model = commit_n(&db, 0, 2000);
+    let many = segments(&vfs).len();
+    assert!(many > 3, "{many} segments");
+    assert_eq!(db.stats().unwrap().wal.segments as usize, many);
+    db.checkpoint().unwrap();
+    let few = segments(&vfs).len();
+    assert!(few <= 2, "{few} segments left after the checkpoint");
+    crash(&vfs, db);
+    let db = Db::open(DIR, opts).unwrap();
+    assert_eq!(contents(&db), model);
+}
+
+#[test]
+fn rewriting_the_same_keys_over_many_checkpoints_keeps_the_file_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), Options::default()).unwrap();
+    let mut sizes = Vec::new();
+    for round in 0..40u32 {
+        let mut txn = db.begin_write();
+        for i in 0..10_000u32 {
+            txn.put(
+                format!("key{i:05}").as_bytes(),
+                format!("round {round:03} value {i:05}").as_bytes(),
+            )
+            .unwrap();
+        }
+        txn.commit().unwrap();
+        db.checkpoint().unwrap();
+        sizes.push(std::fs::metadata(dir.path().join(DATA_FILE)).unwrap().len());
+    }
+    // The live tree plus the previous checkpoint's (kept for recovery until the
+    // next checkpoint is durable): the size settles after a few rounds.
+    let early = sizes[4];
+    let late = *sizes[5..].iter().max().unwrap();
+    assert!(
+        late as f64 <= early as f64 * 1.25,
+        "data file kept growing: {sizes:?}"
+    );
+    assert!(db.check().unwrap().is_ok());
+}
+
+#[test]
+fn timer_durability_commits_are_visible_at_once_and_synced_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        durability: Durability::Timer {
+            interval: Duration::from_millis(20),
+        },
+        ..Options::default()
+    };
+    let db = Db::open(dir.path(), opts.clone()).unwrap();
+    let fsyncs_before = db.stats().unwrap().wal.fsyncs;
+    for i in 0..200u32 {
+        db.put(format!("t{i:04}").as_bytes(), b"v").unwrap();
+        assert_eq!(
+            db.get(format!("t{i:04}").as_bytes()).unwrap(),
+            Some(b"v".to_vec())
+        );
+    }
+    let after_commits = db.stats().unwrap().wal.fsyncs - fsyncs_before;
+    assert!(
+        after_commits < 100,
+        "timer mode must not sync per commit ({after_commits} fsyncs for 200 commits)"
+    );
+    let appended = db.stats().unwrap().wal.end_lsn;
+    // Within a few timer ticks everything appended is durable, with no commit
+    // having waited for it.
+    let mut durable = 0;
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(20));
+        durable = db.stats().unwrap().wal.durable_lsn;
+        if durable >= appended {
+            break;
+        }
+    }
+    assert!(
+        durable >= appended,
+        "the timer never synced: durable {durable} < appended {appended}"
+    );
+    drop(db);
+    let db = Db::open(dir.path(), opts).unwrap();
+    assert_eq!(db.begin_read().iter().count(), 200);
+}
+
+#[test]
+fn a_large_transaction_is_made_durable_by_a_checkpoint_instead_of_the_log() {
+    let vfs = FaultVfs::new();
+    let opts = Options {
+        large_txn_bytes: 8 * 1024,
+        ..common::mem_options(&vfs, 4096, 1 << 20)
+    };
+    let db = Db::open(DIR, opts.clone()).unwrap();
+    let mut model = commit_n(&db, 0, 10); // logged
+    let log_before = db.stats().unwrap().wal.end_lsn;
+    let mut txn = db.begin_write();
+    for i in 0..500u32 {
+        let (k, v) = (format!("bulk{i:04}").into_bytes(), vec![i as u8; 100]);
+        txn.put(&k, &v).unwrap();
+        model.insert(k, v);
+    }
+    let seq = txn.commit().unwrap().seq;
+    let stats = db.stats().unwrap();
+    assert_eq!(
+        stats.wal.end_lsn, log_before,
+        "the large commit was not logged"
+    );
+    assert_eq!(
+        stats.checkpoint_commit_seq, seq,
+        "it is in the checkpoint instead"
+    );
+    model.extend(commit_n(&db, 10, 10)); // logged after it
+    crash(&vfs, db);
+    let db = Db::open(DIR, opts).unwrap();
+    assert_eq!(contents(&db), model);
+    assert!(db.check().unwrap().is_ok());
+}
