@@ -137,6 +137,7 @@ pub(crate) struct DbInner {
     pub checkpoint_log_bytes: u64,
     pub checkpoint_interval: Duration,
     pub large_txn_bytes: u64,
+    pub recovery: RecoveryStats,
     pub snapshots: Mutex<SnapshotTable>,
     pub commit: Mutex<CommitState>,
     /// Applied commits waiting for their log record to be durable.
@@ -184,6 +185,22 @@ pub struct Stats {
     pub checkpoints: u64,
     pub pool: PoolStats,
     pub wal: WalStats,
+    /// What the last open replayed from the log.
+    pub recovery: RecoveryStats,
+}
+
+/// What opening the database replayed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecoveryStats {
+    pub replayed_commits: u64,
+    /// Log bytes read after the checkpoint (records and any torn tail).
+    pub replayed_bytes: u64,
+    /// Bytes of a torn record cut off the end of the log.
+    pub torn_tail_bytes: u64,
+    /// Time spent reading and applying the log.
+    pub replay_time: Duration,
+    /// Time spent on the checkpoint taken after replay.
+    pub checkpoint_time: Duration,
 }
 
 /// What a successful commit produced.
@@ -310,6 +327,7 @@ impl Db {
             checkpoints: st.checkpoints,
             pool: self.inner.pager.pool_stats(),
             wal,
+            recovery: self.inner.recovery,
         })
     }
 

@@ -45,7 +45,7 @@ pub mod vfs;
 pub mod wal;
 
 pub use check::CheckReport;
-pub use db::{CommitInfo, Db, Options, Stats, WriteBatch, DATA_FILE, MAX_VALUE_LEN};
+pub use db::{CommitInfo, Db, Options, RecoveryStats, Stats, WriteBatch, DATA_FILE, MAX_VALUE_LEN};
 pub use error::{Error, Result};
 pub use txn::{Iter, ReadTxn, WriteTxn};
 pub use wal::{Durability, WalStats};

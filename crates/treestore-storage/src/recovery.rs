@@ -17,7 +17,8 @@ use std::time::Instant;
 
 use crate::btree::TreeRoot;
 use crate::db::{
-    apply_batch, CommitState, DbInner, Options, Snapshot, SnapshotTable, WriteSet, DATA_FILE,
+    apply_batch, CommitState, DbInner, Options, RecoveryStats, Snapshot, SnapshotTable, WriteSet,
+    DATA_FILE,
 };
 use crate::error::{Error, Result};
 use crate::freelist::{self, FreeList};
@@ -124,7 +125,15 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<DbInner> {
         last_checkpoint: Instant::now(),
         checkpoints: 0,
     };
+    let replay_started = Instant::now();
     let replayed = replay(&pager, &mut st, &*vfs, &wal_dir)?;
+    let mut recovery = RecoveryStats {
+        replayed_commits: replayed.commits,
+        replayed_bytes: replayed.end.end_lsn - meta.checkpoint_lsn + replayed.end.torn_bytes,
+        torn_tail_bytes: replayed.end.torn_bytes,
+        replay_time: replay_started.elapsed(),
+        checkpoint_time: std::time::Duration::ZERO,
+    };
     let end = replayed.end;
     let wal = Wal::open(
         vfs.clone(),
@@ -141,7 +150,7 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<DbInner> {
         tree: st.tree,
         entries: st.entries,
     });
-    let inner = DbInner {
+    let mut inner = DbInner {
         dir,
         pager,
         wal,
@@ -149,6 +158,7 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<DbInner> {
         checkpoint_log_bytes: options.checkpoint_log_bytes,
         checkpoint_interval: options.checkpoint_interval,
         large_txn_bytes: options.large_txn_bytes,
+        recovery,
         snapshots: Mutex::new(SnapshotTable {
             current: snapshot,
             open: BTreeMap::new(),
@@ -159,7 +169,10 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<DbInner> {
         _lock: dir_lock,
     };
     if replayed.commits > 0 {
+        let started = Instant::now();
         inner.checkpoint()?;
+        recovery.checkpoint_time = started.elapsed();
+        inner.recovery = recovery;
     }
     Ok(inner)
 }

@@ -10,6 +10,11 @@
 //! Segment header: magic `TSWAL001` (8), u64 first LSN, u32 format version (1),
 //! u32 reserved, u32 CRC-32C of the 24 bytes before it, u32 reserved.
 //!
+//! A new segment is zero-filled to its full size before use, so appending a
+//! commit overwrites blocks the file system has already allocated and the
+//! commit's fdatasync does not also have to journal a change of file size. The
+//! records end where the zeros begin (a zero header never passes for a record).
+//!
 //! Record: u32 payload length, u32 CRC-32C of (LSN u64, length u32, payload),
 //! u64 LSN, payload. A record is valid only if its LSN field equals its
 //! position, so stale bytes of an old segment never pass for a record.
@@ -179,7 +184,7 @@ impl Wal {
                 file,
                 len: end_lsn - first_lsn + SEGMENT_HEADER_LEN,
             },
-            None => create_segment(&*vfs, dir, end_lsn)?,
+            None => create_segment(&*vfs, dir, end_lsn, segment_bytes)?,
         };
         Ok(Wal {
             dir: dir.to_path_buf(),
@@ -272,7 +277,7 @@ impl Wal {
             if needs_rotation {
                 // Everything in the old segment is durable (each leader syncs
                 // before the next writes), so a new segment may start here.
-                let seg = create_segment(&*self.vfs, &self.dir, start)?;
+                let seg = create_segment(&*self.vfs, &self.dir, start, self.segment_bytes)?;
                 seg_first = seg.first_lsn;
                 seg_file = seg.file.clone();
                 seg_len = seg.len;
@@ -360,16 +365,28 @@ impl Wal {
     }
 }
 
-fn create_segment(vfs: &dyn Vfs, dir: &Path, first_lsn: u64) -> Result<Segment> {
+/// Zeros written per call while preallocating a segment.
+const ZERO_CHUNK: usize = 1 << 20;
+
+fn create_segment(vfs: &dyn Vfs, dir: &Path, first_lsn: u64, size: u64) -> Result<Segment> {
     let path = dir.join(segment_name(first_lsn));
     let file = vfs
         .open(&path, true)
         .map_err(|e| Error::io(format!("creating log segment {}", path.display()), e))?;
     let header = segment_header(first_lsn);
-    file.set_len(0)
-        .and_then(|()| file.write_all_at(&header, 0))
-        .and_then(|()| file.sync_data())
-        .map_err(|e| Error::io(format!("writing log segment header {}", path.display()), e))?;
+    let zeros = vec![0u8; ZERO_CHUNK];
+    let fill = || -> std::io::Result<()> {
+        file.set_len(0)?;
+        file.write_all_at(&header, 0)?;
+        let mut at = SEGMENT_HEADER_LEN;
+        while at < size {
+            let n = (size - at).min(ZERO_CHUNK as u64) as usize;
+            file.write_all_at(&zeros[..n], at)?;
+            at += n as u64;
+        }
+        file.sync_data()
+    };
+    fill().map_err(|e| Error::io(format!("preallocating log segment {}", path.display()), e))?;
     vfs.sync_dir(dir)
         .map_err(|e| Error::io(format!("syncing log directory {}", dir.display()), e))?;
     Ok(Segment {
@@ -470,25 +487,31 @@ pub fn read_from(
         file.read_exact_at(&mut data, 0)
             .map_err(|e| Error::io(format!("reading log segment {}", path.display()), e))?;
         if parse_segment_header(&data) != Some(first) {
-            if idx == last_idx && len < SEGMENT_HEADER_LEN + RECORD_HEADER_LEN {
-                // A segment whose creation was cut short: nothing in it.
-                if truncate {
-                    let header = segment_header(first);
-                    file.set_len(0)
-                        .and_then(|()| file.write_all_at(&header, 0))
-                        .and_then(|()| file.sync_data())
-                        .map_err(|e| {
-                            Error::io(format!("repairing log segment {}", path.display()), e)
-                        })?;
-                }
-                return Ok(ReadEnd {
-                    end_lsn: expected,
-                    tail: Some((first, file)),
-                    older,
-                    torn_bytes: len,
-                });
+            // Records are written only after a segment's header and zeros are
+            // synced, so a last segment with a bad header and no valid first
+            // record is a creation the crash interrupted: rebuild it. A bad
+            // header in front of valid records is corruption.
+            let interrupted = idx == last_idx
+                && first == expected
+                && parse_record(&data, SEGMENT_HEADER_LEN, first).is_none();
+            if !interrupted {
+                return Err(corrupt(0, "bad segment header"));
             }
-            return Err(corrupt(0, "bad segment header"));
+            if truncate {
+                let mut fresh = vec![0u8; (len.max(SEGMENT_HEADER_LEN)) as usize];
+                fresh[..SEGMENT_HEADER_LEN as usize].copy_from_slice(&segment_header(first));
+                file.write_all_at(&fresh, 0)
+                    .and_then(|()| file.sync_data())
+                    .map_err(|e| {
+                        Error::io(format!("repairing log segment {}", path.display()), e)
+                    })?;
+            }
+            return Ok(ReadEnd {
+                end_lsn: expected,
+                tail: Some((first, file)),
+                older,
+                torn_bytes: len,
+            });
         }
         let mut offset = expected - first + SEGMENT_HEADER_LEN;
         if offset > len {
@@ -511,6 +534,10 @@ pub fn read_from(
                     offset += RECORD_HEADER_LEN + payload_len;
                     expected = lsn + RECORD_HEADER_LEN + payload_len;
                 }
+                None if data[offset as usize..].iter().all(|&b| b == 0) => {
+                    // The preallocated zeros: this segment's records end here.
+                    break;
+                }
                 None => {
                     let later_valid =
                         (offset + 1..len).any(|o| parse_record(&data, o, first).is_some());
@@ -520,9 +547,12 @@ pub fn read_from(
                             "record fails its checksum or framing, and valid records follow",
                         ));
                     }
+                    // A write cut short by the crash: zero it (keeping the
+                    // preallocated space) so appends continue from here.
                     let torn = len - offset;
                     if truncate {
-                        file.set_len(offset)
+                        let zeros = vec![0u8; torn as usize];
+                        file.write_all_at(&zeros, offset)
                             .and_then(|()| file.sync_data())
                             .map_err(|e| {
                                 Error::io(format!("cutting the torn tail of {}", path.display()), e)

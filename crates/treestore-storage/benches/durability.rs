@@ -1,0 +1,364 @@
+//! Durability benchmark (end to end, on the real disk, one run):
+//!
+//! - the disk's own 4 KiB write + fdatasync latency: the physical floor of a
+//!   durable commit;
+//! - durable single-row commits with 1 and with 16 concurrent committers:
+//!   commits/s, median latency, fsyncs per commit (group commit);
+//! - the same with timer durability (10 ms);
+//! - recovery of a 256 MiB log: replay time and rate, separately from the
+//!   checkpoint taken after it;
+//! - read throughput (4 reader threads) with and without a concurrent writer.
+//!
+//! Run: `cargo bench -p treestore-storage --bench durability`. Prints a markdown
+//! table and writes `target/bench/durability.json`. `TREESTORE_BENCH_LOG_MIB`
+//! changes the recovery log size.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use treestore_storage::{Db, Durability, Options};
+
+const CHILD_ENV: &str = "TREESTORE_BENCH_RECOVERY_CHILD";
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// 4 KiB write + fdatasync on a file in `dir`, `n` times: overwriting
+/// allocated blocks, or appending (the file grows, so the sync also commits
+/// file-system metadata).
+fn raw_fdatasync(dir: &Path, n: usize, append: bool) -> Vec<Duration> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(dir.join(if append {
+            "raw-append"
+        } else {
+            "raw-overwrite"
+        }))
+        .unwrap();
+    let buf = vec![7u8; 4096];
+    if !append {
+        f.write_all_at(&vec![0u8; 64 * 4096], 0).unwrap();
+        f.sync_data().unwrap();
+    }
+    (0..n)
+        .map(|i| {
+            let at = if append { i } else { i % 64 };
+            let t = Instant::now();
+            f.write_all_at(&buf, at as u64 * 4096).unwrap();
+            f.sync_data().unwrap();
+            t.elapsed()
+        })
+        .collect()
+}
+
+struct CommitRun {
+    commits_per_s: f64,
+    median_latency: Duration,
+    fsyncs_per_commit: f64,
+}
+
+fn commit_run(durability: Durability, threads: usize, per_thread: usize) -> CommitRun {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(
+        dir.path(),
+        Options {
+            durability,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let fsyncs_before = db.stats().unwrap().wal.fsyncs;
+    let start = Arc::new(Barrier::new(threads + 1));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (db, start) = (db.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                (0..per_thread)
+                    .map(|i| {
+                        let key = format!("t{t:02}/{i:08}");
+                        let t0 = Instant::now();
+                        db.put(key.as_bytes(), b"a small durable value").unwrap();
+                        t0.elapsed()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    start.wait();
+    let t0 = Instant::now();
+    let mut latencies = Vec::new();
+    for h in handles {
+        latencies.extend(h.join().unwrap());
+    }
+    let elapsed = t0.elapsed();
+    let commits = (threads * per_thread) as f64;
+    let fsyncs = (db.stats().unwrap().wal.fsyncs - fsyncs_before) as f64;
+    CommitRun {
+        commits_per_s: commits / elapsed.as_secs_f64(),
+        median_latency: median(latencies),
+        fsyncs_per_commit: fsyncs / commits,
+    }
+}
+
+/// Child process: writes `mib` MiB of log without checkpointing, then exits
+/// without closing (as a crash would).
+fn recovery_child(dir: &str, mib: u64) {
+    let db = Db::open(
+        dir,
+        Options {
+            background: false,
+            checkpoint_log_bytes: u64::MAX,
+            checkpoint_interval: Duration::from_secs(1 << 30),
+            cache_bytes: 1 << 30,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let mut rng = StdRng::seed_from_u64(1);
+    let value = vec![0x5au8; 1000];
+    let mut n = 0u64;
+    while db.stats().unwrap().wal.end_lsn < mib << 20 {
+        let mut txn = db.begin_write();
+        for _ in 0..100 {
+            let k: u64 = rng.random_range(0..2_000_000);
+            txn.put(format!("key{k:010}").as_bytes(), &value).unwrap();
+        }
+        txn.commit().unwrap();
+        n += 1;
+    }
+    eprintln!("child: {n} commits logged");
+    // No drop: no final checkpoint.
+    std::process::exit(0);
+}
+
+struct ReadRun {
+    gets_per_s: f64,
+    writer_commits: u64,
+}
+
+fn read_run(db: &Db, keys: u32, with_writer: bool) -> ReadRun {
+    let stop = Arc::new(AtomicBool::new(false));
+    let gets = Arc::new(AtomicU64::new(0));
+    let writer_commits = Arc::new(AtomicU64::new(0));
+    let writer = with_writer.then(|| {
+        let (db, stop, writer_commits) = (db.clone(), stop.clone(), writer_commits.clone());
+        std::thread::spawn(move || {
+            let mut rng = StdRng::seed_from_u64(99);
+            while !stop.load(Ordering::Relaxed) {
+                let mut txn = db.begin_write();
+                for _ in 0..100 {
+                    let k = rng.random_range(0..keys);
+                    txn.put(format!("r{k:08}").as_bytes(), &[1u8; 100]).unwrap();
+                }
+                txn.commit().unwrap();
+                writer_commits.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    });
+    let readers: Vec<_> = (0..4u64)
+        .map(|t| {
+            let (db, stop, gets) = (db.clone(), stop.clone(), gets.clone());
+            std::thread::spawn(move || {
+                let mut rng = StdRng::seed_from_u64(t);
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let txn = db.begin_read();
+                    for _ in 0..1000 {
+                        let k = rng.random_range(0..keys);
+                        let len = txn
+                            .get_with(format!("r{k:08}").as_bytes(), <[u8]>::len)
+                            .unwrap();
+                        assert!(len.is_some());
+                    }
+                    n += 1000;
+                }
+                gets.fetch_add(n, Ordering::Relaxed);
+            })
+        })
+        .collect();
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.join().unwrap();
+    }
+    if let Some(w) = writer {
+        w.join().unwrap();
+    }
+    ReadRun {
+        gets_per_s: gets.load(Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64(),
+        writer_commits: writer_commits.load(Ordering::Relaxed),
+    }
+}
+
+fn main() {
+    if let Ok(dir) = std::env::var(CHILD_ENV) {
+        let mib = std::env::var("TREESTORE_BENCH_LOG_MIB")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(256);
+        recovery_child(&dir, mib);
+        return;
+    }
+    // `cargo bench` passes --bench; anything else (cargo test) just smoke-runs.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let mut json = Vec::new();
+    let mut table = vec![
+        "| measurement | result |".to_string(),
+        "|---|---|".to_string(),
+    ];
+
+    let dir = tempfile::tempdir().unwrap();
+    let raw = median(raw_fdatasync(dir.path(), 300, false));
+    let raw_append = median(raw_fdatasync(dir.path(), 300, true));
+    table.push(format!(
+        "| disk: 4 KiB overwrite + fdatasync, median | {:.3} ms ({:.0}/s) |",
+        raw.as_secs_f64() * 1e3,
+        1.0 / raw.as_secs_f64()
+    ));
+    table.push(format!(
+        "| disk: 4 KiB append + fdatasync, median | {:.3} ms ({:.0}/s) |",
+        raw_append.as_secs_f64() * 1e3,
+        1.0 / raw_append.as_secs_f64()
+    ));
+    json.push(format!(
+        "\"raw_fdatasync_ms\": {:.4}",
+        raw.as_secs_f64() * 1e3
+    ));
+    json.push(format!(
+        "\"raw_append_fdatasync_ms\": {:.4}",
+        raw_append.as_secs_f64() * 1e3
+    ));
+
+    let one = commit_run(Durability::Sync, 1, 400);
+    let sixteen = commit_run(Durability::Sync, 16, 100);
+    for (label, key, r) in [
+        ("1 committer", "sync_1", &one),
+        ("16 committers", "sync_16", &sixteen),
+    ] {
+        table.push(format!(
+            "| durable commits, {label} | {:.0} commits/s, median {:.3} ms, {:.2} fsyncs/commit |",
+            r.commits_per_s,
+            r.median_latency.as_secs_f64() * 1e3,
+            r.fsyncs_per_commit
+        ));
+        json.push(format!(
+            "\"{key}\": {{\"commits_per_s\": {:.1}, \"median_ms\": {:.4}, \"fsyncs_per_commit\": {:.3}}}",
+            r.commits_per_s,
+            r.median_latency.as_secs_f64() * 1e3,
+            r.fsyncs_per_commit
+        ));
+    }
+    table.push(format!(
+        "| single commit latency / raw fdatasync | {:.2}x |",
+        one.median_latency.as_secs_f64() / raw.as_secs_f64()
+    ));
+    table.push(format!(
+        "| 16 committers / 1 committer throughput | {:.1}x |",
+        sixteen.commits_per_s / one.commits_per_s
+    ));
+    let timer = Durability::Timer {
+        interval: Duration::from_millis(10),
+    };
+    let t1 = commit_run(timer, 1, 5000);
+    let t16 = commit_run(timer, 16, 1000);
+    for (label, key, r) in [
+        ("1 committer", "timer_1", &t1),
+        ("16 committers", "timer_16", &t16),
+    ] {
+        table.push(format!(
+            "| timer (10 ms) commits, {label} | {:.0} commits/s, median {:.4} ms |",
+            r.commits_per_s,
+            r.median_latency.as_secs_f64() * 1e3
+        ));
+        json.push(format!(
+            "\"{key}\": {{\"commits_per_s\": {:.1}}}",
+            r.commits_per_s
+        ));
+    }
+
+    // Recovery of a large log, written by a child that "crashes".
+    let rdir = tempfile::tempdir().unwrap();
+    let data = rdir.path().join("data");
+    let status = Command::new(std::env::current_exe().unwrap())
+        .env(CHILD_ENV, &data)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let t0 = Instant::now();
+    let db = Db::open(
+        &data,
+        Options {
+            cache_bytes: 1 << 30,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let open_time = t0.elapsed();
+    let rec = db.stats().unwrap().recovery;
+    drop(db);
+    let mib = rec.replayed_bytes as f64 / (1 << 20) as f64;
+    table.push(format!(
+        "| recovery: replay {mib:.0} MiB of log ({} commits) | {:.2} s, {:.0} MiB/s; then checkpoint {:.2} s; open total {:.2} s |",
+        rec.replayed_commits,
+        rec.replay_time.as_secs_f64(),
+        mib / rec.replay_time.as_secs_f64(),
+        rec.checkpoint_time.as_secs_f64(),
+        open_time.as_secs_f64()
+    ));
+    json.push(format!(
+        "\"recovery\": {{\"log_mib\": {mib:.1}, \"replay_s\": {:.3}, \"checkpoint_s\": {:.3}, \"open_s\": {:.3}}}",
+        rec.replay_time.as_secs_f64(),
+        rec.checkpoint_time.as_secs_f64(),
+        open_time.as_secs_f64()
+    ));
+
+    // Reads with and without a writer.
+    let rdir = tempfile::tempdir().unwrap();
+    let db = Db::open(rdir.path(), Options::default()).unwrap();
+    let keys = 200_000u32;
+    let mut txn = db.begin_write();
+    for k in 0..keys {
+        txn.put(format!("r{k:08}").as_bytes(), &[0u8; 100]).unwrap();
+    }
+    txn.commit().unwrap();
+    let alone = read_run(&db, keys, false);
+    let contended = read_run(&db, keys, true);
+    table.push(format!(
+        "| reads, 4 threads, no writer | {:.0} gets/s |",
+        alone.gets_per_s
+    ));
+    table.push(format!(
+        "| reads, 4 threads, 1 writer committing | {:.0} gets/s ({:.2}x), writer {} commits of 100 puts in 3 s |",
+        contended.gets_per_s,
+        contended.gets_per_s / alone.gets_per_s,
+        contended.writer_commits
+    ));
+    json.push(format!(
+        "\"reads\": {{\"alone_gets_per_s\": {:.0}, \"with_writer_gets_per_s\": {:.0}}}",
+        alone.gets_per_s, contended.gets_per_s
+    ));
+
+    println!("{}", table.join("\n"));
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench");
+    let _ = std::fs::create_dir_all(&out);
+    std::fs::write(
+        out.join("durability.json"),
+        format!("{{\n  {}\n}}\n", json.join(",\n  ")),
+    )
+    .unwrap();
+}
