@@ -68,7 +68,9 @@ impl Limits {
             page_size,
             usable,
             max_key: page_size / 4,
-            max_inline_entry: usable / 4,
+            // Any entry up to half a node keeps every split possible (two
+            // halves each fit); larger values go to overflow chains.
+            max_inline_entry: usable / 2,
             underfull: usable / 4,
         }
     }
