@@ -310,20 +310,23 @@ fn main() {
     .unwrap();
     let open_time = t0.elapsed();
     let rec = db.stats().unwrap().recovery;
+    let t1 = Instant::now();
+    db.checkpoint().unwrap();
+    let checkpoint_time = t1.elapsed();
     drop(db);
     let mib = rec.replayed_bytes as f64 / (1 << 20) as f64;
     table.push(format!(
-        "| recovery: replay {mib:.0} MiB of log ({} commits) | {:.2} s, {:.0} MiB/s; then checkpoint {:.2} s; open total {:.2} s |",
+        "| recovery: replay {mib:.0} MiB of log ({} commits) | {:.2} s, {:.0} MiB/s; open total {:.2} s; the checkpoint of the recovered tree afterwards {:.2} s |",
         rec.replayed_commits,
         rec.replay_time.as_secs_f64(),
         mib / rec.replay_time.as_secs_f64(),
-        rec.checkpoint_time.as_secs_f64(),
-        open_time.as_secs_f64()
+        open_time.as_secs_f64(),
+        checkpoint_time.as_secs_f64()
     ));
     json.push(format!(
         "\"recovery\": {{\"log_mib\": {mib:.1}, \"replay_s\": {:.3}, \"checkpoint_s\": {:.3}, \"open_s\": {:.3}}}",
         rec.replay_time.as_secs_f64(),
-        rec.checkpoint_time.as_secs_f64(),
+        checkpoint_time.as_secs_f64(),
         open_time.as_secs_f64()
     ));
 

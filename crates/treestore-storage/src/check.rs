@@ -343,22 +343,24 @@ fn check_log(vfs: &dyn Vfs, wal_dir: &Path, meta: &Meta, report: &mut CheckRepor
     let mut seq = meta.commit_seq;
     let mut records = 0u64;
     let mut bad_records = Vec::new();
-    let result = wal::read_from(vfs, wal_dir, meta.checkpoint_lsn, false, |rec| {
-        match log_record::decode_commit(&rec.payload) {
-            Ok((s, _)) if s <= seq => {}
-            Ok((s, _)) if s == seq + 1 => {
-                seq = s;
-                records += 1;
+    let result = wal::read_from(vfs, wal_dir, meta.checkpoint_lsn, false, |recs| {
+        for rec in recs {
+            match log_record::decode_commit_ref(rec.payload) {
+                Ok((s, _)) if s <= seq => {}
+                Ok((s, _)) if s == seq + 1 => {
+                    seq = s;
+                    records += 1;
+                }
+                Ok((s, _)) => bad_records.push(format!(
+                    "log record at LSN {}: commit {s} follows commit {seq}",
+                    rec.lsn
+                )),
+                Err(why) => bad_records.push(format!(
+                    "log record at LSN {} ({} bytes): {why}",
+                    rec.lsn,
+                    RECORD_HEADER_LEN + rec.payload.len() as u64
+                )),
             }
-            Ok((s, _)) => bad_records.push(format!(
-                "log record at LSN {}: commit {s} follows commit {seq}",
-                rec.lsn
-            )),
-            Err(why) => bad_records.push(format!(
-                "log record at LSN {} ({} bytes): {why}",
-                rec.lsn,
-                RECORD_HEADER_LEN + rec.payload.len() as u64
-            )),
         }
         Ok(())
     });

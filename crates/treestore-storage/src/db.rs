@@ -199,8 +199,6 @@ pub struct RecoveryStats {
     pub torn_tail_bytes: u64,
     /// Time spent reading and applying the log.
     pub replay_time: Duration,
-    /// Time spent on the checkpoint taken after replay.
-    pub checkpoint_time: Duration,
 }
 
 /// What a successful commit produced.
@@ -374,8 +372,18 @@ pub(crate) fn apply_batch(
         .iter()
         .map(|(k, v)| (k.as_slice(), v.as_deref()))
         .collect();
+    apply_ops(pager, st, seq, &ops)
+}
+
+/// Applies operations (sorted by key, each key once) as commit `seq`.
+pub(crate) fn apply_ops(
+    pager: &Pager,
+    st: &mut CommitState,
+    seq: u64,
+    ops: &[Op<'_>],
+) -> Result<()> {
     let mut writer = Writer::new(pager, &mut st.freelist);
-    let tree = match writer.apply(st.tree, &ops) {
+    let tree = match writer.apply(st.tree, ops) {
         Ok(t) => t,
         Err(e) => {
             writer.rollback();

@@ -75,8 +75,22 @@ pub fn encode_commit(seq: u64, writes: &WriteSet) -> Vec<u8> {
 /// A decoded commit: sequence number and operations in key order.
 pub type Commit = (u64, Vec<(Vec<u8>, Option<Vec<u8>>)>);
 
-/// Decodes a commit; `Err` says what is wrong.
+/// A decoded commit borrowing its keys and values from the record.
+pub type CommitRef<'a> = (u64, Vec<(&'a [u8], Option<&'a [u8]>)>);
+
+/// Decodes a commit into owned operations; `Err` says what is wrong.
 pub fn decode_commit(buf: &[u8]) -> Result<Commit, String> {
+    let (seq, ops) = decode_commit_ref(buf)?;
+    Ok((
+        seq,
+        ops.into_iter()
+            .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
+            .collect(),
+    ))
+}
+
+/// Decodes a commit without copying keys and values; `Err` says what is wrong.
+pub fn decode_commit_ref(buf: &[u8]) -> Result<CommitRef<'_>, String> {
     if buf.first() != Some(&COMMIT) {
         return Err(format!("unknown record type {:?}", buf.first()));
     }
@@ -88,22 +102,22 @@ pub fn decode_commit(buf: &[u8]) -> Result<Commit, String> {
     let mut at = 9;
     let n = get_varint(buf, &mut at).ok_or("bad operation count")?;
     let mut ops = Vec::with_capacity(n.min(1 << 20) as usize);
-    let bytes = |at: &mut usize| -> Result<Vec<u8>, String> {
+    let bytes = |at: &mut usize| -> Result<&[u8], String> {
         let len = get_varint(buf, at).ok_or("bad length")? as usize;
         let end = at
             .checked_add(len)
             .filter(|&e| e <= buf.len())
             .ok_or("length past the end of the record")?;
-        let out = buf[*at..end].to_vec();
+        let out = &buf[*at..end];
         *at = end;
         Ok(out)
     };
-    let mut prev: Option<Vec<u8>> = None;
+    let mut prev: Option<&[u8]> = None;
     for i in 0..n {
         let kind = *buf.get(at).ok_or("truncated operation")?;
         at += 1;
         let key = bytes(&mut at)?;
-        if prev.as_ref().is_some_and(|p| *p >= key) {
+        if prev.is_some_and(|p| p >= key) {
             return Err(format!("operation {i} is out of key order"));
         }
         let val = match kind {
@@ -111,7 +125,7 @@ pub fn decode_commit(buf: &[u8]) -> Result<Commit, String> {
             DELETE => None,
             other => return Err(format!("unknown operation kind {other}")),
         };
-        prev = Some(key.clone());
+        prev = Some(key);
         ops.push((key, val));
     }
     if at != buf.len() {

@@ -6,19 +6,20 @@
 //! into one batch, since no reader sees the states in between). A torn record at
 //! the very end of the log (a write cut short by the crash) is cut off; a bad
 //! record anywhere before that is reported with its segment and offset and the
-//! database is not opened, rather than silently dropping committed data. When
-//! anything was replayed a checkpoint is taken at once, so the next open does not
-//! replay it again.
+//! database is not opened, rather than silently dropping committed data. The
+//! replayed commits stay in memory and in the log until the next checkpoint
+//! (the background thread takes it once the log is past its threshold), so
+//! opening does not wait for the whole tree to be written.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::btree::write::Op;
 use crate::btree::TreeRoot;
 use crate::db::{
-    apply_batch, CommitState, DbInner, Options, RecoveryStats, Snapshot, SnapshotTable, WriteSet,
-    DATA_FILE,
+    apply_ops, CommitState, DbInner, Options, RecoveryStats, Snapshot, SnapshotTable, DATA_FILE,
 };
 use crate::error::{Error, Result};
 use crate::freelist::{self, FreeList};
@@ -28,9 +29,6 @@ use crate::page::{self, PageId, PageType, MAX_PAGE_SIZE};
 use crate::pager::Pager;
 use crate::vfs::{PathKind, StorageFile, Vfs};
 use crate::wal::{self, Wal, RECORD_HEADER_LEN, WAL_DIR};
-
-/// Replayed write sets are merged and applied once they reach this size.
-const REPLAY_BATCH_BYTES: usize = 64 << 20;
 
 /// Opens and recovers the database in `dir`.
 pub(crate) fn open(dir: &Path, options: &Options) -> Result<DbInner> {
@@ -127,12 +125,11 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<DbInner> {
     };
     let replay_started = Instant::now();
     let replayed = replay(&pager, &mut st, &*vfs, &wal_dir)?;
-    let mut recovery = RecoveryStats {
+    let recovery = RecoveryStats {
         replayed_commits: replayed.commits,
         replayed_bytes: replayed.end.end_lsn - meta.checkpoint_lsn + replayed.end.torn_bytes,
         torn_tail_bytes: replayed.end.torn_bytes,
         replay_time: replay_started.elapsed(),
-        checkpoint_time: std::time::Duration::ZERO,
     };
     let end = replayed.end;
     let wal = Wal::open(
@@ -150,7 +147,7 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<DbInner> {
         tree: st.tree,
         entries: st.entries,
     });
-    let mut inner = DbInner {
+    let inner = DbInner {
         dir,
         pager,
         wal,
@@ -168,12 +165,9 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<DbInner> {
         unpublished: Mutex::new(VecDeque::new()),
         _lock: dir_lock,
     };
-    if replayed.commits > 0 {
-        let started = Instant::now();
-        inner.checkpoint()?;
-        recovery.checkpoint_time = started.elapsed();
-        inner.recovery = recovery;
-    }
+    // The replayed commits stay in memory and in the log; the background
+    // thread checkpoints them (the log is past its threshold when replay was
+    // long), so opening does not wait for writing the whole tree.
     Ok(inner)
 }
 
@@ -184,44 +178,40 @@ struct Replayed {
 
 /// Applies every commit in the log after the checkpoint to `st`.
 fn replay(pager: &Pager, st: &mut CommitState, vfs: &dyn Vfs, wal_dir: &Path) -> Result<Replayed> {
-    let mut batch = WriteSet::new();
-    let mut batch_bytes = 0usize;
     let mut commits = 0u64;
     let from = st.meta.checkpoint_lsn;
-    let end = wal::read_from(vfs, wal_dir, from, true, |rec| {
-        let bad = |why: String| Error::CorruptFile {
-            path: wal_dir.to_path_buf(),
-            reason: format!("log record at LSN {}: {why}", rec.lsn),
-        };
-        let (seq, ops) = log_record::decode_commit(&rec.payload).map_err(bad)?;
-        if seq <= st.seq {
-            // Already in the checkpoint.
-            return Ok(());
+    // One merged batch per segment, borrowing keys and values from the
+    // segment's read buffer: later writes of a key replace earlier ones.
+    let end = wal::read_from(vfs, wal_dir, from, true, |records| {
+        let mut batch: BTreeMap<&[u8], Option<&[u8]>> = BTreeMap::new();
+        for rec in records {
+            let bad = |why: String| Error::CorruptFile {
+                path: wal_dir.to_path_buf(),
+                reason: format!("log record at LSN {}: {why}", rec.lsn),
+            };
+            let (seq, ops) = log_record::decode_commit_ref(rec.payload).map_err(bad)?;
+            if seq <= st.seq {
+                // Already in the checkpoint.
+                continue;
+            }
+            if seq != st.seq + 1 {
+                return Err(bad(format!(
+                    "commit {seq} follows commit {}: commits are missing",
+                    st.seq
+                )));
+            }
+            batch.extend(ops);
+            st.seq = seq;
+            st.last_lsn = rec.lsn + RECORD_HEADER_LEN + rec.payload.len() as u64;
+            commits += 1;
         }
-        if seq != st.seq + 1 {
-            return Err(bad(format!(
-                "commit {seq} follows commit {}: commits are missing",
-                st.seq
-            )));
-        }
-        for (k, v) in ops {
-            batch_bytes += k.len() + v.as_ref().map_or(0, Vec::len) + 64;
-            batch.insert(k, v);
-        }
-        st.seq = seq;
-        st.last_lsn = rec.lsn + RECORD_HEADER_LEN + rec.payload.len() as u64;
-        commits += 1;
-        if batch_bytes >= REPLAY_BATCH_BYTES {
-            apply_batch(pager, st, seq, &batch)?;
-            batch.clear();
-            batch_bytes = 0;
+        if !batch.is_empty() {
+            let ops: Vec<Op<'_>> = batch.into_iter().collect();
+            let seq = st.seq;
+            apply_ops(pager, st, seq, &ops)?;
         }
         Ok(())
     })?;
-    if !batch.is_empty() {
-        let seq = st.seq;
-        apply_batch(pager, st, seq, &batch)?;
-    }
     Ok(Replayed { commits, end })
 }
 

@@ -62,14 +62,25 @@ fn commits_only_in_the_log_survive_a_crash() {
         "nothing checkpointed yet"
     );
     crash(&vfs, db);
-    let db = Db::open(DIR, opts).unwrap();
+    let db = Db::open(DIR, opts.clone()).unwrap();
     assert_eq!(contents(&db), model);
     let stats = db.stats().unwrap();
     assert_eq!(stats.commit_seq, 60);
+    assert_eq!(stats.recovery.replayed_commits, 60);
     assert_eq!(
-        stats.checkpoint_commit_seq, 60,
-        "recovery checkpoints what it replayed"
+        stats.checkpoint_commit_seq, 0,
+        "replayed commits stay in the log until a checkpoint"
     );
+    // Crashing again before any checkpoint replays the same log again.
+    let more = commit_n(&db, 60, 5);
+    crash(&vfs, db);
+    let db = Db::open(DIR, opts).unwrap();
+    let mut want = model;
+    want.extend(more);
+    assert_eq!(contents(&db), want);
+    assert_eq!(db.stats().unwrap().recovery.replayed_commits, 65);
+    db.checkpoint().unwrap();
+    assert_eq!(db.stats().unwrap().checkpoint_commit_seq, 65);
     assert!(db.check().unwrap().is_ok());
 }
 
