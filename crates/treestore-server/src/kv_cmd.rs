@@ -174,6 +174,13 @@ pub fn run(args: KvArgs) -> Result<ExitCode> {
             writeln!(out, "entries: {}", s.entries)?;
             writeln!(out, "tree_depth: {}", s.depth)?;
             writeln!(out, "commit_seq: {}", s.commit_seq)?;
+            writeln!(out, "checkpoint_commit_seq: {}", s.checkpoint_commit_seq)?;
+            writeln!(
+                out,
+                "log_bytes_since_checkpoint: {}",
+                s.log_bytes_since_checkpoint
+            )?;
+            writeln!(out, "log_segments: {}", s.wal.segments)?;
         }
     }
     out.flush()?;

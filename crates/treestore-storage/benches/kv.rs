@@ -48,12 +48,16 @@ fn data_set_size() -> usize {
         .unwrap_or(1_000_000)
 }
 
+/// Bytes of all files under `path`, subdirectories included (TreeStore's log).
 fn dir_size(path: &Path) -> u64 {
     std::fs::read_dir(path)
         .map(|rd| {
             rd.filter_map(|e| e.ok())
-                .filter_map(|e| e.metadata().ok())
-                .map(|m| m.len())
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_size(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
                 .sum()
         })
         .unwrap_or(0)

@@ -80,7 +80,7 @@ impl Default for Options {
             cache_bytes: 64 << 20,
             vfs: Arc::new(OsVfs),
             durability: Durability::Sync,
-            wal_segment_bytes: 64 << 20,
+            wal_segment_bytes: 16 << 20,
             checkpoint_log_bytes: 64 << 20,
             checkpoint_interval: Duration::from_secs(60),
             background: true,
@@ -138,6 +138,7 @@ pub(crate) struct DbInner {
     pub checkpoint_interval: Duration,
     pub large_txn_bytes: u64,
     pub recovery: RecoveryStats,
+    pub background_error: Mutex<Option<String>>,
     pub snapshots: Mutex<SnapshotTable>,
     pub commit: Mutex<CommitState>,
     /// Applied commits waiting for their log record to be durable.
@@ -162,7 +163,7 @@ impl std::fmt::Debug for Db {
 }
 
 /// Sizes and counters of an open database.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stats {
     pub page_size: u64,
     /// Pages in the file.
@@ -187,6 +188,9 @@ pub struct Stats {
     pub wal: WalStats,
     /// What the last open replayed from the log.
     pub recovery: RecoveryStats,
+    /// The last error of a background checkpoint or timer sync, if any (the
+    /// background thread retries; a poisoning error also fails commits).
+    pub background_error: Option<String>,
 }
 
 /// What opening the database replayed.
@@ -326,6 +330,7 @@ impl Db {
             pool: self.inner.pager.pool_stats(),
             wal,
             recovery: self.inner.recovery,
+            background_error: lock(&self.inner.background_error).clone(),
         })
     }
 

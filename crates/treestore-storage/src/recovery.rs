@@ -156,6 +156,7 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<DbInner> {
         checkpoint_interval: options.checkpoint_interval,
         large_txn_bytes: options.large_txn_bytes,
         recovery,
+        background_error: Mutex::new(None),
         snapshots: Mutex::new(SnapshotTable {
             current: snapshot,
             open: BTreeMap::new(),
