@@ -51,6 +51,7 @@ def main() -> int:
         print(row("remove half the keys, one txn", [v * 1e9 if v is not None else None for v in get("removal_s")], fmt_time))
         mib = lambda b: f"{b / 2**20:.0f} MiB"
         print(row("file size after bulk load", get("size_after_load"), mib))
+        print(row("file size before the removal", get("size_before_removal"), mib))
         print(row("file size at the end", get("size_after_removal"), mib))
         payload = shots.get("payload_bytes")
         if payload:
