@@ -4,28 +4,24 @@
 //! when sound; exit 1 and one line per problem otherwise; exit 2 when the check
 //! cannot run (missing directory, directory in use).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use treestore_storage::vfs::OsVfs;
 
+use crate::data_dir::DataDir;
+
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// Data directory.
-    #[arg(
-        long,
-        value_name = "DIR",
-        default_value = "./treestore-data",
-        env = "TREESTORE_DATA"
-    )]
-    data: PathBuf,
+    #[command(flatten)]
+    data: DataDir,
 }
 
 pub fn run(args: CheckArgs) -> Result<ExitCode> {
-    let report = treestore_storage::check::check_dir(&args.data, &OsVfs)
-        .with_context(|| format!("cannot check data directory {}", args.data.display()))?;
+    let dir = &args.data.path;
+    let report = treestore_storage::check::check_dir(dir, &OsVfs)
+        .with_context(|| format!("cannot check data directory {}", dir.display()))?;
     if report.is_ok() {
         println!("ok: {}", report.summary());
         return Ok(ExitCode::SUCCESS);

@@ -13,16 +13,12 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use treestore_storage::{Db, Options};
 
+use crate::data_dir::DataDir;
+
 #[derive(Debug, Args)]
 pub struct KvArgs {
-    /// Data directory.
-    #[arg(
-        long,
-        value_name = "DIR",
-        default_value = "./treestore-data",
-        env = "TREESTORE_DATA"
-    )]
-    data: PathBuf,
+    #[command(flatten)]
+    data: DataDir,
     #[command(subcommand)]
     command: KvCommand,
 }
@@ -90,11 +86,11 @@ pub fn run(args: KvArgs) -> Result<ExitCode> {
                     .with_context(|| format!("cannot read value file {}", f.display()))?,
                 (None, None) => bail!("put needs a VALUE or --value-file"),
             };
-            let db = open(&args.data, true)?;
+            let db = open(&args.data.path, true)?;
             db.put(key.as_bytes(), &value).context("put failed")?;
         }
         KvCommand::Get { key } => {
-            let db = open(&args.data, false)?;
+            let db = open(&args.data.path, false)?;
             match db.get(key.as_bytes()).context("get failed")? {
                 Some(v) => {
                     out.write_all(&v)?;
@@ -107,7 +103,7 @@ pub fn run(args: KvArgs) -> Result<ExitCode> {
             }
         }
         KvCommand::Del { key } => {
-            let db = open(&args.data, false)?;
+            let db = open(&args.data.path, false)?;
             db.delete(key.as_bytes()).context("delete failed")?;
         }
         KvCommand::Scan {
@@ -117,7 +113,7 @@ pub fn run(args: KvArgs) -> Result<ExitCode> {
             limit,
             reverse,
         } => {
-            let db = open(&args.data, false)?;
+            let db = open(&args.data.path, false)?;
             let txn = db.begin_read();
             let (mut lower, mut upper) = match &prefix {
                 Some(p) => treestore_storage::btree::cursor::prefix_bounds(p.as_bytes()),
@@ -154,7 +150,7 @@ pub fn run(args: KvArgs) -> Result<ExitCode> {
         }
         KvCommand::Load { file } => {
             let pairs = read_load_file(&file)?;
-            let db = open(&args.data, true)?;
+            let db = open(&args.data.path, true)?;
             let mut txn = db.begin_write();
             for (line, (k, v)) in &pairs {
                 txn.put(k.as_bytes(), v.as_bytes())
@@ -164,7 +160,7 @@ pub fn run(args: KvArgs) -> Result<ExitCode> {
             writeln!(out, "{}", pairs.len())?;
         }
         KvCommand::Stats => {
-            let db = open(&args.data, false)?;
+            let db = open(&args.data.path, false)?;
             let s = db.stats().context("stats failed")?;
             writeln!(out, "page_size: {}", s.page_size)?;
             writeln!(out, "page_count: {}", s.page_count)?;

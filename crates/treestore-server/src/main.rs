@@ -3,6 +3,7 @@
 //! binary never prints a panic for bad input.
 
 mod check_cmd;
+mod data_dir;
 mod kv_cmd;
 
 use std::process::ExitCode;

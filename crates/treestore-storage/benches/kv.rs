@@ -236,6 +236,34 @@ impl Engine for Lmdb {
     }
 }
 
+/// Times `op` on batches of `OPS_PER_ITER` keys drawn at random from `keys`
+/// (drawing them is not timed).
+fn read_group(
+    c: &mut Criterion,
+    group: &str,
+    name: &str,
+    keys: &[&[u8]],
+    rng: &mut StdRng,
+    op: impl Fn(&[&[u8]]) -> usize,
+) {
+    let mut g = c.benchmark_group(group);
+    g.bench_function(BenchmarkId::from_parameter(name), |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let batch: Vec<&[u8]> = (0..OPS_PER_ITER)
+                    .map(|_| keys[rng.random_range(0..keys.len())])
+                    .collect();
+                let t = Instant::now();
+                black_box(op(&batch));
+                total += t.elapsed();
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
 fn insert_all<E: Engine>(e: &E, data: &Pairs) {
     e.write(&mut data.iter().map(|(k, v)| (k.as_slice(), Some(v.as_slice()))));
 }
@@ -280,42 +308,12 @@ fn run_engine<E: Engine>(c: &mut Criterion, data: &Pairs, shots: &mut OneShot) {
     // Random point gets (warm: every key read once first).
     let keys: Vec<&[u8]> = data.iter().map(|(k, _)| k.as_slice()).collect();
     black_box(e.gets(&keys));
-    {
-        let mut g = c.benchmark_group("random_get_x1000");
-        g.bench_function(BenchmarkId::from_parameter(name), |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let batch: Vec<&[u8]> = (0..OPS_PER_ITER)
-                        .map(|_| keys[rng.random_range(0..keys.len())])
-                        .collect();
-                    let t = Instant::now();
-                    black_box(e.gets(&batch));
-                    total += t.elapsed();
-                }
-                total
-            })
-        });
-        g.finish();
-    }
-    {
-        let mut g = c.benchmark_group("scan10_x1000");
-        g.bench_function(BenchmarkId::from_parameter(name), |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let batch: Vec<&[u8]> = (0..OPS_PER_ITER)
-                        .map(|_| keys[rng.random_range(0..keys.len())])
-                        .collect();
-                    let t = Instant::now();
-                    black_box(e.scans(&batch));
-                    total += t.elapsed();
-                }
-                total
-            })
-        });
-        g.finish();
-    }
+    read_group(c, "random_get_x1000", name, &keys, &mut rng, |batch| {
+        e.gets(batch)
+    });
+    read_group(c, "scan10_x1000", name, &keys, &mut rng, |batch| {
+        e.scans(batch)
+    });
     // 100 durable batches of 1,000 random puts (new keys).
     let mut added = 0usize;
     {

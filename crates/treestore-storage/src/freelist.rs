@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use crate::error::{Error, Result};
 use crate::page::{self, PageId, PageType, PAGE_HEADER_LEN};
+use crate::varint;
 
 /// In-memory state of free space, owned by the committer.
 #[derive(Debug, Clone, Default)]
@@ -178,27 +179,6 @@ impl FreeList {
     }
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn get_varint(buf: &[u8], at: &mut usize) -> Option<u64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = *buf.get(*at)?;
-        *at += 1;
-        v |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Some(v);
-        }
-    }
-    None
-}
-
 /// Groups sorted page ids into (start, length) runs.
 pub fn runs(ids: &[PageId]) -> Vec<(u64, u64)> {
     let mut out: Vec<(u64, u64)> = Vec::new();
@@ -220,14 +200,14 @@ fn bodies(runs: &[(u64, u64)], page_size: usize) -> Vec<(Vec<u8>, u16)> {
     let mut prev_end = 0u64;
     for &(start, len) in runs {
         let mut enc = Vec::with_capacity(20);
-        put_varint(&mut enc, start - if count == 0 { 0 } else { prev_end });
-        put_varint(&mut enc, len);
+        varint::put(&mut enc, start - if count == 0 { 0 } else { prev_end });
+        varint::put(&mut enc, len);
         if body.len() + enc.len() > room || count == u16::MAX {
             pages.push((std::mem::take(&mut body), count));
             count = 0;
             enc.clear();
-            put_varint(&mut enc, start);
-            put_varint(&mut enc, len);
+            varint::put(&mut enc, start);
+            varint::put(&mut enc, len);
         }
         body.extend_from_slice(&enc);
         count += 1;
@@ -270,8 +250,8 @@ pub fn decode(buf: &[u8], id: PageId, page_count: u64) -> Result<(Vec<PageId>, P
     let mut ids = Vec::new();
     for i in 0..n {
         let bad = || Error::corrupt(id, format!("free-list run {i} is malformed"));
-        let gap = get_varint(buf, &mut at).ok_or_else(bad)?;
-        let len = get_varint(buf, &mut at).ok_or_else(bad)?;
+        let gap = varint::get(buf, &mut at).ok_or_else(bad)?;
+        let len = varint::get(buf, &mut at).ok_or_else(bad)?;
         let start = prev_end.checked_add(gap).ok_or_else(bad)?;
         let end = start.checked_add(len).ok_or_else(bad)?;
         if len == 0 || start < 2 || end > page_count {

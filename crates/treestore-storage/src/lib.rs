@@ -41,6 +41,7 @@ pub mod page;
 pub mod pager;
 pub mod recovery;
 pub mod txn;
+pub mod varint;
 pub mod vfs;
 pub mod wal;
 

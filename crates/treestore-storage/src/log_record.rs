@@ -14,31 +14,11 @@
 //! still checks every length so a damaged payload is an error, never a panic.
 
 use crate::db::WriteSet;
+use crate::varint;
 
 const COMMIT: u8 = 1;
 const PUT: u8 = 0;
 const DELETE: u8 = 1;
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn get_varint(buf: &[u8], at: &mut usize) -> Option<u64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = *buf.get(*at)?;
-        *at += 1;
-        v |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Some(v);
-        }
-    }
-    None
-}
 
 /// Size of a commit record before encoding it (an upper bound: varints are
 /// counted at their largest).
@@ -59,13 +39,13 @@ pub fn encode_commit(seq: u64, writes: &WriteSet) -> Vec<u8> {
     let mut out = Vec::with_capacity(size + 20);
     out.push(COMMIT);
     out.extend_from_slice(&seq.to_le_bytes());
-    put_varint(&mut out, writes.len() as u64);
+    varint::put(&mut out, writes.len() as u64);
     for (k, v) in writes {
         out.push(if v.is_some() { PUT } else { DELETE });
-        put_varint(&mut out, k.len() as u64);
+        varint::put(&mut out, k.len() as u64);
         out.extend_from_slice(k);
         if let Some(v) = v {
-            put_varint(&mut out, v.len() as u64);
+            varint::put(&mut out, v.len() as u64);
             out.extend_from_slice(v);
         }
     }
@@ -100,10 +80,10 @@ pub fn decode_commit_ref(buf: &[u8]) -> Result<CommitRef<'_>, String> {
         .map(u64::from_le_bytes)
         .ok_or("truncated commit header")?;
     let mut at = 9;
-    let n = get_varint(buf, &mut at).ok_or("bad operation count")?;
+    let n = varint::get(buf, &mut at).ok_or("bad operation count")?;
     let mut ops = Vec::with_capacity(n.min(1 << 20) as usize);
     let bytes = |at: &mut usize| -> Result<&[u8], String> {
-        let len = get_varint(buf, at).ok_or("bad length")? as usize;
+        let len = varint::get(buf, at).ok_or("bad length")? as usize;
         let end = at
             .checked_add(len)
             .filter(|&e| e <= buf.len())
