@@ -65,13 +65,17 @@ fn run(inner: Weak<DbInner>, stop: Arc<(Mutex<bool>, Condvar)>, tick: Duration, 
                 lock(&db.commit)
                     .poisoned
                     .get_or_insert_with(|| e.to_string());
+                *lock(&db.background_error) = Some(format!("log sync: {e}"));
             }
         }
         if db.checkpoint_due() {
             // A failed checkpoint leaves the previous one and the log intact; the
             // next tick tries again. Errors that make the state unknown poison
             // the database, which commits report.
-            let _ = db.checkpoint();
+            match db.checkpoint() {
+                Ok(()) => *lock(&db.background_error) = None,
+                Err(e) => *lock(&db.background_error) = Some(format!("checkpoint: {e}")),
+            }
         }
     }
 }

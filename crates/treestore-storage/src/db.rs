@@ -41,7 +41,7 @@ use crate::wal::{Durability, Wal, WalStats};
 pub const DATA_FILE: &str = "data.tsdb";
 
 /// Largest value accepted by `put`.
-pub const MAX_VALUE_LEN: u64 = 256 << 20;
+pub const MAX_VALUE_LEN: u64 = crate::btree::node::MAX_VALUE_LEN;
 
 /// How to open a database.
 #[derive(Debug, Clone)]
@@ -188,8 +188,9 @@ pub struct Stats {
     pub wal: WalStats,
     /// What the last open replayed from the log.
     pub recovery: RecoveryStats,
-    /// The last error of a background checkpoint or timer sync, if any (the
-    /// background thread retries; a poisoning error also fails commits).
+    /// The error of the last background checkpoint or timer sync, if it failed
+    /// (the thread retries, and a successful checkpoint clears it; an error that
+    /// poisons the database also fails commits).
     pub background_error: Option<String>,
 }
 

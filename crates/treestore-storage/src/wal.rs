@@ -40,6 +40,9 @@ pub const SEGMENT_HEADER_LEN: u64 = 32;
 pub const RECORD_HEADER_LEN: u64 = 16;
 /// Largest record payload accepted when reading (a commit of at most this size).
 pub const MAX_RECORD_LEN: u64 = 1 << 30;
+/// Largest segment file read back. Segments stop growing once past their
+/// configured size, so a much larger file is not one of ours.
+pub const MAX_SEGMENT_FILE: u64 = 4 << 30;
 const SEGMENT_MAGIC: [u8; 8] = *b"TSWAL001";
 const SEGMENT_VERSION: u32 = 1;
 
@@ -487,6 +490,12 @@ pub fn read_from(
         let len = file
             .len()
             .map_err(|e| Error::io(format!("reading the length of {}", path.display()), e))?;
+        if len > MAX_SEGMENT_FILE {
+            return Err(corrupt(
+                0,
+                &format!("segment file of {len} bytes is larger than any log segment"),
+            ));
+        }
         data.resize(len as usize, 0);
         file.read_exact_at(&mut data, 0)
             .map_err(|e| Error::io(format!("reading log segment {}", path.display()), e))?;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use treestore_storage::check::check_dir;
-use treestore_storage::fault::{FaultVfs, LossMode};
+use treestore_storage::fault::{FaultKind, FaultPlan, FaultTarget, FaultVfs, LossMode};
 use treestore_storage::vfs::Vfs;
 use treestore_storage::{Db, Durability, Error, Options, DATA_FILE};
 
@@ -275,4 +275,57 @@ fn a_large_transaction_is_made_durable_by_a_checkpoint_instead_of_the_log() {
     let db = Db::open(DIR, opts).unwrap();
     assert_eq!(contents(&db), model);
     assert!(db.check().unwrap().is_ok());
+}
+
+#[test]
+fn a_failed_background_checkpoint_is_reported_and_retried() {
+    let vfs = FaultVfs::new();
+    let opts = Options {
+        background: true,
+        checkpoint_log_bytes: 1024,
+        checkpoint_interval: Duration::from_secs(3600),
+        ..common::mem_options(&vfs, 4096, 1 << 20)
+    };
+    let db = Db::open(DIR, opts).unwrap();
+    // Write 0 is this commit's log append (its only write: the segment exists and
+    // has room); write 1 is the first page write of the background checkpoint
+    // that the log size makes due, and it fails with ENOSPC.
+    vfs.set_plan(Some(FaultPlan {
+        at: 1,
+        kind: FaultKind::NoSpace,
+        target: FaultTarget::Writes,
+    }));
+    let mut model = BTreeMap::new();
+    let mut txn = db.begin_write();
+    for i in 0..90u32 {
+        let (k, v) = (
+            format!("k{i:03}").into_bytes(),
+            format!("value {i}").into_bytes(),
+        );
+        txn.put(&k, &v).unwrap();
+        model.insert(k, v);
+    }
+    let seq = txn.commit().unwrap().seq;
+    let wait_for = |what: &str, pred: &dyn Fn(&treestore_storage::Stats) -> bool| {
+        for _ in 0..200 {
+            if pred(&db.stats().unwrap()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("timed out waiting for {what}: {:?}", db.stats().unwrap());
+    };
+    wait_for("the failure to be reported", &|s| {
+        s.background_error
+            .as_deref()
+            .is_some_and(|e| e.contains("checkpoint"))
+    });
+    // The fault fired once; the next tick's checkpoint succeeds and clears it.
+    wait_for("the retry to succeed", &|s| {
+        s.background_error.is_none() && s.checkpoint_commit_seq == seq
+    });
+    assert_eq!(contents(&db), model);
+    crash(&vfs, db);
+    let db = Db::open(DIR, common::mem_options(&vfs, 4096, 1 << 20)).unwrap();
+    assert_eq!(contents(&db), model);
 }

@@ -46,6 +46,8 @@ pub const SLOTS_START: usize = PAGE_HEADER_LEN + 2;
 pub const FLAG_OVERFLOW: u8 = 1;
 /// Size of an overflow reference stored in a leaf cell.
 pub const OVERFLOW_REF_LEN: usize = 16;
+/// Largest value the engine stores.
+pub const MAX_VALUE_LEN: u64 = 256 << 20;
 
 /// Size limits derived from the page size.
 #[derive(Debug, Clone, Copy)]
@@ -260,6 +262,15 @@ pub fn validate(buf: &[u8], id: PageId, ty: PageType, limits: &Limits) -> Result
                 id,
                 format!("cell {i} key or value length out of bounds"),
             ));
+        }
+        if ty == PageType::Leaf && buf[off] & FLAG_OVERFLOW != 0 {
+            let total = page::read_u64(buf, off + hdr + klen + 8);
+            if total == 0 || total > MAX_VALUE_LEN {
+                return Err(Error::corrupt(
+                    id,
+                    format!("cell {i} claims an overflow value of {total} bytes"),
+                ));
+            }
         }
         let key = &buf[off + hdr..off + hdr + klen];
         if let Some(prev) = prev {
@@ -628,6 +639,29 @@ mod tests {
         assert_eq!(separator(b"abc", b"b"), b"b");
         assert_eq!(separator(b"ab", b"abc"), b"abc");
         assert_eq!(separator(b"a", b"azzz"), b"az");
+    }
+
+    #[test]
+    fn validate_rejects_absurd_overflow_lengths() {
+        let limits = Limits::new(4096);
+        for (len, ok) in [
+            (1u64, true),
+            (MAX_VALUE_LEN, true),
+            (0, false),
+            (MAX_VALUE_LEN + 1, false),
+            (1 << 60, false),
+        ] {
+            let cells = vec![LeafCell {
+                key: b"k".to_vec(),
+                val: Val::Overflow { first: 9, len },
+            }];
+            let buf = encode_leaf(&cells, 4, 4096);
+            assert_eq!(
+                validate(&buf, 4, PageType::Leaf, &limits).is_ok(),
+                ok,
+                "length {len}"
+            );
+        }
     }
 
     #[test]
