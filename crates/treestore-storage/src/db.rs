@@ -566,7 +566,7 @@ impl DbInner {
 
     /// Publishes every applied commit whose log record is durable.
     pub(crate) fn publish_durable(&self) {
-        let durable = self.wal.stats().durable_lsn;
+        let durable = self.wal.durable_lsn();
         let mut queue = lock(&self.unpublished);
         let mut newest = None;
         while queue.front().is_some_and(|(lsn, _)| *lsn <= durable) {

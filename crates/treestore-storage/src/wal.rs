@@ -157,6 +157,9 @@ pub struct Wal {
     segment_bytes: u64,
     state: Mutex<WalState>,
     synced: Condvar,
+    /// Mirror of `WalState::durable_lsn`, so committers whose record is already
+    /// durable return without taking the mutex.
+    durable: AtomicU64,
     records: AtomicU64,
     bytes: AtomicU64,
     fsyncs: AtomicU64,
@@ -204,6 +207,7 @@ impl Wal {
                 older,
             }),
             synced: Condvar::new(),
+            durable: AtomicU64::new(end_lsn),
             records: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             fsyncs: AtomicU64::new(0),
@@ -229,6 +233,11 @@ impl Wal {
         Ok(st.next_lsn)
     }
 
+    /// Everything below this LSN is durable.
+    pub fn durable_lsn(&self) -> u64 {
+        self.durable.load(Ordering::Acquire)
+    }
+
     /// LSN the next record will get.
     pub fn end_lsn(&self) -> u64 {
         self.lock().next_lsn
@@ -237,6 +246,9 @@ impl Wal {
     /// Blocks until every record below `lsn` is durable, syncing as the leader
     /// when nobody else is.
     pub fn wait_durable(&self, lsn: u64) -> Result<()> {
+        if self.durable.load(Ordering::Acquire) >= lsn {
+            return Ok(());
+        }
         let mut st = self.lock();
         loop {
             if st.durable_lsn >= lsn {
@@ -316,6 +328,7 @@ impl Wal {
                 st.current.len += buffer.len() as u64;
                 st.written_lsn = end;
                 st.durable_lsn = end;
+                self.durable.store(end, Ordering::Release);
             }
             Err(e) => {
                 // After a failed write or fsync the kernel may have dropped the

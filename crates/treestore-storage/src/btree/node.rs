@@ -493,6 +493,35 @@ pub fn encode_branch(entries: &[BranchEntry], id: PageId, page_size: usize) -> V
     buf
 }
 
+/// Points child `i` of a branch image at `child`, in place (child 0 lives in
+/// the header's link field). The image must be resealed afterwards.
+pub fn set_branch_child(buf: &mut [u8], i: usize, child: PageId) {
+    if i == 0 {
+        page::write_u64(buf, 8, child);
+    } else {
+        let off = slot_off(buf, i - 1);
+        page::write_u64(buf, off + 2, child);
+    }
+}
+
+/// Seals a patched branch image for page `id`.
+pub fn reseal_branch(buf: &mut [u8], id: PageId) {
+    let (n, link) = (page::count(buf) as u16, page::link(buf));
+    page::seal(buf, id, PageType::Branch, n, link);
+}
+
+/// Bytes of slots and cells in a (packed) branch page: what
+/// [`branch_size`] gives for its entries.
+pub fn branch_used(buf: &[u8]) -> usize {
+    match page::count(buf) {
+        0 => 0,
+        n => {
+            let off = slot_off(buf, n - 1);
+            off + BRANCH_CELL_HEADER + page::read_u16(buf, off) as usize - SLOTS_START
+        }
+    }
+}
+
 /// Bytes a set of branch entries takes (the first entry costs nothing beyond the header).
 pub fn branch_size(entries: &[BranchEntry]) -> usize {
     entries.iter().skip(1).map(BranchEntry::size).sum()

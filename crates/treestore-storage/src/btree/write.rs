@@ -196,31 +196,63 @@ impl<'a> Writer<'a> {
                 format!("expected a branch, found {ty:?}"),
             ));
         }
-        let entries = BranchView::new(&page).to_entries();
-        let mut out: Vec<Child> = Vec::with_capacity(entries.len() + 4);
-        let mut changed = false;
+        let view = BranchView::new(&page);
+        let nkeys = view.keys();
+        // Push the ops down to the children they fall in (only those).
+        let mut results: Vec<(usize, Vec<Child>)> = Vec::new();
         let mut rest = ops;
-        for (i, e) in entries.iter().enumerate() {
-            let n = match entries.get(i + 1) {
-                Some(next) => rest.partition_point(|(k, _)| *k < next.key.as_slice()),
-                None => rest.len(),
-            };
-            let (mine, tail) = rest.split_at(n);
-            rest = tail;
-            let replaced = if mine.is_empty() {
-                None
+        while let Some(&(first, _)) = rest.first() {
+            let i = view.child_index(first);
+            let n = if i < nkeys {
+                rest.partition_point(|(k, _)| *k < view.key(i))
             } else {
-                self.apply_node(e.child, height - 1, mine)?
+                rest.len()
             };
-            match replaced {
+            let (mine, tail) = rest.split_at(n.max(1));
+            rest = tail;
+            if let Some(list) = self.apply_node(view.child(i), height - 1, mine)? {
+                results.push((i, list));
+            }
+        }
+        if results.is_empty() {
+            return Ok(None);
+        }
+        // Fast path: every changed child became exactly one node that needs no
+        // merging. Copy the branch and repoint those children; no decoding.
+        let one_to_one = results.iter().all(|(_, list)| {
+            list.len() == 1
+                && !(list[0].mergeable && list[0].size.is_some_and(|s| s < self.limits.underfull))
+        });
+        if one_to_one {
+            let mut image = page.to_vec();
+            for (i, list) in &results {
+                node::set_branch_child(&mut image, *i, list[0].page);
+            }
+            let new_id = self.allocate();
+            node::reseal_branch(&mut image, new_id);
+            let size = node::branch_used(&image);
+            self.pager.stage(new_id, image)?;
+            self.release(id);
+            return Ok(Some(vec![Child {
+                key: Vec::new(),
+                page: new_id,
+                size: Some(size),
+                mergeable: false,
+            }]));
+        }
+        // General path: rebuild the child list, merge underfull children, repack.
+        let entries = view.to_entries();
+        let mut out: Vec<Child> = Vec::with_capacity(entries.len() + 4);
+        let mut results = results.into_iter().peekable();
+        for (i, e) in entries.into_iter().enumerate() {
+            match results.next_if(|(r, _)| *r == i) {
                 None => out.push(Child {
-                    key: e.key.clone(),
+                    key: e.key,
                     page: e.child,
                     size: None,
                     mergeable: false,
                 }),
-                Some(list) => {
-                    changed = true;
+                Some((_, list)) => {
                     for (j, mut c) in list.into_iter().enumerate() {
                         if j == 0 {
                             c.key = e.key.clone();
@@ -229,9 +261,6 @@ impl<'a> Writer<'a> {
                     }
                 }
             }
-        }
-        if !changed {
-            return Ok(None);
         }
         self.fix_underfull(&mut out, height - 1)?;
         self.release(id);
