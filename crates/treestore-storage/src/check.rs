@@ -222,9 +222,12 @@ impl Checker<'_> {
 /// Checks the checkpoint named by `meta`.
 pub fn check(pager: &Pager, meta: &Meta) -> Result<CheckReport> {
     let file_pages = pager.file_len()? / pager.page_size() as u64;
+    // Only pages the file really has are tracked; references past its end are
+    // reported (a damaged meta page may claim any page count).
+    let tracked = meta.page_count.min(file_pages).max(2);
     let mut c = Checker {
         pager,
-        uses: vec![Use::Unseen; meta.page_count as usize],
+        uses: vec![Use::Unseen; tracked as usize],
         report: CheckReport {
             page_count: meta.page_count,
             depth: meta.depth,
@@ -261,7 +264,7 @@ pub fn check(pager: &Pager, meta: &Meta) -> Result<CheckReport> {
             c.report.entries, meta.entry_count
         ));
     }
-    let leaked: Vec<PageId> = (0..meta.page_count)
+    let leaked: Vec<PageId> = (0..tracked)
         .filter(|&id| c.uses[id as usize] == Use::Unseen)
         .collect();
     if !leaked.is_empty() {

@@ -71,6 +71,14 @@ impl DbInner {
                 return Err(e);
             }
         };
+        // After a failed fdatasync the kernel may have dropped pages it had
+        // accepted, among them write-backs of evicted pages that exist nowhere
+        // else now: nothing since the last good sync can be trusted. Refuse
+        // further writes; reopening recovers from the previous checkpoint.
+        if let Err(e) = self.pager.sync() {
+            st.poisoned = Some(e.to_string());
+            return Err(e);
+        }
         let meta = Meta {
             page_size: self.pager.page_size() as u32,
             seq: st.meta.seq + 1,
@@ -104,8 +112,8 @@ impl DbInner {
         Ok(Some(meta.checkpoint_lsn))
     }
 
-    /// Writes dirty pages and the free-list chain, then syncs the file. Returns
-    /// the chain and the number of pages it records.
+    /// Writes dirty pages and the free-list chain (not synced). Returns the
+    /// chain and the number of pages it records.
     fn write_pages(
         &self,
         st: &mut CommitState,
@@ -113,13 +121,8 @@ impl DbInner {
     ) -> Result<(Vec<PageId>, u64)> {
         self.pager.flush()?;
         let page_size = self.pager.page_size();
-        // Taking the lowest free pages for the chain never splits a run, so the
-        // number of pages needed can only shrink: size the chain once.
-        let needed = freelist::pages_needed(&st.freelist.all_recorded(), page_size);
-        let chain: Vec<PageId> = (0..needed).map(|_| st.freelist.allocate()).collect();
+        let (chain, pages, recorded) = freelist::build_chain(&mut st.freelist, page_size);
         allocated.extend_from_slice(&chain);
-        let ids = st.freelist.all_recorded();
-        let pages = freelist::encode(&ids, &chain, page_size);
         self.pager.write_direct(&pages)?;
         // Pages allocated and given back unwritten may sit at the end: the file
         // must still cover every page the checkpoint counts.
@@ -127,8 +130,7 @@ impl DbInner {
         if self.pager.file_len()? < want {
             self.pager.truncate(st.freelist.page_count())?;
         }
-        self.pager.sync()?;
-        Ok((chain, ids.len() as u64))
+        Ok((chain, recorded))
     }
 }
 

@@ -546,9 +546,16 @@ impl DbInner {
         writes: WriteSet,
     ) -> Result<CommitInfo> {
         st.seq = seq;
-        if let Err(e) = self.checkpoint_locked(st) {
-            st.poisoned.get_or_insert_with(|| e.to_string());
-            return Err(e);
+        let covered = match self.checkpoint_locked(st) {
+            Ok(lsn) => lsn,
+            Err(e) => {
+                st.poisoned.get_or_insert_with(|| e.to_string());
+                return Err(e);
+            }
+        };
+        if let Some(lsn) = covered {
+            // Best effort, as after any checkpoint.
+            let _ = self.wal.remove_below(lsn);
         }
         st.recent.push_back((seq, Arc::new(writes)));
         match self.oldest_snapshots().1 {

@@ -224,12 +224,16 @@ pub fn pages_needed(ids: &[PageId], page_size: usize) -> usize {
     bodies(&runs(ids), page_size).len()
 }
 
-/// Encodes `ids` into sealed pages at `at`, chained in order. `at` must have at
-/// least [`pages_needed`] entries; pages beyond that are written empty (the list
-/// can shrink while its own pages are taken from it).
-pub fn encode(ids: &[PageId], at: &[PageId], page_size: usize) -> Vec<(PageId, Vec<u8>)> {
-    let mut bodies = bodies(&runs(ids), page_size).into_iter();
-    at.iter()
+/// Encodes `ids` into sealed pages at `at`, chained in order; pages beyond what
+/// the list needs are written empty. `None` when `at` is too short.
+pub fn encode(ids: &[PageId], at: &[PageId], page_size: usize) -> Option<Vec<(PageId, Vec<u8>)>> {
+    let bodies = bodies(&runs(ids), page_size);
+    if bodies.len() > at.len() {
+        return None;
+    }
+    let mut bodies = bodies.into_iter();
+    let pages = at
+        .iter()
         .enumerate()
         .map(|(i, &id)| {
             let (body, count) = bodies.next().unwrap_or_default();
@@ -239,7 +243,27 @@ pub fn encode(ids: &[PageId], at: &[PageId], page_size: usize) -> Vec<(PageId, V
             page::seal(&mut buf, id, PageType::FreeList, count, next);
             (id, buf)
         })
-        .collect()
+        .collect();
+    Some(pages)
+}
+
+/// The free-list chain of a checkpoint about to be written: takes pages for
+/// the chain from `fl` until the list of every recorded page (which those pages
+/// leave) fits in them. Taking a page can split a run of recorded pages, or move
+/// a varint across a length boundary, so the need is recomputed each time.
+/// Returns the chain, its page images, and the number of pages it records.
+pub fn build_chain(
+    fl: &mut FreeList,
+    page_size: usize,
+) -> (Vec<PageId>, Vec<(PageId, Vec<u8>)>, u64) {
+    let mut chain: Vec<PageId> = Vec::new();
+    loop {
+        let ids = fl.all_recorded();
+        if let Some(pages) = encode(&ids, &chain, page_size) {
+            return (chain, pages, ids.len() as u64);
+        }
+        chain.push(fl.allocate());
+    }
 }
 
 /// Decodes one verified free-list page: its page ids and the next page.
@@ -277,7 +301,11 @@ mod tests {
         let n = pages_needed(&ids, 1024);
         assert!(n > 1);
         let at: Vec<PageId> = (100_000..100_000 + n as u64).collect();
-        let pages = encode(&ids, &at, 1024);
+        let pages = encode(&ids, &at, 1024).unwrap();
+        assert!(
+            encode(&ids, &at[..n - 1], 1024).is_none(),
+            "a short chain is refused"
+        );
         let mut back = Vec::new();
         let mut next = at[0];
         for (pid, buf) in &pages {
@@ -293,7 +321,7 @@ mod tests {
 
     #[test]
     fn decode_rejects_ids_beyond_the_file() {
-        let pages = encode(&[5, 6, 7], &[3], 1024);
+        let pages = encode(&[5, 6, 7], &[3], 1024).unwrap();
         assert!(decode(&pages[0].1, 3, 7).is_err());
         assert!(decode(&pages[0].1, 3, 8).is_ok());
     }
@@ -332,6 +360,41 @@ mod tests {
             "a snapshot older than commit 3 is open"
         );
         assert_eq!(fl.release(3), vec![5, 6]);
+    }
+
+    #[test]
+    fn the_chain_grows_when_taking_its_pages_splits_a_run() {
+        // Free pages interleave with pages awaiting the checkpoint, so the
+        // recorded list is one long run per stretch; taking the lowest free
+        // page for the chain splits a run and can make the list need another page.
+        for page_size in [1024usize, 4096] {
+            let mut fl = FreeList::new(1_000_000, []);
+            let mut superseded = Vec::new();
+            let mut free = Vec::new();
+            for i in 0..40_000u64 {
+                let id = 10 + i * 2;
+                superseded.push(id);
+                if i % 3 == 0 {
+                    free.push(id + 1);
+                } else {
+                    superseded.push(id + 1);
+                }
+            }
+            fl.supersede(1, superseded);
+            for id in free {
+                fl.free_now(id);
+            }
+            let before = fl.all_recorded().len();
+            let (chain, pages, count) = build_chain(&mut fl, page_size);
+            assert_eq!(chain.len(), pages.len());
+            assert_eq!(count as usize, before - chain.len());
+            // Every recorded page is in the chain's pages.
+            let mut back = Vec::new();
+            for (id, buf) in &pages {
+                back.extend(decode(buf, *id, 1_000_000).unwrap().0);
+            }
+            assert_eq!(back, fl.all_recorded());
+        }
     }
 
     #[test]

@@ -32,6 +32,9 @@ use crate::page::{self, PageId, PageType};
 pub const MAGIC: [u8; 8] = *b"TREESTOR";
 /// On-disk format version this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
+/// Deepest tree accepted (far beyond any real tree: 64 levels of at least two
+/// children); bounds recursion on a damaged file.
+pub const MAX_DEPTH: u32 = 64;
 /// How many bytes of page 0 are enough to identify the file and its page size.
 pub const PROBE_LEN: usize = 32;
 
@@ -108,6 +111,7 @@ impl Meta {
             || meta.root >= meta.page_count
             || meta.freelist_head >= meta.page_count
             || (meta.root == 0) != (meta.depth == 0)
+            || meta.depth > MAX_DEPTH
         {
             return Err(Error::corrupt(id, "meta page fields out of range"));
         }
@@ -170,6 +174,15 @@ mod tests {
             assert!(Meta::decode(&buf, 1 - m.slot()).is_err());
             assert_eq!(probe(&buf, Path::new("x")).unwrap(), 4096);
         }
+    }
+
+    #[test]
+    fn implausible_depth_is_corruption() {
+        let mut m = sample(1);
+        m.depth = MAX_DEPTH + 1;
+        let mut buf = vec![0u8; 4096];
+        m.encode(&mut buf);
+        assert!(Meta::decode(&buf, 1).is_err());
     }
 
     #[test]

@@ -34,6 +34,15 @@ use crate::wal::{self, Wal, RECORD_HEADER_LEN, WAL_DIR};
 pub(crate) fn open(dir: &Path, options: &Options) -> Result<DbInner> {
     let dir = dir.to_path_buf();
     let vfs = options.vfs.clone();
+    if options.large_txn_bytes > wal::MAX_RECORD_LEN {
+        // Anything larger goes through a checkpoint; a logged record must stay
+        // within what the log reader accepts.
+        return Err(Error::InvalidOptions(format!(
+            "large_txn_bytes {} exceeds the largest log record ({} bytes)",
+            options.large_txn_bytes,
+            wal::MAX_RECORD_LEN
+        )));
+    }
     let kind = vfs
         .path_kind(&dir)
         .map_err(|e| Error::io(format!("inspecting data directory {}", dir.display()), e))?;
@@ -76,9 +85,8 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<DbInner> {
     }
     let (meta, page_size) = read_meta(&*file, &path)?;
     let pager = Pager::new(file, path.clone(), page_size, options.cache_bytes);
-    let (free, freelist_pages) = load_freelist(&pager, &meta)?;
     let file_len = pager.file_len()?;
-    let want = meta.page_count * page_size as u64;
+    let want = meta.page_count.saturating_mul(page_size as u64);
     if file_len < want {
         return Err(Error::CorruptFile {
             path,
@@ -90,6 +98,7 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<DbInner> {
         // rebuilds them from the log.
         pager.truncate(meta.page_count)?;
     }
+    let (free, freelist_pages) = load_freelist(&pager, &meta)?;
 
     let wal_dir = dir.join(WAL_DIR);
     match vfs

@@ -57,8 +57,13 @@ pub fn parse_segment_name(name: &str) -> Option<u64> {
     if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    digits.parse().ok()
+    // LSNs are byte positions; anything near the end of u64 is not ours (and
+    // would overflow position arithmetic).
+    digits.parse().ok().filter(|&lsn: &u64| lsn <= MAX_LSN)
 }
+
+/// Largest LSN a segment may start at (an exabyte of log).
+pub const MAX_LSN: u64 = 1 << 60;
 
 fn record_crc(lsn: u64, payload: &[u8]) -> u32 {
     let mut head = [0u8; 12];
@@ -514,12 +519,12 @@ pub fn read_from(
             .map_err(|e| Error::io(format!("reading log segment {}", path.display()), e))?;
         if parse_segment_header(&data) != Some(first) {
             // Records are written only after a segment's header and zeros are
-            // synced, so a last segment with a bad header and no valid first
-            // record is a creation the crash interrupted: rebuild it. A bad
+            // synced, so a last segment with a bad header and no valid record
+            // anywhere is a creation the crash interrupted: rebuild it. A bad
             // header in front of valid records is corruption.
             let interrupted = idx == last_idx
                 && first == expected
-                && parse_record(&data, SEGMENT_HEADER_LEN, first).is_none();
+                && !(SEGMENT_HEADER_LEN..len).any(|o| parse_record(&data, o, first).is_some());
             if !interrupted {
                 return Err(corrupt(0, "bad segment header"));
             }

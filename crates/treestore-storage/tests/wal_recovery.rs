@@ -329,3 +329,52 @@ fn a_failed_background_checkpoint_is_reported_and_retried() {
     let db = Db::open(DIR, common::mem_options(&vfs, 4096, 1 << 20)).unwrap();
     assert_eq!(contents(&db), model);
 }
+
+#[test]
+fn a_failed_data_sync_in_a_checkpoint_poisons_the_handle_and_loses_nothing() {
+    let vfs = FaultVfs::new();
+    let opts = common::mem_options(&vfs, 4096, 1 << 20);
+    let db = Db::open(DIR, opts.clone()).unwrap();
+    let model = commit_n(&db, 0, 20);
+    // The log is durable already, so the checkpoint's first sync is the data
+    // file's: it fails.
+    vfs.set_plan(Some(FaultPlan {
+        at: 0,
+        kind: FaultKind::Eio,
+        target: FaultTarget::Syncs,
+    }));
+    assert!(matches!(db.checkpoint(), Err(Error::Io { .. })));
+    assert!(
+        matches!(db.put(b"after", b"x"), Err(Error::Poisoned(_))),
+        "writes must stop after a failed fsync"
+    );
+    assert_eq!(contents(&db), model, "reads still work");
+    crash(&vfs, db);
+    let db = Db::open(DIR, opts).unwrap();
+    assert_eq!(contents(&db), model);
+    assert!(db.check().unwrap().is_ok());
+}
+
+#[test]
+fn a_damaged_segment_header_in_front_of_records_refuses_the_open() {
+    let vfs = FaultVfs::new();
+    let opts = common::mem_options(&vfs, 4096, 1 << 20);
+    let db = Db::open(DIR, opts.clone()).unwrap();
+    commit_n(&db, 0, 5);
+    crash(&vfs, db);
+    let segs = segments(&vfs);
+    assert_eq!(segs.len(), 1);
+    vfs.corrupt_byte(&segs[0], 3, 0x01); // inside the magic
+    let err = Db::open(DIR, opts).unwrap_err();
+    assert!(err.to_string().contains("bad segment header"), "{err}");
+}
+
+#[test]
+fn a_large_txn_limit_beyond_the_log_record_limit_is_refused() {
+    let vfs = FaultVfs::new();
+    let opts = Options {
+        large_txn_bytes: 2 << 30,
+        ..common::mem_options(&vfs, 4096, 1 << 20)
+    };
+    assert!(matches!(Db::open(DIR, opts), Err(Error::InvalidOptions(_))));
+}
