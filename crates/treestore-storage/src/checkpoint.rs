@@ -121,16 +121,16 @@ impl DbInner {
     ) -> Result<(Vec<PageId>, u64)> {
         self.pager.flush()?;
         let page_size = self.pager.page_size();
-        let (chain, pages, recorded) = freelist::build_chain(&mut st.freelist, page_size);
-        allocated.extend_from_slice(&chain);
-        self.pager.write_direct(&pages)?;
+        let chain = freelist::build_chain(&mut st.freelist, page_size);
+        allocated.extend_from_slice(&chain.pages);
+        self.pager.write_direct(&chain.images)?;
         // Pages allocated and given back unwritten may sit at the end: the file
         // must still cover every page the checkpoint counts.
         let want = st.freelist.page_count() * page_size as u64;
         if self.pager.file_len()? < want {
             self.pager.truncate(st.freelist.page_count())?;
         }
-        Ok((chain, recorded))
+        Ok((chain.pages, chain.recorded))
     }
 }
 

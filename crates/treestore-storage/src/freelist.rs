@@ -247,22 +247,33 @@ pub fn encode(ids: &[PageId], at: &[PageId], page_size: usize) -> Option<Vec<(Pa
     Some(pages)
 }
 
+/// A free-list chain ready to be written.
+#[derive(Debug)]
+pub struct Chain {
+    /// The chain's pages, in order.
+    pub pages: Vec<PageId>,
+    /// Their sealed images.
+    pub images: Vec<(PageId, Vec<u8>)>,
+    /// How many free pages the chain records.
+    pub recorded: u64,
+}
+
 /// The free-list chain of a checkpoint about to be written: takes pages for
 /// the chain from `fl` until the list of every recorded page (which those pages
 /// leave) fits in them. Taking a page can split a run of recorded pages, or move
 /// a varint across a length boundary, so the need is recomputed each time.
-/// Returns the chain, its page images, and the number of pages it records.
-pub fn build_chain(
-    fl: &mut FreeList,
-    page_size: usize,
-) -> (Vec<PageId>, Vec<(PageId, Vec<u8>)>, u64) {
-    let mut chain: Vec<PageId> = Vec::new();
+pub fn build_chain(fl: &mut FreeList, page_size: usize) -> Chain {
+    let mut pages: Vec<PageId> = Vec::new();
     loop {
         let ids = fl.all_recorded();
-        if let Some(pages) = encode(&ids, &chain, page_size) {
-            return (chain, pages, ids.len() as u64);
+        if let Some(images) = encode(&ids, &pages, page_size) {
+            return Chain {
+                pages,
+                images,
+                recorded: ids.len() as u64,
+            };
         }
-        chain.push(fl.allocate());
+        pages.push(fl.allocate());
     }
 }
 
@@ -385,12 +396,12 @@ mod tests {
                 fl.free_now(id);
             }
             let before = fl.all_recorded().len();
-            let (chain, pages, count) = build_chain(&mut fl, page_size);
-            assert_eq!(chain.len(), pages.len());
-            assert_eq!(count as usize, before - chain.len());
+            let chain = build_chain(&mut fl, page_size);
+            assert_eq!(chain.pages.len(), chain.images.len());
+            assert_eq!(chain.recorded as usize, before - chain.pages.len());
             // Every recorded page is in the chain's pages.
             let mut back = Vec::new();
-            for (id, buf) in &pages {
+            for (id, buf) in &chain.images {
                 back.extend(decode(buf, *id, 1_000_000).unwrap().0);
             }
             assert_eq!(back, fl.all_recorded());
