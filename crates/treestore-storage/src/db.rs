@@ -296,6 +296,14 @@ impl Db {
         txn.commit()
     }
 
+    /// Makes every commit so far durable (in timer mode, without waiting for
+    /// the timer; in sync mode commits are durable already).
+    pub fn sync(&self) -> Result<()> {
+        self.inner.wal.sync_all()?;
+        self.inner.publish_durable();
+        Ok(())
+    }
+
     /// Writes a checkpoint now (no-op when nothing changed since the last one).
     pub fn checkpoint(&self) -> Result<()> {
         self.inner.checkpoint()

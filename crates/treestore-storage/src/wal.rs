@@ -15,9 +15,10 @@
 //! commit's fdatasync does not also have to journal a change of file size. The
 //! records end where the zeros begin (a zero header never passes for a record).
 //!
-//! Record: u32 payload length, u32 CRC-32C of (LSN u64, length u32, payload),
-//! u64 LSN, payload. A record is valid only if its LSN field equals its
-//! position, so stale bytes of an old segment never pass for a record.
+//! Record: u32 length field (payload length; bit 31 marks the first record of
+//! a write batch), u32 CRC-32C of (LSN u64, length field u32, payload), u64 LSN,
+//! payload. A record is valid only if its LSN field equals its position, so
+//! stale bytes of an old segment never pass for a record.
 //!
 //! Group commit: appends go to an in-memory buffer under a short lock; a
 //! committer that needs durability either becomes the leader (writes the whole
@@ -65,17 +66,23 @@ pub fn parse_segment_name(name: &str) -> Option<u64> {
 /// Largest LSN a segment may start at (an exabyte of log).
 pub const MAX_LSN: u64 = 1 << 60;
 
-fn record_crc(lsn: u64, payload: &[u8]) -> u32 {
+/// Bit of a record's length field marking the first record of a write batch
+/// (the records one group-commit leader writes and syncs together).
+const BATCH_START: u32 = 1 << 31;
+
+fn record_crc(lsn: u64, len_field: u32, payload: &[u8]) -> u32 {
     let mut head = [0u8; 12];
     head[..8].copy_from_slice(&lsn.to_le_bytes());
-    head[8..].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    head[8..].copy_from_slice(&len_field.to_le_bytes());
     crc32c::crc32c_append(crc32c::crc32c(&head), payload)
 }
 
-/// Appends a framed record for `payload` at `lsn` to `out`.
-pub fn frame(out: &mut Vec<u8>, lsn: u64, payload: &[u8]) {
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&record_crc(lsn, payload).to_le_bytes());
+/// Appends a framed record for `payload` at `lsn` to `out`; `batch_start`
+/// marks the first record of a write batch.
+pub fn frame(out: &mut Vec<u8>, lsn: u64, payload: &[u8], batch_start: bool) {
+    let len_field = payload.len() as u32 | if batch_start { BATCH_START } else { 0 };
+    out.extend_from_slice(&len_field.to_le_bytes());
+    out.extend_from_slice(&record_crc(lsn, len_field, payload).to_le_bytes());
     out.extend_from_slice(&lsn.to_le_bytes());
     out.extend_from_slice(payload);
 }
@@ -230,7 +237,10 @@ impl Wal {
             return Err(Error::Poisoned(why.clone()));
         }
         let lsn = st.next_lsn;
-        frame(&mut st.buffer, lsn, payload);
+        // The leader takes the whole buffer, so a record appended to an empty
+        // buffer is the first of the next write batch.
+        let batch_start = st.buffer.is_empty();
+        frame(&mut st.buffer, lsn, payload, batch_start);
         let framed = RECORD_HEADER_LEN + payload.len() as u64;
         st.next_lsn += framed;
         self.records.fetch_add(1, Ordering::Relaxed);
@@ -558,7 +568,9 @@ pub fn read_from(
                 break;
             }
             match parse_record(&data, offset, first) {
-                Some((payload_len, lsn)) => {
+                Some(Parsed {
+                    payload_len, lsn, ..
+                }) => {
                     let start = (offset + RECORD_HEADER_LEN) as usize;
                     found.push((lsn, start, payload_len as usize));
                     offset += RECORD_HEADER_LEN + payload_len;
@@ -569,12 +581,17 @@ pub fn read_from(
                     break;
                 }
                 None => {
-                    let later_valid =
-                        (offset + 1..len).any(|o| parse_record(&data, o, first).is_some());
-                    if idx != last_idx || later_valid {
+                    // The last write batch is written in one call and synced
+                    // once; until that sync completes its blocks may land in
+                    // any order, so damage followed by valid records of the
+                    // same batch is still a torn write. Damage followed by a
+                    // later batch, or in an earlier segment, was synced.
+                    let later_batch = (offset + 1..len)
+                        .any(|o| parse_record(&data, o, first).is_some_and(|p| p.batch_start));
+                    if idx != last_idx || later_batch {
                         return Err(corrupt(
                             offset,
-                            "record fails its checksum or framing, and valid records follow",
+                            "record fails its checksum or framing, and a later synced batch follows",
                         ));
                     }
                     visit(&to_records(&found, &data))?;
@@ -634,18 +651,31 @@ fn unreachable_end(expected: u64, older: Vec<u64>) -> Result<ReadEnd> {
     })
 }
 
-/// Validates the record at `offset` of a segment starting at LSN `first`:
-/// returns (payload length, LSN) when its framing, position and checksum hold.
-fn parse_record(data: &[u8], offset: u64, first: u64) -> Option<(u64, u64)> {
+/// A record header that passed validation.
+#[derive(Debug, Clone, Copy)]
+struct Parsed {
+    payload_len: u64,
+    lsn: u64,
+    batch_start: bool,
+}
+
+/// Validates the record at `offset` of a segment starting at LSN `first`: its
+/// framing, position and checksum.
+fn parse_record(data: &[u8], offset: u64, first: u64) -> Option<Parsed> {
     let o = offset as usize;
     let head = data.get(o..o + RECORD_HEADER_LEN as usize)?;
-    let len = u64::from(u32::from_le_bytes(head[0..4].try_into().ok()?));
+    let len_field = u32::from_le_bytes(head[0..4].try_into().ok()?);
     let crc = u32::from_le_bytes(head[4..8].try_into().ok()?);
     let lsn = u64::from_le_bytes(head[8..16].try_into().ok()?);
+    let len = u64::from(len_field & !BATCH_START);
     if lsn != first + offset - SEGMENT_HEADER_LEN || len > MAX_RECORD_LEN {
         return None;
     }
     let start = o + RECORD_HEADER_LEN as usize;
     let payload = data.get(start..start + len as usize)?;
-    (record_crc(lsn, payload) == crc).then_some((len, lsn))
+    (record_crc(lsn, len_field, payload) == crc).then_some(Parsed {
+        payload_len: len,
+        lsn,
+        batch_start: len_field & BATCH_START != 0,
+    })
 }

@@ -378,3 +378,64 @@ fn a_large_txn_limit_beyond_the_log_record_limit_is_refused() {
     };
     assert!(matches!(Db::open(DIR, opts), Err(Error::InvalidOptions(_))));
 }
+
+/// Writes two write batches of three commits each (timer durability, synced
+/// explicitly) and returns the LSN where each of the six records starts, the
+/// contents after batch 1, and the contents after batch 2.
+type Contents = BTreeMap<Vec<u8>, Vec<u8>>;
+fn two_batches(vfs: &FaultVfs) -> (Options, Vec<u64>, Contents, Contents) {
+    let opts = Options {
+        durability: Durability::Timer {
+            interval: Duration::from_secs(3600),
+        },
+        wal_segment_bytes: 1 << 20,
+        ..common::mem_options(vfs, 4096, 1 << 20)
+    };
+    let db = Db::open(DIR, opts.clone()).unwrap();
+    let mut starts = Vec::new();
+    let mut after_first = Contents::new();
+    for i in 0..6u32 {
+        starts.push(db.stats().unwrap().wal.end_lsn);
+        db.put(
+            format!("key{i}").as_bytes(),
+            format!("value {i}").as_bytes(),
+        )
+        .unwrap();
+        if i == 2 {
+            db.sync().unwrap();
+            after_first = contents(&db);
+        }
+    }
+    db.sync().unwrap();
+    let after_second = contents(&db);
+    crash(vfs, db);
+    (opts, starts, after_first, after_second)
+}
+
+#[test]
+fn damage_inside_the_last_write_batch_is_a_torn_write() {
+    let vfs = FaultVfs::new();
+    let (opts, starts, after_first, after_second) = two_batches(&vfs);
+    assert_eq!(after_second.len(), 6);
+    // Record 3 opens batch 2; damage it but leave records 4 and 5 intact, as
+    // when a disk persisted the batch's later blocks and not its first.
+    let seg = &segments(&vfs)[0];
+    vfs.corrupt_byte(seg, starts[3] + 32 + 20, 0x08);
+    let db = Db::open(DIR, opts).unwrap();
+    assert_eq!(
+        contents(&db),
+        after_first,
+        "batch 2 is cut as a torn write; batch 1 is intact"
+    );
+    assert!(db.stats().unwrap().recovery.torn_tail_bytes > 0);
+}
+
+#[test]
+fn damage_before_a_later_write_batch_refuses_the_open() {
+    let vfs = FaultVfs::new();
+    let (opts, starts, _, _) = two_batches(&vfs);
+    let seg = &segments(&vfs)[0];
+    vfs.corrupt_byte(seg, starts[1] + 32 + 20, 0x08); // inside batch 1
+    let err = Db::open(DIR, opts).unwrap_err();
+    assert!(err.to_string().contains("later synced batch"), "{err}");
+}
