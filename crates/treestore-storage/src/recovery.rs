@@ -69,7 +69,11 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<DbInner> {
     let len = file
         .len()
         .map_err(|e| Error::io(format!("reading the length of {}", path.display()), e))?;
-    if len == 0 {
+    let wal_dir = dir.join(WAL_DIR);
+    let interrupted_init = len > 0
+        && options.create_if_missing
+        && interrupted_initialization(&*file, len, &path, &*vfs, &wal_dir, options.page_size)?;
+    if len == 0 || interrupted_init {
         if !options.create_if_missing {
             return Err(Error::NoDatabase { path: dir });
         }
@@ -79,6 +83,8 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<DbInner> {
                 options.page_size
             )));
         }
+        file.set_len(0)
+            .map_err(|e| Error::io(format!("resetting {}", path.display()), e))?;
         initialize(&*file, &path, options.page_size)?;
         vfs.sync_dir(&dir)
             .map_err(|e| Error::io(format!("syncing directory {}", dir.display()), e))?;
@@ -100,7 +106,6 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<DbInner> {
     }
     let (free, freelist_pages) = load_freelist(&pager, &meta)?;
 
-    let wal_dir = dir.join(WAL_DIR);
     match vfs
         .path_kind(&wal_dir)
         .map_err(|e| Error::io(format!("inspecting {}", wal_dir.display()), e))?
@@ -225,9 +230,40 @@ fn replay(pager: &Pager, st: &mut CommitState, vfs: &dyn Vfs, wal_dir: &Path) ->
     Ok(Replayed { commits, end })
 }
 
-/// Writes the two meta pages of an empty database and syncs.
-fn initialize(file: &dyn StorageFile, path: &Path, page_size: usize) -> Result<()> {
-    let mut buf = vec![0u8; page_size];
+/// Whether the data file is what a crash during [`initialize`] leaves: no log
+/// directory yet (it is created right after the first successful
+/// initialization, before any commit) and every byte either zero or equal to
+/// the byte [`initialize`] writes there for this page size (writes that never
+/// landed, or landed torn, in any order). Anyone else's file fails this test
+/// and is left alone.
+fn interrupted_initialization(
+    file: &dyn StorageFile,
+    len: u64,
+    path: &Path,
+    vfs: &dyn Vfs,
+    wal_dir: &Path,
+    page_size: usize,
+) -> Result<bool> {
+    if !page::valid_page_size(page_size) || len > 2 * page_size as u64 {
+        return Ok(false);
+    }
+    let wal_exists = vfs
+        .path_kind(wal_dir)
+        .map_err(|e| Error::io(format!("inspecting {}", wal_dir.display()), e))?
+        != PathKind::Missing;
+    if wal_exists {
+        return Ok(false);
+    }
+    let mut bytes = vec![0u8; len as usize];
+    file.read_exact_at(&mut bytes, 0)
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let expected = initial_image(page_size);
+    Ok(bytes.iter().zip(&expected).all(|(&b, &e)| b == 0 || b == e))
+}
+
+/// The two meta pages of an empty database.
+fn initial_image(page_size: usize) -> Vec<u8> {
+    let mut image = vec![0u8; 2 * page_size];
     for seq in [0u64, 1] {
         let meta = Meta {
             page_size: page_size as u32,
@@ -235,10 +271,16 @@ fn initialize(file: &dyn StorageFile, path: &Path, page_size: usize) -> Result<(
             page_count: 2,
             ..Meta::default()
         };
-        meta.encode(&mut buf);
-        file.write_all_at(&buf, seq * page_size as u64)
-            .map_err(|e| Error::io(format!("initializing {}", path.display()), e))?;
+        let at = seq as usize * page_size;
+        meta.encode(&mut image[at..at + page_size]);
     }
+    image
+}
+
+/// Writes the two meta pages of an empty database and syncs.
+fn initialize(file: &dyn StorageFile, path: &Path, page_size: usize) -> Result<()> {
+    file.write_all_at(&initial_image(page_size), 0)
+        .map_err(|e| Error::io(format!("initializing {}", path.display()), e))?;
     file.sync_data()
         .map_err(|e| Error::io(format!("syncing {}", path.display()), e))
 }

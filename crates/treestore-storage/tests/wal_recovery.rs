@@ -439,3 +439,30 @@ fn damage_before_a_later_write_batch_refuses_the_open() {
     let err = Db::open(DIR, opts).unwrap_err();
     assert!(err.to_string().contains("later synced batch"), "{err}");
 }
+
+#[test]
+fn a_crash_while_creating_the_database_leaves_it_creatable() {
+    for seed in 0..100u64 {
+        let vfs = FaultVfs::new();
+        let opts = common::mem_options(&vfs, 4096, 1 << 20);
+        // The very first sync is the one that makes the new meta pages durable.
+        vfs.set_plan(Some(FaultPlan {
+            at: 0,
+            kind: FaultKind::PowerCut,
+            target: FaultTarget::Syncs,
+        }));
+        assert!(Db::open(DIR, opts.clone()).is_err());
+        let mode = if seed % 4 == 0 {
+            LossMode::DropUnsynced
+        } else {
+            LossMode::RandomSubset { seed }
+        };
+        vfs.power_loss(mode);
+        let db = Db::open(DIR, opts.clone()).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        assert_eq!(contents(&db), BTreeMap::new());
+        db.put(b"k", b"v").unwrap();
+        crash(&vfs, db);
+        let db = Db::open(DIR, opts).unwrap();
+        assert_eq!(db.get(b"k").unwrap(), Some(b"v".to_vec()), "seed {seed}");
+    }
+}
