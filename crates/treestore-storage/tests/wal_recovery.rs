@@ -466,3 +466,27 @@ fn a_crash_while_creating_the_database_leaves_it_creatable() {
         assert_eq!(db.get(b"k").unwrap(), Some(b"v".to_vec()), "seed {seed}");
     }
 }
+
+#[test]
+fn the_background_thread_checkpoints_when_the_interval_passes() {
+    let vfs = FaultVfs::new();
+    let opts = Options {
+        background: true,
+        checkpoint_log_bytes: u64::MAX,
+        checkpoint_interval: Duration::from_millis(300),
+        ..common::mem_options(&vfs, 4096, 1 << 20)
+    };
+    let db = Db::open(DIR, opts).unwrap();
+    // The log-size trigger is off: only the clock can start this checkpoint.
+    let seq = db.put(b"k", b"v").unwrap().seq;
+    for _ in 0..100 {
+        if db.stats().unwrap().checkpoint_commit_seq == seq {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "no checkpoint after 5 s with a 300 ms interval: {:?}",
+        db.stats().unwrap()
+    );
+}
