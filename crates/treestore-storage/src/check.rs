@@ -348,7 +348,7 @@ fn check_log(vfs: &dyn Vfs, wal_dir: &Path, meta: &Meta, report: &mut CheckRepor
     let mut bad_records = Vec::new();
     let result = wal::read_from(vfs, wal_dir, meta.checkpoint_lsn, false, |recs| {
         for rec in recs {
-            match log_record::decode_commit_ref(rec.payload) {
+            match log_record::decode_commit(rec.payload) {
                 Ok((s, _)) if s <= seq => {}
                 Ok((s, _)) if s == seq + 1 => {
                     seq = s;

@@ -513,12 +513,7 @@ impl DbInner {
             };
             st.seq = seq;
             st.last_lsn = lsn;
-            st.recent.push_back((seq, Arc::new(writes)));
-            match self.oldest_snapshots().1 {
-                // Only transactions that started before a commit can conflict with it.
-                Some(w) => st.recent.retain(|(s, _)| *s > w),
-                None => st.recent.clear(),
-            }
+            self.remember_writes(st, seq, writes);
             let snap = Arc::new(Snapshot {
                 seq,
                 tree: st.tree,
@@ -565,11 +560,7 @@ impl DbInner {
             // Best effort, as after any checkpoint.
             let _ = self.wal.remove_below(lsn);
         }
-        st.recent.push_back((seq, Arc::new(writes)));
-        match self.oldest_snapshots().1 {
-            Some(w) => st.recent.retain(|(s, _)| *s > w),
-            None => st.recent.clear(),
-        }
+        self.remember_writes(st, seq, writes);
         self.publish_durable();
         lock(&self.snapshots).current = Arc::new(Snapshot {
             seq,
@@ -577,6 +568,17 @@ impl DbInner {
             entries: st.entries,
         });
         Ok(CommitInfo { seq })
+    }
+
+    /// Keeps the write set of commit `seq` for conflict checks, and drops those
+    /// no open write transaction can conflict with any more (only transactions
+    /// that started before a commit can).
+    fn remember_writes(&self, st: &mut CommitState, seq: u64, writes: WriteSet) {
+        st.recent.push_back((seq, Arc::new(writes)));
+        match self.oldest_snapshots().1 {
+            Some(w) => st.recent.retain(|(s, _)| *s > w),
+            None => st.recent.clear(),
+        }
     }
 
     /// Publishes every applied commit whose log record is durable.

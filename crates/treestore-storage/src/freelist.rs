@@ -160,11 +160,6 @@ impl FreeList {
         self.rollback(allocated, page_count);
     }
 
-    /// Whether `id` is currently free (for the checker and tests).
-    pub fn is_free(&self, id: PageId) -> bool {
-        self.free.contains(&id)
-    }
-
     /// Undoes allocations of a failed commit: `allocated` go back to the free set
     /// (ids beyond `page_count` are dropped and the file length restored).
     pub fn rollback(&mut self, allocated: &[PageId], page_count: u64) {
@@ -217,11 +212,6 @@ fn bodies(runs: &[(u64, u64)], page_size: usize) -> Vec<(Vec<u8>, u16)> {
         pages.push((body, count));
     }
     pages
-}
-
-/// Number of pages needed to record `ids`.
-pub fn pages_needed(ids: &[PageId], page_size: usize) -> usize {
-    bodies(&runs(ids), page_size).len()
 }
 
 /// Encodes `ids` into sealed pages at `at`, chained in order; pages beyond what
@@ -309,7 +299,7 @@ mod tests {
             .map(|i| 2 + i * 3)
             .chain(20_000..20_500)
             .collect();
-        let n = pages_needed(&ids, 1024);
+        let n = bodies(&runs(&ids), 1024).len();
         assert!(n > 1);
         let at: Vec<PageId> = (100_000..100_000 + n as u64).collect();
         let pages = encode(&ids, &at, 1024).unwrap();
@@ -413,7 +403,7 @@ mod tests {
         let mut fl = FreeList::new(10, [3, 8, 9]);
         assert_eq!(fl.trim_tail(), vec![9, 8]);
         assert_eq!(fl.page_count(), 8);
-        assert!(fl.is_free(3));
+        assert!(fl.all_recorded().contains(&3));
         assert_eq!(fl.allocate(), 3);
         assert_eq!(fl.allocate(), 8);
     }

@@ -52,25 +52,11 @@ pub fn encode_commit(seq: u64, writes: &WriteSet) -> Vec<u8> {
     out
 }
 
-/// A decoded commit: sequence number and operations in key order.
-pub type Commit = (u64, Vec<(Vec<u8>, Option<Vec<u8>>)>);
-
 /// A decoded commit borrowing its keys and values from the record.
-pub type CommitRef<'a> = (u64, Vec<(&'a [u8], Option<&'a [u8]>)>);
-
-/// Decodes a commit into owned operations; `Err` says what is wrong.
-pub fn decode_commit(buf: &[u8]) -> Result<Commit, String> {
-    let (seq, ops) = decode_commit_ref(buf)?;
-    Ok((
-        seq,
-        ops.into_iter()
-            .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
-            .collect(),
-    ))
-}
+pub type Commit<'a> = (u64, Vec<(&'a [u8], Option<&'a [u8]>)>);
 
 /// Decodes a commit without copying keys and values; `Err` says what is wrong.
-pub fn decode_commit_ref(buf: &[u8]) -> Result<CommitRef<'_>, String> {
+pub fn decode_commit(buf: &[u8]) -> Result<Commit<'_>, String> {
     if buf.first() != Some(&COMMIT) {
         return Err(format!("unknown record type {:?}", buf.first()));
     }
@@ -125,9 +111,14 @@ mod tests {
         w.insert(b"a".to_vec(), Some(b"1".to_vec()));
         w.insert(b"b".to_vec(), None);
         w.insert(vec![0xff; 300], Some(vec![7; 70_000]));
-        let (seq, ops) = decode_commit(&encode_commit(42, &w)).unwrap();
+        let record = encode_commit(42, &w);
+        let (seq, ops) = decode_commit(&record).unwrap();
         assert_eq!(seq, 42);
-        assert_eq!(ops, w.into_iter().collect::<Vec<_>>());
+        let want: Vec<(&[u8], Option<&[u8]>)> = w
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_deref()))
+            .collect();
+        assert_eq!(ops, want);
     }
 
     proptest! {

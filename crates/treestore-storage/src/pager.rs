@@ -56,9 +56,6 @@ impl Pager {
     pub fn path(&self) -> &PathBuf {
         &self.path
     }
-    pub fn file(&self) -> &Arc<dyn StorageFile> {
-        &self.file
-    }
     pub fn pool_stats(&self) -> PoolStats {
         self.pool.stats()
     }

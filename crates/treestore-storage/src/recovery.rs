@@ -204,7 +204,7 @@ fn replay(pager: &Pager, st: &mut CommitState, vfs: &dyn Vfs, wal_dir: &Path) ->
                 path: wal_dir.to_path_buf(),
                 reason: format!("log record at LSN {}: {why}", rec.lsn),
             };
-            let (seq, ops) = log_record::decode_commit_ref(rec.payload).map_err(bad)?;
+            let (seq, ops) = log_record::decode_commit(rec.payload).map_err(bad)?;
             if seq <= st.seq {
                 // Already in the checkpoint.
                 continue;

@@ -253,11 +253,6 @@ impl Wal {
         self.durable.load(Ordering::Acquire)
     }
 
-    /// LSN the next record will get.
-    pub fn end_lsn(&self) -> u64 {
-        self.lock().next_lsn
-    }
-
     /// Blocks until every record below `lsn` is durable, syncing as the leader
     /// when nobody else is.
     pub fn wait_durable(&self, lsn: u64) -> Result<()> {
@@ -626,7 +621,14 @@ pub fn read_from(
         }
         older.push(first);
     }
-    unreachable_end(expected, older)
+    // Not reached: the last segment always returns inside the loop. Answer as
+    // a log that ends where reading stopped rather than panic.
+    Ok(ReadEnd {
+        end_lsn: expected,
+        tail: None,
+        older,
+        torn_bytes: 0,
+    })
 }
 
 /// Records from (LSN, payload start, payload length) triples found in `data`.
@@ -638,17 +640,6 @@ fn to_records<'a>(found: &[(u64, usize, usize)], data: &'a [u8]) -> Vec<Record<'
             payload: &data[start..start + n],
         })
         .collect()
-}
-
-fn unreachable_end(expected: u64, older: Vec<u64>) -> Result<ReadEnd> {
-    // Only reached when the segment list was empty from start_idx on, which the
-    // caller rules out; answer as an empty log rather than panic.
-    Ok(ReadEnd {
-        end_lsn: expected,
-        tail: None,
-        older,
-        torn_bytes: 0,
-    })
 }
 
 /// A record header that passed validation.

@@ -66,11 +66,6 @@ impl<'a> Writer<'a> {
         }
     }
 
-    /// Pages of the previous version this batch replaced.
-    pub fn superseded(&self) -> &[PageId] {
-        &self.superseded
-    }
-
     /// Net change in the number of entries.
     pub fn entry_delta(&self) -> i64 {
         self.entry_delta
