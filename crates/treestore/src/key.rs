@@ -62,6 +62,13 @@ impl KeyBuilder {
         self
     }
 
+    /// Appends bytes as they are, with no tag or terminator: a table tag before
+    /// the tuple, or a fixed-width suffix after it.
+    pub fn raw(mut self, b: &[u8]) -> Self {
+        self.0.extend_from_slice(b);
+        self
+    }
+
     /// Appends a UTF-8 string element (encoded as its bytes).
     pub fn str(self, s: &str) -> Self {
         self.bytes(s.as_bytes())

@@ -1,0 +1,566 @@
+//! Binary encoding of the records the document layer stores: documents, nodes,
+//! current-version pointers, posting lists. Every record starts with a format
+//! byte; integers are LEB128 varints (signed ones zigzag), strings and lists are
+//! length-prefixed. Decoding checks every length and returns [`CodecError`]
+//! instead of panicking on damaged bytes.
+
+use std::collections::BTreeMap;
+
+use crate::model::{Document, Node};
+use crate::time::Timestamp;
+
+/// Format byte of the records written by this version.
+pub const FORMAT: u8 = 1;
+
+/// A record that does not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    #[error("record truncated at byte {0}")]
+    Truncated(usize),
+    #[error("varint too long at byte {0}")]
+    BadVarint(usize),
+    #[error("string at byte {0} is not UTF-8")]
+    BadUtf8(usize),
+    #[error("unknown record format {0}")]
+    UnknownFormat(u8),
+    #[error("{0} trailing bytes")]
+    Trailing(usize),
+    #[error("value out of range at byte {0}")]
+    OutOfRange(usize),
+}
+
+/// Appends record fields to a buffer.
+#[derive(Default)]
+pub struct Enc(pub Vec<u8>);
+
+impl Enc {
+    pub fn with_format() -> Self {
+        Enc(vec![FORMAT])
+    }
+    pub fn u64(&mut self, mut v: u64) -> &mut Self {
+        while v >= 0x80 {
+            self.0.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.0.push(v as u8);
+        self
+    }
+    pub fn i64(&mut self, v: i64) -> &mut Self {
+        self.u64(((v << 1) ^ (v >> 63)) as u64)
+    }
+    pub fn str(&mut self, s: &str) -> &mut Self {
+        self.u64(s.len() as u64);
+        self.0.extend_from_slice(s.as_bytes());
+        self
+    }
+    pub fn strs(&mut self, v: &[String]) -> &mut Self {
+        self.u64(v.len() as u64);
+        for s in v {
+            self.str(s);
+        }
+        self
+    }
+    pub fn finish(self) -> Vec<u8> {
+        self.0
+    }
+}
+
+/// Reads record fields from a byte slice.
+pub struct Dec<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Dec<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Dec { buf, at: 0 }
+    }
+    /// Starts a record: checks its format byte.
+    pub fn record(buf: &'a [u8]) -> Result<Self, CodecError> {
+        match buf.first() {
+            Some(&FORMAT) => Ok(Dec { buf, at: 1 }),
+            Some(&f) => Err(CodecError::UnknownFormat(f)),
+            None => Err(CodecError::Truncated(0)),
+        }
+    }
+    pub fn u64(&mut self) -> Result<u64, CodecError> {
+        let start = self.at;
+        let mut v: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let b = *self
+                .buf
+                .get(self.at)
+                .ok_or(CodecError::Truncated(self.at))?;
+            self.at += 1;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(CodecError::BadVarint(start))
+    }
+    pub fn u32(&mut self) -> Result<u32, CodecError> {
+        let at = self.at;
+        u32::try_from(self.u64()?).map_err(|_| CodecError::OutOfRange(at))
+    }
+    pub fn len(&mut self) -> Result<usize, CodecError> {
+        let at = self.at;
+        let n = self.u64()?;
+        // A length can never exceed the bytes left (every element takes >= 1 byte).
+        if n > (self.buf.len() - self.at) as u64 {
+            return Err(CodecError::Truncated(at));
+        }
+        Ok(n as usize)
+    }
+    pub fn i64(&mut self) -> Result<i64, CodecError> {
+        let v = self.u64()?;
+        Ok(((v >> 1) as i64) ^ -((v & 1) as i64))
+    }
+    pub fn bytes(&mut self) -> Result<&'a [u8], CodecError> {
+        let n = self.len()?;
+        let b = &self.buf[self.at..self.at + n];
+        self.at += n;
+        Ok(b)
+    }
+    pub fn str(&mut self) -> Result<&'a str, CodecError> {
+        let at = self.at;
+        std::str::from_utf8(self.bytes()?).map_err(|_| CodecError::BadUtf8(at))
+    }
+    pub fn string(&mut self) -> Result<String, CodecError> {
+        self.str().map(str::to_string)
+    }
+    pub fn strings(&mut self) -> Result<Vec<String>, CodecError> {
+        let n = self.len()?;
+        (0..n).map(|_| self.string()).collect()
+    }
+    pub fn u32s(&mut self) -> Result<Vec<u32>, CodecError> {
+        let n = self.len()?;
+        (0..n).map(|_| self.u32()).collect()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.at >= self.buf.len()
+    }
+    pub fn end(self) -> Result<(), CodecError> {
+        match self.buf.len() - self.at {
+            0 => Ok(()),
+            n => Err(CodecError::Trailing(n)),
+        }
+    }
+}
+
+/// The structural part of a node record, decodable without the strings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeHeader {
+    pub depth: u32,
+    /// Document-order position of the parent; `None` for a top-level node.
+    pub parent_ord: Option<u32>,
+    /// Nodes in the subtree rooted here, this one included: the subtree is the
+    /// ords `[ord, ord + subtree_size)`.
+    pub subtree_size: u32,
+    pub child_ords: Vec<u32>,
+}
+
+pub fn encode_node(h: &NodeHeader, n: &Node) -> Vec<u8> {
+    let mut e = Enc::with_format();
+    e.u64(h.depth.into())
+        .u64(h.parent_ord.map_or(0, |p| u64::from(p) + 1))
+        .u64(h.subtree_size.into());
+    e.u64(h.child_ords.len() as u64);
+    for &c in &h.child_ords {
+        e.u64(c.into());
+    }
+    e.str(&n.node_id)
+        .str(n.parent_id.as_deref().unwrap_or(""))
+        .str(&n.title)
+        .u64(n.page_start.into())
+        .u64(n.page_end.into())
+        .str(&n.summary)
+        .str(&n.section_path)
+        .strs(&n.child_ids)
+        .strs(&n.keywords)
+        .strs(&n.see_also)
+        .i64(n.created_at.unix_nanos())
+        .i64(n.updated_at.unix_nanos())
+        .str(&n.text);
+    e.finish()
+}
+
+fn decode_header(d: &mut Dec<'_>) -> Result<NodeHeader, CodecError> {
+    let depth = d.u32()?;
+    let at = d.at;
+    let parent_ord = match d.u64()? {
+        0 => None,
+        p => Some(u32::try_from(p - 1).map_err(|_| CodecError::OutOfRange(at))?),
+    };
+    let subtree_size = d.u32()?;
+    let child_ords = d.u32s()?;
+    Ok(NodeHeader {
+        depth,
+        parent_ord,
+        subtree_size,
+        child_ords,
+    })
+}
+
+/// Decodes only the structural header of a node record.
+pub fn decode_node_header(buf: &[u8]) -> Result<NodeHeader, CodecError> {
+    decode_header(&mut Dec::record(buf)?)
+}
+
+/// Decodes a whole node record.
+pub fn decode_node(buf: &[u8]) -> Result<(NodeHeader, Node), CodecError> {
+    let mut d = Dec::record(buf)?;
+    let h = decode_header(&mut d)?;
+    let node_id = d.string()?;
+    let parent = d.str()?;
+    let node = Node {
+        node_id,
+        parent_id: (!parent.is_empty()).then(|| parent.to_string()),
+        title: d.string()?,
+        page_start: d.u32()?,
+        page_end: d.u32()?,
+        summary: d.string()?,
+        section_path: d.string()?,
+        child_ids: d.strings()?,
+        keywords: d.strings()?,
+        see_also: d.strings()?,
+        created_at: Timestamp::from_unix_nanos(d.i64()?),
+        updated_at: Timestamp::from_unix_nanos(d.i64()?),
+        text: d.string()?,
+        depth: h.depth,
+    };
+    d.end()?;
+    Ok((h, node))
+}
+
+/// What the document record holds besides the [`Document`] fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocStats {
+    /// Orders the versions of a policy by when they were stored.
+    pub stored_at: Timestamp,
+    pub node_count: u32,
+    /// Sum of the weighted lengths of all nodes (for BM25's average length).
+    pub total_len: u64,
+    /// Document-order positions of the top-level nodes.
+    pub top_ords: Vec<u32>,
+}
+
+pub fn encode_document(doc: &Document, s: &DocStats) -> Vec<u8> {
+    let mut e = Enc::with_format();
+    e.str(&doc.pageindex_doc_id)
+        .str(doc.root_node_id.as_deref().unwrap_or(""));
+    e.u64(doc.metadata.len() as u64);
+    for (k, v) in &doc.metadata {
+        e.str(k).str(v);
+    }
+    e.i64(doc.created_at.unix_nanos())
+        .i64(doc.updated_at.unix_nanos())
+        .i64(s.stored_at.unix_nanos())
+        .u64(s.node_count.into())
+        .u64(s.total_len);
+    e.u64(s.top_ords.len() as u64);
+    for &o in &s.top_ords {
+        e.u64(o.into());
+    }
+    e.finish()
+}
+
+pub fn decode_document(
+    policy: &str,
+    version: &str,
+    buf: &[u8],
+) -> Result<(Document, DocStats), CodecError> {
+    let mut d = Dec::record(buf)?;
+    let pageindex_doc_id = d.string()?;
+    let root = d.str()?;
+    let n = d.len()?;
+    let mut metadata = BTreeMap::new();
+    for _ in 0..n {
+        let k = d.string()?;
+        metadata.insert(k, d.string()?);
+    }
+    let doc = Document {
+        policy_id: policy.to_string(),
+        version_id: version.to_string(),
+        pageindex_doc_id,
+        root_node_id: (!root.is_empty()).then(|| root.to_string()),
+        metadata,
+        created_at: Timestamp::from_unix_nanos(d.i64()?),
+        updated_at: Timestamp::from_unix_nanos(d.i64()?),
+    };
+    let stats = DocStats {
+        stored_at: Timestamp::from_unix_nanos(d.i64()?),
+        node_count: d.u32()?,
+        total_len: d.u64()?,
+        top_ords: d.u32s()?,
+    };
+    d.end()?;
+    Ok((doc, stats))
+}
+
+/// The current-version pointer of a policy, with the statistics cross-policy
+/// search needs so it can read them without opening each document record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Current {
+    pub version_id: String,
+    pub node_count: u32,
+    pub total_len: u64,
+}
+
+pub fn encode_current(c: &Current) -> Vec<u8> {
+    let mut e = Enc::with_format();
+    e.str(&c.version_id)
+        .u64(c.node_count.into())
+        .u64(c.total_len);
+    e.finish()
+}
+
+pub fn decode_current(buf: &[u8]) -> Result<Current, CodecError> {
+    let mut d = Dec::record(buf)?;
+    let c = Current {
+        version_id: d.string()?,
+        node_count: d.u32()?,
+        total_len: d.u64()?,
+    };
+    d.end()?;
+    Ok(c)
+}
+
+/// Summary of one term's postings in one document: enough to bound the score
+/// any of its nodes can reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TermSummary {
+    /// Nodes containing the term.
+    pub count: u32,
+    /// Highest weighted term frequency among them.
+    pub max_tf: u32,
+    /// Shortest weighted length among them.
+    pub min_len: u32,
+}
+
+impl TermSummary {
+    /// The summary of a posting list.
+    pub fn of(postings: &[Posting]) -> Self {
+        TermSummary {
+            count: postings.len() as u32,
+            max_tf: postings.iter().map(|p| p.tf).max().unwrap_or(0),
+            min_len: postings.iter().map(|p| p.len).min().unwrap_or(0),
+        }
+    }
+}
+
+/// One posting: a node (by document-order position) containing a term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Posting {
+    pub ord: u32,
+    /// Weighted term frequency.
+    pub tf: u32,
+    /// Weighted length of the node.
+    pub len: u32,
+}
+
+pub fn encode_summary(s: &TermSummary) -> Vec<u8> {
+    let mut e = Enc::with_format();
+    e.u64(s.count.into())
+        .u64(s.max_tf.into())
+        .u64(s.min_len.into());
+    e.finish()
+}
+
+fn decode_summary_fields(d: &mut Dec<'_>) -> Result<TermSummary, CodecError> {
+    Ok(TermSummary {
+        count: d.u32()?,
+        max_tf: d.u32()?,
+        min_len: d.u32()?,
+    })
+}
+
+pub fn decode_summary(buf: &[u8]) -> Result<TermSummary, CodecError> {
+    let mut d = Dec::record(buf)?;
+    let s = decode_summary_fields(&mut d)?;
+    d.end()?;
+    Ok(s)
+}
+
+/// A posting list: the summary, then each posting with its ord as the
+/// difference from the previous one (ords strictly increase).
+pub fn encode_postings(postings: &[Posting]) -> Vec<u8> {
+    let mut e = Enc(encode_summary(&TermSummary::of(postings)));
+    let mut prev = 0u32;
+    for p in postings {
+        e.u64((p.ord - prev).into())
+            .u64(p.tf.into())
+            .u64(p.len.into());
+        prev = p.ord;
+    }
+    e.finish()
+}
+
+pub fn decode_postings(buf: &[u8], out: &mut Vec<Posting>) -> Result<TermSummary, CodecError> {
+    let mut d = Dec::record(buf)?;
+    let s = decode_summary_fields(&mut d)?;
+    out.clear();
+    let mut ord: u32 = 0;
+    for i in 0..s.count {
+        let at = d.at;
+        let delta = d.u32()?;
+        ord = ord
+            .checked_add(delta)
+            .filter(|_| i == 0 || delta > 0)
+            .ok_or(CodecError::OutOfRange(at))?;
+        out.push(Posting {
+            ord,
+            tf: d.u32()?,
+            len: d.u32()?,
+        });
+    }
+    d.end()?;
+    Ok(s)
+}
+
+/// A `u64` record value (the stored-at time of a version entry).
+pub fn encode_i64(v: i64) -> Vec<u8> {
+    let mut e = Enc::with_format();
+    e.i64(v);
+    e.finish()
+}
+
+pub fn decode_i64(buf: &[u8]) -> Result<i64, CodecError> {
+    let mut d = Dec::record(buf)?;
+    let v = d.i64()?;
+    d.end()?;
+    Ok(v)
+}
+
+/// A `u32` record value (the ord an id or section index points at).
+pub fn encode_u32(v: u32) -> Vec<u8> {
+    let mut e = Enc::with_format();
+    e.u64(v.into());
+    e.finish()
+}
+
+pub fn decode_u32(buf: &[u8]) -> Result<u32, CodecError> {
+    let mut d = Dec::record(buf)?;
+    let v = d.u32()?;
+    d.end()?;
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample_node() -> (NodeHeader, Node) {
+        let h = NodeHeader {
+            depth: 2,
+            parent_ord: Some(7),
+            subtree_size: 3,
+            child_ords: vec![9, 10],
+        };
+        let n = Node {
+            node_id: "0012".into(),
+            parent_id: Some("0007".into()),
+            title: "Coverage criteria".into(),
+            page_start: 4,
+            page_end: 6,
+            summary: "When imaging is covered.".into(),
+            text: "MRI of the lumbar spine is covered when…".into(),
+            section_path: "2.1.3".into(),
+            child_ids: vec!["0013".into(), "0014".into()],
+            depth: 2,
+            keywords: vec!["mri".into()],
+            see_also: vec!["0003".into()],
+            created_at: Timestamp::from_unix_nanos(-5),
+            updated_at: Timestamp::from_unix_nanos(1_700_000_000_000_000_000),
+        };
+        (h, n)
+    }
+
+    #[test]
+    fn node_round_trips() {
+        let (h, n) = sample_node();
+        let buf = encode_node(&h, &n);
+        assert_eq!(decode_node(&buf).unwrap(), (h.clone(), n));
+        assert_eq!(decode_node_header(&buf).unwrap(), h);
+    }
+
+    #[test]
+    fn truncated_node_is_an_error_at_every_length() {
+        let (h, n) = sample_node();
+        let buf = encode_node(&h, &n);
+        for len in 0..buf.len() {
+            assert!(decode_node(&buf[..len]).is_err(), "accepted {len} bytes");
+        }
+    }
+
+    #[test]
+    fn postings_round_trip_and_reject_non_increasing_ords() {
+        let ps = vec![
+            Posting {
+                ord: 0,
+                tf: 3,
+                len: 40,
+            },
+            Posting {
+                ord: 5,
+                tf: 1,
+                len: 9,
+            },
+            Posting {
+                ord: 300,
+                tf: 12,
+                len: 900,
+            },
+        ];
+        let buf = encode_postings(&ps);
+        let mut out = Vec::new();
+        let s = decode_postings(&buf, &mut out).unwrap();
+        assert_eq!(out, ps);
+        assert_eq!(
+            s,
+            TermSummary {
+                count: 3,
+                max_tf: 12,
+                min_len: 9
+            }
+        );
+        let mut e = Enc(encode_summary(&TermSummary {
+            count: 2,
+            max_tf: 1,
+            min_len: 1,
+        }));
+        e.u64(4).u64(1).u64(1).u64(0).u64(1).u64(1);
+        assert!(decode_postings(&e.finish(), &mut out).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = decode_node(&bytes);
+            let _ = decode_document("p", "v", &bytes);
+            let _ = decode_current(&bytes);
+            let _ = decode_postings(&bytes, &mut Vec::new());
+            let _ = decode_u32(&bytes);
+            let _ = decode_i64(&bytes);
+        }
+
+        #[test]
+        fn document_round_trips(meta in proptest::collection::btree_map(".{0,8}", ".{0,8}", 0..5),
+                                ords in proptest::collection::vec(any::<u32>(), 0..10),
+                                created in any::<i64>(), total in any::<u64>()) {
+            let doc = Document {
+                policy_id: "p".into(),
+                version_id: "v".into(),
+                pageindex_doc_id: "x.pdf".into(),
+                root_node_id: None,
+                metadata: meta,
+                created_at: Timestamp::from_unix_nanos(created),
+                updated_at: Timestamp::from_unix_nanos(created / 2),
+            };
+            let stats = DocStats { stored_at: Timestamp::from_unix_nanos(9), node_count: 4, total_len: total, top_ords: ords };
+            let buf = encode_document(&doc, &stats);
+            prop_assert_eq!(decode_document("p", "v", &buf).unwrap(), (doc, stats));
+        }
+    }
+}

@@ -1,0 +1,422 @@
+//! Queries on one consistent snapshot: documents, nodes, children, subtrees,
+//! ancestor paths, page and section lookups, and search. Every query is
+//! answered from an index or a contiguous key range of the document, never by
+//! scanning a whole document to find a few nodes.
+
+use std::collections::HashMap;
+
+use treestore_storage::ReadTxn;
+
+use crate::analyzer::Analyzer;
+use crate::codec::{self, DocStats, NodeHeader};
+use crate::error::{Error, Result};
+use crate::model::{Document, Node, SearchHit};
+use crate::plan::check_id_arg;
+use crate::schema::{self, DocKeys};
+use crate::search;
+use crate::time::Timestamp;
+
+/// Where a search looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchScope<'a> {
+    /// One version of one policy (`None` = its current version).
+    Document {
+        policy: &'a str,
+        version: Option<&'a str>,
+    },
+    /// The current version of every policy.
+    AllPolicies,
+}
+
+/// A read-only view of the store at one instant. Cheap to create; holding it
+/// keeps the pages of its snapshot from being reused (see the engine's notes on
+/// long-lived readers), so drop it when done.
+pub struct Reader<'s> {
+    analyzer: &'s Analyzer,
+    txn: ReadTxn,
+}
+
+/// A resolved (policy, version).
+struct Doc {
+    policy: String,
+    version: String,
+    keys: DocKeys,
+}
+
+impl<'s> Reader<'s> {
+    pub(crate) fn new(analyzer: &'s Analyzer, txn: ReadTxn) -> Self {
+        Reader { analyzer, txn }
+    }
+
+    /// The policy's current version: the one most recently stored.
+    pub fn current_version(&self, policy: &str) -> Result<Option<String>> {
+        check_id_arg("policy_id", policy)?;
+        let key = schema::current(policy);
+        match self.txn.get(&key)? {
+            None => Ok(None),
+            Some(v) => Ok(Some(
+                codec::decode_current(&v)
+                    .map_err(|e| Error::corrupt(&key, e))?
+                    .version_id,
+            )),
+        }
+    }
+
+    /// The stored versions of a policy with when each was last stored, oldest
+    /// first.
+    pub fn list_versions(&self, policy: &str) -> Result<Vec<(String, Timestamp)>> {
+        check_id_arg("policy_id", policy)?;
+        let prefix = schema::versions(policy);
+        let mut out = Vec::new();
+        for item in self.txn.prefix(&prefix, false) {
+            let (k, v) = item?;
+            let id = schema::version_of_key(&prefix, &k)
+                .ok_or_else(|| Error::corrupt(&k, "malformed key"))?;
+            let at = codec::decode_i64(&v).map_err(|e| Error::corrupt(&k, e))?;
+            out.push((id, Timestamp::from_unix_nanos(at)));
+        }
+        out.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+        Ok(out)
+    }
+
+    fn resolve(&self, policy: &str, version: Option<&str>) -> Result<Doc> {
+        check_id_arg("policy_id", policy)?;
+        let version = match version {
+            Some(v) => {
+                check_id_arg("version_id", v)?;
+                v.to_string()
+            }
+            None => self
+                .current_version(policy)?
+                .ok_or_else(|| Error::DocumentNotFound {
+                    policy: policy.to_string(),
+                    version: None,
+                })?,
+        };
+        Ok(Doc {
+            keys: DocKeys::new(policy, &version),
+            policy: policy.to_string(),
+            version,
+        })
+    }
+
+    fn doc_record(&self, doc: &Doc) -> Result<(Document, DocStats)> {
+        let key = doc.keys.document();
+        let raw = self.txn.get(&key)?.ok_or_else(|| self.doc_missing(doc))?;
+        codec::decode_document(&doc.policy, &doc.version, &raw).map_err(|e| Error::corrupt(&key, e))
+    }
+
+    fn doc_missing(&self, doc: &Doc) -> Error {
+        Error::DocumentNotFound {
+            policy: doc.policy.clone(),
+            version: Some(doc.version.clone()),
+        }
+    }
+
+    /// The error for an id that has no node: the document may be missing too.
+    fn node_missing(&self, doc: &Doc, node_id: &str) -> Error {
+        match self.txn.get_with(&doc.keys.document(), |_| ()) {
+            Ok(Some(())) => Error::NodeNotFound {
+                policy: doc.policy.clone(),
+                version: doc.version.clone(),
+                node_id: node_id.to_string(),
+            },
+            Ok(None) => self.doc_missing(doc),
+            Err(e) => e.into(),
+        }
+    }
+
+    fn ord_of(&self, doc: &Doc, node_id: &str) -> Result<Option<u32>> {
+        let key = doc.keys.id(node_id);
+        match self.txn.get_with(&key, codec::decode_u32)? {
+            None => Ok(None),
+            Some(r) => r.map(Some).map_err(|e| Error::corrupt(&key, e)),
+        }
+    }
+
+    fn require_ord(&self, doc: &Doc, node_id: &str) -> Result<u32> {
+        check_id_arg("node_id", node_id)?;
+        self.ord_of(doc, node_id)?
+            .ok_or_else(|| self.node_missing(doc, node_id))
+    }
+
+    fn node_at(&self, doc: &Doc, ord: u32) -> Result<(NodeHeader, Node)> {
+        let key = doc.keys.node(ord);
+        match self.txn.get_with(&key, codec::decode_node)? {
+            Some(r) => r.map_err(|e| Error::corrupt(&key, e)),
+            None => Err(Error::corrupt(
+                &key,
+                "an index names a node that does not exist",
+            )),
+        }
+    }
+
+    fn header_at(&self, doc: &Doc, ord: u32) -> Result<NodeHeader> {
+        let key = doc.keys.node(ord);
+        match self.txn.get_with(&key, codec::decode_node_header)? {
+            Some(r) => r.map_err(|e| Error::corrupt(&key, e)),
+            None => Err(Error::corrupt(
+                &key,
+                "an index names a node that does not exist",
+            )),
+        }
+    }
+
+    fn nodes_at(&self, doc: &Doc, ords: impl IntoIterator<Item = u32>) -> Result<Vec<Node>> {
+        ords.into_iter()
+            .map(|o| self.node_at(doc, o).map(|(_, n)| n))
+            .collect()
+    }
+
+    /// The document and all its nodes in document order.
+    pub fn get_document(
+        &self,
+        policy: &str,
+        version: Option<&str>,
+    ) -> Result<(Document, Vec<Node>)> {
+        let doc = self.resolve(policy, version)?;
+        let (document, stats) = self.doc_record(&doc)?;
+        let mut nodes = Vec::with_capacity(stats.node_count as usize);
+        for item in self.txn.prefix(&doc.keys.nodes(), false) {
+            let (k, v) = item?;
+            nodes.push(codec::decode_node(&v).map_err(|e| Error::corrupt(&k, e))?.1);
+        }
+        Ok((document, nodes))
+    }
+
+    /// The document record alone.
+    pub fn get_document_info(&self, policy: &str, version: Option<&str>) -> Result<Document> {
+        let doc = self.resolve(policy, version)?;
+        Ok(self.doc_record(&doc)?.0)
+    }
+
+    /// One node.
+    pub fn get_node(&self, policy: &str, version: Option<&str>, node_id: &str) -> Result<Node> {
+        let doc = self.resolve(policy, version)?;
+        let ord = self.require_ord(&doc, node_id)?;
+        Ok(self.node_at(&doc, ord)?.1)
+    }
+
+    /// Many nodes by id, in the order asked; ids with no node are returned in
+    /// the second list (a missing document is still an error).
+    pub fn get_nodes<S: AsRef<str>>(
+        &self,
+        policy: &str,
+        version: Option<&str>,
+        node_ids: &[S],
+    ) -> Result<(Vec<Node>, Vec<String>)> {
+        let doc = self.resolve(policy, version)?;
+        let mut found = Vec::with_capacity(node_ids.len());
+        let mut missing = Vec::new();
+        for id in node_ids {
+            let id = id.as_ref();
+            check_id_arg("node_ids", id)?;
+            match self.ord_of(&doc, id)? {
+                Some(ord) => found.push(self.node_at(&doc, ord)?.1),
+                None => missing.push(id.to_string()),
+            }
+        }
+        if found.is_empty() && !missing.is_empty() {
+            // Distinguish "no such nodes" from "no such document".
+            if let Error::DocumentNotFound { .. } = self.node_missing(&doc, &missing[0]) {
+                return Err(self.doc_missing(&doc));
+            }
+        }
+        Ok((found, missing))
+    }
+
+    /// The children of a node in document order; with no parent, the
+    /// top-level nodes.
+    pub fn get_children(
+        &self,
+        policy: &str,
+        version: Option<&str>,
+        parent_id: Option<&str>,
+    ) -> Result<Vec<Node>> {
+        let doc = self.resolve(policy, version)?;
+        let ords = match parent_id.filter(|p| !p.is_empty()) {
+            None => self.doc_record(&doc)?.1.top_ords,
+            Some(p) => {
+                let ord = self.require_ord(&doc, p)?;
+                self.header_at(&doc, ord)?.child_ords
+            }
+        };
+        self.nodes_at(&doc, ords)
+    }
+
+    /// The node, then its descendants level by level (breadth-first, each
+    /// level in document order). `max_depth` 0 means every level; N means at
+    /// most N levels below the node.
+    pub fn get_subtree(
+        &self,
+        policy: &str,
+        version: Option<&str>,
+        node_id: &str,
+        max_depth: u32,
+    ) -> Result<Vec<Node>> {
+        let doc = self.resolve(policy, version)?;
+        let ord = self.require_ord(&doc, node_id)?;
+        let (top, first) = self.node_at(&doc, ord)?;
+        let limit = match max_depth {
+            0 => u32::MAX,
+            d => top.depth.saturating_add(d),
+        };
+        if max_depth == 1 {
+            let mut out = vec![first];
+            out.extend(self.nodes_at(&doc, top.child_ords)?);
+            return Ok(out);
+        }
+        // The subtree is the contiguous ords [ord, ord + size): one range scan.
+        let end = ord
+            .checked_add(top.subtree_size)
+            .ok_or_else(|| Error::corrupt(&doc.keys.node(ord), "subtree size out of range"))?;
+        let lower = doc.keys.node(ord + 1);
+        let upper = doc.keys.node(end);
+        let mut levels: Vec<(u32, Node)> = vec![(top.depth, first)];
+        for item in self.txn.range(
+            std::ops::Bound::Included(lower.as_slice()),
+            std::ops::Bound::Excluded(upper.as_slice()),
+        ) {
+            let (k, v) = item?;
+            let header = codec::decode_node_header(&v).map_err(|e| Error::corrupt(&k, e))?;
+            if header.depth > limit {
+                continue;
+            }
+            let (h, n) = codec::decode_node(&v).map_err(|e| Error::corrupt(&k, e))?;
+            levels.push((h.depth, n));
+        }
+        // Pre-order restricted to one level is that level in document order, so
+        // a stable sort by depth gives breadth-first order.
+        levels.sort_by_key(|(d, _)| *d);
+        Ok(levels.into_iter().map(|(_, n)| n).collect())
+    }
+
+    /// The chain from the top-level ancestor down to and including the node.
+    pub fn get_ancestor_path(
+        &self,
+        policy: &str,
+        version: Option<&str>,
+        node_id: &str,
+    ) -> Result<Vec<Node>> {
+        let doc = self.resolve(policy, version)?;
+        let mut ord = self.require_ord(&doc, node_id)?;
+        let mut path = Vec::new();
+        loop {
+            let (h, n) = self.node_at(&doc, ord)?;
+            path.push(n);
+            match h.parent_ord {
+                // Parents come before children in document order; anything else
+                // would loop.
+                Some(p) if p < ord => ord = p,
+                Some(_) => return Err(Error::corrupt(&doc.keys.node(ord), "parent after child")),
+                None => break,
+            }
+        }
+        path.reverse();
+        Ok(path)
+    }
+
+    /// The nodes whose page range contains `page`, in document order.
+    pub fn get_nodes_by_page(
+        &self,
+        policy: &str,
+        version: Option<&str>,
+        page: u32,
+    ) -> Result<Vec<Node>> {
+        let doc = self.resolve(policy, version)?;
+        let ords = self.index_ords(&doc.keys.pages(page))?;
+        if ords.is_empty() {
+            self.doc_record(&doc)?;
+        }
+        self.nodes_at(&doc, ords)
+    }
+
+    /// The nodes with this section path, in document order.
+    pub fn get_by_section_path(
+        &self,
+        policy: &str,
+        version: Option<&str>,
+        section_path: &str,
+    ) -> Result<Vec<Node>> {
+        let doc = self.resolve(policy, version)?;
+        let ords = self.index_ords(&doc.keys.sections(section_path))?;
+        if ords.is_empty() {
+            self.doc_record(&doc)?;
+        }
+        self.nodes_at(&doc, ords)
+    }
+
+    /// Ords of the index entries under `prefix` (their keys end in the ord).
+    fn index_ords(&self, prefix: &[u8]) -> Result<Vec<u32>> {
+        let mut ords = Vec::new();
+        for item in self.txn.prefix(prefix, false) {
+            let (k, _) = item?;
+            // Entries of a longer section path sharing this prefix differ in
+            // length; only exact ones end right after the prefix plus 4 bytes.
+            if k.len() != prefix.len() + 4 {
+                continue;
+            }
+            ords.push(
+                DocKeys::ord_of_suffix(&k).ok_or_else(|| Error::corrupt(&k, "malformed key"))?,
+            );
+        }
+        Ok(ords)
+    }
+
+    /// BM25 search, best first (see [`crate::search`]). `limit` 0 means 10.
+    pub fn search(
+        &self,
+        scope: SearchScope<'_>,
+        query: &str,
+        limit: usize,
+    ) -> Result<Vec<SearchHit>> {
+        let limit = search::effective_limit(limit)?;
+        let terms = search::query_terms(self.analyzer, query)?;
+        match scope {
+            SearchScope::Document { policy, version } => {
+                let doc = self.resolve(policy, version)?;
+                let (_, stats) = self.doc_record(&doc)?;
+                if terms.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let hits = search::search_document(&self.txn, &doc.keys, &stats, &terms, limit)?;
+                hits.into_iter()
+                    .map(|h| {
+                        Ok(SearchHit {
+                            policy_id: doc.policy.clone(),
+                            version_id: doc.version.clone(),
+                            node: self.node_at(&doc, h.ord)?.1,
+                            score: h.score,
+                        })
+                    })
+                    .collect()
+            }
+            SearchScope::AllPolicies => {
+                if terms.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let docs = search::current_versions(&self.txn)?;
+                let hits = search::search_all(&self.txn, &docs, &terms, limit)?;
+                let mut resolved: HashMap<usize, Doc> = HashMap::new();
+                hits.into_iter()
+                    .map(|h| {
+                        let doc = resolved.entry(h.doc).or_insert_with(|| {
+                            let (policy, cur) = &docs[h.doc];
+                            Doc {
+                                keys: DocKeys::new(policy, &cur.version_id),
+                                policy: policy.clone(),
+                                version: cur.version_id.clone(),
+                            }
+                        });
+                        Ok(SearchHit {
+                            policy_id: doc.policy.clone(),
+                            version_id: doc.version.clone(),
+                            node: self.node_at(doc, h.ord)?.1,
+                            score: h.score,
+                        })
+                    })
+                    .collect()
+            }
+        }
+    }
+}

@@ -1,0 +1,427 @@
+//! BM25 full-text search: building a document's posting lists when it is
+//! stored, and ranking nodes for a query in one document version or across the
+//! current versions of all policies.
+//!
+//! Each node is one BM25 "document". Fields are weighted by repeating their
+//! terms (title x4, keywords x3, summary x2, text x1): a node's term frequency
+//! and length are weighted sums over its fields, which keeps every stored number
+//! an integer. With `N` nodes in scope, `df` of them containing the term, and
+//! `avgdl` the mean weighted length in scope:
+//!
+//! `score = sum over query terms of idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avgdl))`,
+//! `idf = ln(1 + (N - df + 0.5) / (df + 0.5))`, `k1 = 1.2`, `b = 0.75`.
+//!
+//! Results are ordered by score, best first; equal scores by (policy, version,
+//! document order), so the order is deterministic.
+
+use std::collections::{BTreeMap, HashMap};
+
+use treestore_storage::ReadTxn;
+
+use crate::analyzer::Analyzer;
+use crate::codec::{self, Current, DocStats, Posting, TermSummary};
+use crate::error::{Error, Result};
+use crate::model::Node;
+use crate::schema::{self, DocKeys};
+
+pub const K1: f64 = 1.2;
+pub const B: f64 = 0.75;
+pub const WEIGHT_TITLE: u32 = 4;
+pub const WEIGHT_KEYWORDS: u32 = 3;
+pub const WEIGHT_SUMMARY: u32 = 2;
+pub const WEIGHT_TEXT: u32 = 1;
+
+/// Results returned when the caller asks for 0.
+pub const DEFAULT_LIMIT: usize = 10;
+/// Most results one search returns.
+pub const MAX_LIMIT: usize = 10_000;
+
+/// Posting lists of one document, built before it is stored.
+#[derive(Debug, Default)]
+pub(crate) struct DocIndex {
+    /// Term to postings in increasing ord.
+    pub postings: BTreeMap<String, Vec<Posting>>,
+    /// Sum of the weighted node lengths.
+    pub total_len: u64,
+}
+
+/// Term frequencies of one node.
+fn node_terms(analyzer: &Analyzer, node: &Node, tfs: &mut HashMap<String, u32>) -> u32 {
+    tfs.clear();
+    let mut len: u32 = 0;
+    let fields = [
+        (node.title.as_str(), WEIGHT_TITLE),
+        (node.summary.as_str(), WEIGHT_SUMMARY),
+        (node.text.as_str(), WEIGHT_TEXT),
+    ];
+    let keywords = node.keywords.iter().map(|k| (k.as_str(), WEIGHT_KEYWORDS));
+    for (text, weight) in fields.into_iter().chain(keywords) {
+        analyzer.for_each_term(text, |t| {
+            len = len.saturating_add(weight);
+            match tfs.get_mut(t) {
+                Some(tf) => *tf = tf.saturating_add(weight),
+                None => {
+                    tfs.insert(t.to_string(), weight);
+                }
+            }
+        });
+    }
+    len
+}
+
+fn index_range(analyzer: &Analyzer, nodes: &[Node], first_ord: u32) -> DocIndex {
+    let mut out = DocIndex::default();
+    let mut tfs = HashMap::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let len = node_terms(analyzer, node, &mut tfs);
+        out.total_len += u64::from(len);
+        let ord = first_ord + i as u32;
+        for (term, &tf) in &tfs {
+            let p = Posting { ord, tf, len };
+            match out.postings.get_mut(term.as_str()) {
+                Some(list) => list.push(p),
+                None => {
+                    out.postings.insert(term.clone(), vec![p]);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Builds the posting lists of a document whose nodes are in document order
+/// (`nodes[ord]`), on up to four threads for large documents.
+pub(crate) fn index_document(analyzer: &Analyzer, nodes: &[Node]) -> DocIndex {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(4);
+    if threads < 2 || nodes.len() < 64 {
+        return index_range(analyzer, nodes, 0);
+    }
+    let chunk = nodes.len().div_ceil(threads);
+    let parts: Vec<DocIndex> = std::thread::scope(|s| {
+        let handles: Vec<_> = nodes
+            .chunks(chunk)
+            .enumerate()
+            .map(|(i, part)| {
+                s.spawn(move || index_range(&Analyzer::new(), part, (i * chunk) as u32))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    let mut parts = parts.into_iter();
+    let mut out = parts.next().unwrap_or_default();
+    for part in parts {
+        // Later parts hold higher ords, so appending keeps each list sorted.
+        out.total_len += part.total_len;
+        for (term, list) in part.postings {
+            out.postings.entry(term).or_default().extend(list);
+        }
+    }
+    out
+}
+
+pub(crate) fn idf(n: u64, df: u64) -> f64 {
+    let (n, df) = (n as f64, df as f64);
+    ((n - df + 0.5) / (df + 0.5) + 1.0).ln()
+}
+
+pub(crate) fn tf_part(tf: u32, len: u32, avgdl: f64) -> f64 {
+    let tf = f64::from(tf);
+    tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * f64::from(len) / avgdl))
+}
+
+fn avg_len(total: u64, n: u64) -> f64 {
+    if n == 0 || total == 0 {
+        1.0
+    } else {
+        total as f64 / n as f64
+    }
+}
+
+/// The distinct terms of a query, sorted. An empty (or whitespace-only) query is
+/// an invalid argument; a query of stop words only has no terms.
+pub(crate) fn query_terms(analyzer: &Analyzer, query: &str) -> Result<Vec<String>> {
+    if query.trim().is_empty() {
+        return Err(Error::invalid("query", "must not be empty"));
+    }
+    let mut terms = analyzer.terms(query);
+    terms.sort();
+    terms.dedup();
+    Ok(terms)
+}
+
+/// Checks a result limit: 0 means [`DEFAULT_LIMIT`].
+pub(crate) fn effective_limit(limit: usize) -> Result<usize> {
+    match limit {
+        0 => Ok(DEFAULT_LIMIT),
+        l if l > MAX_LIMIT => Err(Error::invalid(
+            "limit",
+            format!("{l} is more than the maximum {MAX_LIMIT}"),
+        )),
+        l => Ok(l),
+    }
+}
+
+/// A scored node, before its record is read.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Scored {
+    /// Index into the caller's list of document versions.
+    pub doc: usize,
+    pub ord: u32,
+    pub score: f64,
+}
+
+/// Best first, then by document and document order.
+fn rank(a: &Scored, b: &Scored) -> std::cmp::Ordering {
+    b.score
+        .total_cmp(&a.score)
+        .then(a.doc.cmp(&b.doc))
+        .then(a.ord.cmp(&b.ord))
+}
+
+fn top(mut hits: Vec<Scored>, limit: usize) -> Vec<Scored> {
+    if hits.len() > limit {
+        hits.select_nth_unstable_by(limit - 1, rank);
+        hits.truncate(limit);
+    }
+    hits.sort_by(rank);
+    hits
+}
+
+fn read_postings(txn: &ReadTxn, key: &[u8], out: &mut Vec<Posting>) -> Result<Option<TermSummary>> {
+    match txn.get_with(key, |v| codec::decode_postings(v, out))? {
+        None => Ok(None),
+        Some(r) => r.map(Some).map_err(|e| Error::corrupt(key, e)),
+    }
+}
+
+/// Adds each node's score for `terms` to `scores`, with collection statistics
+/// `n` and `avgdl`; `idfs[i]` is the idf of `terms[i]`, or `None` to use the
+/// document's own df.
+fn score_document(
+    txn: &ReadTxn,
+    keys: &DocKeys,
+    terms: &[String],
+    idfs: Option<&[f64]>,
+    n: u64,
+    avgdl: f64,
+    scores: &mut HashMap<u32, f64>,
+) -> Result<()> {
+    let mut list = Vec::new();
+    for (i, term) in terms.iter().enumerate() {
+        let Some(summary) = read_postings(txn, &keys.posting(term), &mut list)? else {
+            continue;
+        };
+        let w = match idfs {
+            Some(idfs) => idfs[i],
+            None => idf(n, summary.count.into()),
+        };
+        for p in &list {
+            *scores.entry(p.ord).or_insert(0.0) += w * tf_part(p.tf, p.len, avgdl);
+        }
+    }
+    Ok(())
+}
+
+/// Ranks the nodes of one document version.
+pub(crate) fn search_document(
+    txn: &ReadTxn,
+    keys: &DocKeys,
+    stats: &DocStats,
+    terms: &[String],
+    limit: usize,
+) -> Result<Vec<Scored>> {
+    let n = u64::from(stats.node_count);
+    let avgdl = avg_len(stats.total_len, n);
+    let mut scores = HashMap::new();
+    score_document(txn, keys, terms, None, n, avgdl, &mut scores)?;
+    let hits = scores
+        .into_iter()
+        .map(|(ord, score)| Scored { doc: 0, ord, score })
+        .collect();
+    Ok(top(hits, limit))
+}
+
+/// The current version of every policy, in policy order.
+pub(crate) fn current_versions(txn: &ReadTxn) -> Result<Vec<(String, Current)>> {
+    let mut out = Vec::new();
+    for item in txn.prefix(&schema::currents(), false) {
+        let (k, v) = item?;
+        let policy =
+            schema::policy_of_current_key(&k).ok_or_else(|| Error::corrupt(&k, "malformed key"))?;
+        let cur = codec::decode_current(&v).map_err(|e| Error::corrupt(&k, e))?;
+        out.push((policy, cur));
+    }
+    Ok(out)
+}
+
+/// Ranks the nodes of the given document versions (`docs[i]` = (policy,
+/// current)) together, with collection statistics over all of them. Documents
+/// are visited in decreasing order of the best score any of their nodes could
+/// reach (from the per-document term summaries), and the visit stops once that
+/// bound falls below the `limit`-th score found.
+pub(crate) fn search_all(
+    txn: &ReadTxn,
+    docs: &[(String, Current)],
+    terms: &[String],
+    limit: usize,
+) -> Result<Vec<Scored>> {
+    let by_policy: HashMap<&str, usize> = docs
+        .iter()
+        .enumerate()
+        .map(|(i, (p, _))| (p.as_str(), i))
+        .collect();
+    let n: u64 = docs.iter().map(|(_, c)| u64::from(c.node_count)).sum();
+    let total: u64 = docs.iter().map(|(_, c)| c.total_len).sum();
+    let avgdl = avg_len(total, n);
+
+    // Per candidate document: the summaries of the query terms it contains.
+    let mut candidates: HashMap<usize, Vec<(usize, TermSummary)>> = HashMap::new();
+    let mut df = vec![0u64; terms.len()];
+    for (t, term) in terms.iter().enumerate() {
+        let prefix = schema::terms(term);
+        for item in txn.prefix(&prefix, false) {
+            let (k, v) = item?;
+            let (policy, version) = schema::policy_version_of_term_key(&prefix, &k)
+                .ok_or_else(|| Error::corrupt(&k, "malformed key"))?;
+            let Some(&d) = by_policy.get(policy.as_str()) else {
+                continue;
+            };
+            if docs[d].1.version_id != version {
+                continue;
+            }
+            let s = codec::decode_summary(&v).map_err(|e| Error::corrupt(&k, e))?;
+            df[t] += u64::from(s.count);
+            candidates.entry(d).or_default().push((t, s));
+        }
+    }
+    let idfs: Vec<f64> = df.iter().map(|&d| idf(n, d)).collect();
+    let mut order: Vec<(f64, usize)> = candidates
+        .iter()
+        .map(|(&d, sums)| {
+            let bound = sums
+                .iter()
+                .map(|(t, s)| idfs[*t] * tf_part(s.max_tf, s.min_len, avgdl))
+                .sum::<f64>();
+            (bound, d)
+        })
+        .collect();
+    order.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+
+    let mut best: Vec<Scored> = Vec::new();
+    let mut threshold = f64::NEG_INFINITY;
+    let mut scores = HashMap::new();
+    for (bound, d) in order {
+        // The bound uses the same arithmetic as the scores; the margin absorbs
+        // rounding in sums taken in a different order.
+        if best.len() >= limit && bound < threshold * (1.0 - 1e-9) {
+            break;
+        }
+        let (policy, cur) = &docs[d];
+        let keys = DocKeys::new(policy, &cur.version_id);
+        let present: Vec<String> = candidates[&d]
+            .iter()
+            .map(|(t, _)| terms[*t].clone())
+            .collect();
+        let present_idfs: Vec<f64> = candidates[&d].iter().map(|(t, _)| idfs[*t]).collect();
+        scores.clear();
+        score_document(
+            txn,
+            &keys,
+            &present,
+            Some(&present_idfs),
+            n,
+            avgdl,
+            &mut scores,
+        )?;
+        best.extend(
+            scores
+                .drain()
+                .map(|(ord, score)| Scored { doc: d, ord, score }),
+        );
+        if best.len() >= limit {
+            best = top(best, limit);
+            threshold = best[limit - 1].score;
+        }
+    }
+    Ok(top(best, limit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idf_and_tf_match_the_formula() {
+        // N = 3, df = 1: ln(1 + 2.5 / 1.5)
+        assert!((idf(3, 1) - (1.0f64 + 2.5 / 1.5).ln()).abs() < 1e-12);
+        // tf 4, len 8, avgdl 8: 4 * 2.2 / (4 + 1.2)
+        assert!((tf_part(4, 8, 8.0) - 4.0 * 2.2 / 5.2).abs() < 1e-12);
+        assert!(idf(1_000_000, 1_000_000) > 0.0);
+    }
+
+    #[test]
+    fn weights_fields_when_indexing() {
+        let a = Analyzer::new();
+        let mut n = Node::new("x", None, "Knee MRI", (1, 1));
+        n.summary = "knee".into();
+        n.text = "mri mri knee".into();
+        n.keywords = vec!["knee".into()];
+        let idx = index_document(&a, &[n]);
+        // knee: title 4 + summary 2 + text 1 + keywords 3 = 10
+        assert_eq!(idx.postings["knee"][0].tf, 10);
+        assert_eq!(idx.postings["mri"][0].tf, 4 + 2);
+        // 2 title terms x4 + 1 x2 + 3 x1 + 1 x3
+        assert_eq!(idx.postings["mri"][0].len, 16);
+        assert_eq!(idx.total_len, 16);
+    }
+
+    #[test]
+    fn parallel_indexing_equals_sequential() {
+        let a = Analyzer::new();
+        let nodes: Vec<Node> = (0..300)
+            .map(|i| {
+                let mut n = Node::new(format!("n{i}"), None, format!("title {}", i % 7), (1, 1));
+                n.text = format!("word{} common text {}", i % 13, i % 5);
+                n
+            })
+            .collect();
+        let par = index_document(&a, &nodes);
+        let seq = index_range(&a, &nodes, 0);
+        assert_eq!(par.postings, seq.postings);
+        assert_eq!(par.total_len, seq.total_len);
+    }
+
+    #[test]
+    fn ranking_is_deterministic_on_ties() {
+        let hits = vec![
+            Scored {
+                doc: 1,
+                ord: 0,
+                score: 1.0,
+            },
+            Scored {
+                doc: 0,
+                ord: 5,
+                score: 1.0,
+            },
+            Scored {
+                doc: 0,
+                ord: 2,
+                score: 1.0,
+            },
+            Scored {
+                doc: 2,
+                ord: 0,
+                score: 2.0,
+            },
+        ];
+        let t = top(hits, 3);
+        let got: Vec<_> = t.iter().map(|s| (s.doc, s.ord)).collect();
+        assert_eq!(got, [(2, 0), (0, 2), (0, 5)]);
+    }
+}
