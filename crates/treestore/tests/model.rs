@@ -14,8 +14,18 @@ use treestore::{Document, Error, Node, SearchScope, TreeStore};
 const POLICIES: [&str; 3] = ["pol-a", "pol/b", "pol\0c"];
 const VERSIONS: [&str; 3] = ["v1", "v2", "2025-01"];
 const WORDS: [&str; 12] = [
-    "knee", "mri", "imaging", "prior", "authorization", "lumbar", "spine", "therapy",
-    "coverage", "denied", "the", "physical",
+    "knee",
+    "mri",
+    "imaging",
+    "prior",
+    "authorization",
+    "lumbar",
+    "spine",
+    "therapy",
+    "coverage",
+    "denied",
+    "the",
+    "physical",
 ];
 
 /// A generated node before validation: parent is an index of an earlier node.
@@ -30,8 +40,16 @@ struct GenNode {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Store { policy: usize, version: usize, forest: Vec<GenNode>, rev: bool },
-    Delete { policy: usize, version: Option<usize> },
+    Store {
+        policy: usize,
+        version: usize,
+        forest: Vec<GenNode>,
+        rev: bool,
+    },
+    Delete {
+        policy: usize,
+        version: Option<usize>,
+    },
 }
 
 fn gen_node(max_parent: usize) -> impl Strategy<Value = GenNode> {
@@ -53,9 +71,7 @@ fn gen_node(max_parent: usize) -> impl Strategy<Value = GenNode> {
 }
 
 fn gen_forest() -> impl Strategy<Value = Vec<GenNode>> {
-    (1usize..30).prop_flat_map(|n| {
-        (0..n).map(gen_node).collect::<Vec<_>>()
-    })
+    (1usize..30).prop_flat_map(|n| (0..n).map(gen_node).collect::<Vec<_>>())
 }
 
 fn gen_op() -> impl Strategy<Value = Op> {
@@ -81,7 +97,10 @@ fn to_nodes(forest: &[GenNode], rev: bool) -> Vec<Node> {
         .map(|(i, g)| {
             let mut n = Node::new(id(i), g.parent.map(id).as_deref(), words(&g.title), g.pages);
             n.text = words(&g.text);
-            n.keywords = g.keyword.map(|k| vec![WORDS[k].to_string()]).unwrap_or_default();
+            n.keywords = g
+                .keyword
+                .map(|k| vec![WORDS[k].to_string()])
+                .unwrap_or_default();
             n
         })
         .collect();
@@ -107,10 +126,20 @@ struct RefDoc {
 fn reference_doc(forest: &[GenNode], rev: bool) -> RefDoc {
     fn visit(i: usize, depth: u32, path: String, forest: &[GenNode], out: &mut Vec<Node>) {
         let g = &forest[i];
-        let kids: Vec<usize> = (0..forest.len()).filter(|&c| forest[c].parent == Some(i)).collect();
-        let mut n = Node::new(format!("n{i:02}"), g.parent.map(|p| format!("n{p:02}")).as_deref(), words(&g.title), g.pages);
+        let kids: Vec<usize> = (0..forest.len())
+            .filter(|&c| forest[c].parent == Some(i))
+            .collect();
+        let mut n = Node::new(
+            format!("n{i:02}"),
+            g.parent.map(|p| format!("n{p:02}")).as_deref(),
+            words(&g.title),
+            g.pages,
+        );
         n.text = words(&g.text);
-        n.keywords = g.keyword.map(|k| vec![WORDS[k].to_string()]).unwrap_or_default();
+        n.keywords = g
+            .keyword
+            .map(|k| vec![WORDS[k].to_string()])
+            .unwrap_or_default();
         n.depth = depth;
         n.section_path = path.clone();
         n.child_ids = kids.iter().map(|&c| format!("n{c:02}")).collect();
@@ -120,7 +149,9 @@ fn reference_doc(forest: &[GenNode], rev: bool) -> RefDoc {
         }
     }
     let mut out = Vec::new();
-    let mut roots: Vec<usize> = (0..forest.len()).filter(|&i| forest[i].parent.is_none()).collect();
+    let mut roots: Vec<usize> = (0..forest.len())
+        .filter(|&i| forest[i].parent.is_none())
+        .collect();
     if rev {
         roots.reverse();
     }
@@ -192,7 +223,11 @@ fn ref_ancestors(doc: &RefDoc, id: &str) -> Vec<Node> {
 }
 
 /// BM25 with field weights title 4, keywords 3, summary 2, text 1 over `docs`.
-fn ref_scores(a: &Analyzer, docs: &[(usize, &RefDoc)], query: &str) -> HashMap<(usize, String), f64> {
+fn ref_scores(
+    a: &Analyzer,
+    docs: &[(usize, &RefDoc)],
+    query: &str,
+) -> HashMap<(usize, String), f64> {
     let mut terms = a.terms(query);
     terms.sort();
     terms.dedup();
@@ -218,7 +253,11 @@ fn ref_scores(a: &Analyzer, docs: &[(usize, &RefDoc)], query: &str) -> HashMap<(
     }
     let n = stats.len() as f64;
     let total: f64 = stats.iter().map(|s| s.3).sum();
-    let avgdl = if n == 0.0 || total == 0.0 { 1.0 } else { total / n };
+    let avgdl = if n == 0.0 || total == 0.0 {
+        1.0
+    } else {
+        total / n
+    };
     let mut out = HashMap::new();
     for t in &terms {
         let df = stats.iter().filter(|s| s.2.contains_key(t)).count() as f64;
@@ -245,7 +284,12 @@ fn check_search(
         let p = POLICIES.iter().position(|p| *p == h.policy_id).unwrap();
         let expected = want.get(&(p, h.node.node_id.clone()));
         prop_assert!(expected.is_some(), "unexpected hit {:?}", h.node.node_id);
-        prop_assert!((expected.unwrap() - h.score).abs() < 1e-9, "score {} vs {}", h.score, expected.unwrap());
+        prop_assert!(
+            (expected.unwrap() - h.score).abs() < 1e-9,
+            "score {} vs {}",
+            h.score,
+            expected.unwrap()
+        );
     }
     Ok(())
 }
@@ -254,48 +298,122 @@ fn check_all(store: &TreeStore, model: &Model, a: &Analyzer) -> Result<(), TestC
     let r = store.read();
     for (pi, policy) in POLICIES.iter().enumerate() {
         let cur = model.current(pi);
-        prop_assert_eq!(r.current_version(policy).unwrap(), cur.map(|v| VERSIONS[v].to_string()));
+        prop_assert_eq!(
+            r.current_version(policy).unwrap(),
+            cur.map(|v| VERSIONS[v].to_string())
+        );
         for (vi, version) in VERSIONS.iter().enumerate() {
             let vs = Some(*version);
             let Some(doc) = model.docs.get(&(pi, vi)) else {
-                prop_assert!(matches!(r.get_document(policy, vs), Err(Error::DocumentNotFound { .. })), "unexpected result");
-                prop_assert!(matches!(r.get_node(policy, vs, "n00"), Err(Error::DocumentNotFound { .. })), "unexpected result");
+                prop_assert!(
+                    matches!(
+                        r.get_document(policy, vs),
+                        Err(Error::DocumentNotFound { .. })
+                    ),
+                    "unexpected result"
+                );
+                prop_assert!(
+                    matches!(
+                        r.get_node(policy, vs, "n00"),
+                        Err(Error::DocumentNotFound { .. })
+                    ),
+                    "unexpected result"
+                );
                 continue;
             };
             let (d, nodes) = r.get_document(policy, vs).unwrap();
             prop_assert_eq!(&d.policy_id, policy);
             same(&nodes, &doc.nodes)?;
-            let tops: Vec<Node> = doc.nodes.iter().filter(|n| n.parent_id.is_none()).cloned().collect();
+            let tops: Vec<Node> = doc
+                .nodes
+                .iter()
+                .filter(|n| n.parent_id.is_none())
+                .cloned()
+                .collect();
             same(&r.get_children(policy, vs, None).unwrap(), &tops)?;
             for n in &doc.nodes {
-                same(&[r.get_node(policy, vs, &n.node_id).unwrap()], std::slice::from_ref(n))?;
-                let kids: Vec<Node> = doc.nodes.iter().filter(|c| c.parent_id.as_deref() == Some(&n.node_id)).cloned().collect();
-                same(&r.get_children(policy, vs, Some(&n.node_id)).unwrap(), &kids)?;
+                same(
+                    &[r.get_node(policy, vs, &n.node_id).unwrap()],
+                    std::slice::from_ref(n),
+                )?;
+                let kids: Vec<Node> = doc
+                    .nodes
+                    .iter()
+                    .filter(|c| c.parent_id.as_deref() == Some(&n.node_id))
+                    .cloned()
+                    .collect();
+                same(
+                    &r.get_children(policy, vs, Some(&n.node_id)).unwrap(),
+                    &kids,
+                )?;
                 for md in [0, 1, 2] {
-                    same(&r.get_subtree(policy, vs, &n.node_id, md).unwrap(), &ref_subtree(doc, &n.node_id, md))?;
+                    same(
+                        &r.get_subtree(policy, vs, &n.node_id, md).unwrap(),
+                        &ref_subtree(doc, &n.node_id, md),
+                    )?;
                 }
-                same(&r.get_ancestor_path(policy, vs, &n.node_id).unwrap(), &ref_ancestors(doc, &n.node_id))?;
-                let by_path: Vec<Node> = doc.nodes.iter().filter(|m| m.section_path == n.section_path).cloned().collect();
-                same(&r.get_by_section_path(policy, vs, &n.section_path).unwrap(), &by_path)?;
+                same(
+                    &r.get_ancestor_path(policy, vs, &n.node_id).unwrap(),
+                    &ref_ancestors(doc, &n.node_id),
+                )?;
+                let by_path: Vec<Node> = doc
+                    .nodes
+                    .iter()
+                    .filter(|m| m.section_path == n.section_path)
+                    .cloned()
+                    .collect();
+                same(
+                    &r.get_by_section_path(policy, vs, &n.section_path).unwrap(),
+                    &by_path,
+                )?;
             }
-            prop_assert!(matches!(r.get_node(policy, vs, "missing"), Err(Error::NodeNotFound { .. })), "unexpected result");
+            prop_assert!(
+                matches!(
+                    r.get_node(policy, vs, "missing"),
+                    Err(Error::NodeNotFound { .. })
+                ),
+                "unexpected result"
+            );
             for page in 0..10 {
-                let want: Vec<Node> = doc.nodes.iter().filter(|n| n.page_start <= page && page <= n.page_end).cloned().collect();
+                let want: Vec<Node> = doc
+                    .nodes
+                    .iter()
+                    .filter(|n| n.page_start <= page && page <= n.page_end)
+                    .cloned()
+                    .collect();
                 same(&r.get_nodes_by_page(policy, vs, page).unwrap(), &want)?;
             }
             let ids = ["n03", "zz", "n00"];
             let (found, missing) = r.get_nodes(policy, vs, &ids).unwrap();
-            let want: Vec<Node> = ids.iter().filter_map(|i| doc.nodes.iter().find(|n| n.node_id == *i).cloned()).collect();
+            let want: Vec<Node> = ids
+                .iter()
+                .filter_map(|i| doc.nodes.iter().find(|n| n.node_id == *i).cloned())
+                .collect();
             same(&found, &want)?;
             prop_assert_eq!(missing.len(), 3 - want.len());
             for q in ["knee mri", "lumbar spine therapy", "coverage"] {
                 let want = ref_scores(a, &[(pi, doc)], q);
-                let got = r.search(SearchScope::Document { policy, version: vs }, q, 1000).unwrap();
+                let got = r
+                    .search(
+                        SearchScope::Document {
+                            policy,
+                            version: vs,
+                        },
+                        q,
+                        1000,
+                    )
+                    .unwrap();
                 check_search(got, &want)?;
             }
         }
         if cur.is_none() {
-            prop_assert!(matches!(r.get_node(policy, None, "n00"), Err(Error::DocumentNotFound { .. })), "unexpected result");
+            prop_assert!(
+                matches!(
+                    r.get_node(policy, None, "n00"),
+                    Err(Error::DocumentNotFound { .. })
+                ),
+                "unexpected result"
+            );
         } else {
             let (d, _) = r.get_document(policy, None).unwrap();
             prop_assert_eq!(d.version_id, VERSIONS[cur.unwrap()]);

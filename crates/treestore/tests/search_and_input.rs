@@ -1,0 +1,312 @@
+//! BM25 against a hand-computed example, and bad input: every rejected
+//! document is named clearly and leaves the store exactly as it was.
+
+use treestore::{pageindex, Document, Error, Node, SearchScope, TreeStore};
+
+fn open() -> (tempfile::TempDir, TreeStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = TreeStore::open(dir.path(), Default::default()).unwrap();
+    (dir, store)
+}
+
+fn node(id: &str, parent: Option<&str>, title: &str, text: &str) -> Node {
+    let mut n = Node::new(id, parent, title, (1, 1));
+    n.text = text.to_string();
+    n
+}
+
+/// Three nodes; weighted lengths (title x4, text x1): n1 = 4 + 2 = 6, n2 = 4 + 1
+/// = 5, n3 = 4; N = 3, avgdl = 5. "knee" is in n1 (title and text: tf 5) and n2
+/// (text: tf 1), so df 2 and idf = ln(1 + 1.5 / 2.5) = ln 1.6.
+/// n1: ln1.6 * 5 * 2.2 / (5 + 1.2 * (0.25 + 0.75 * 6 / 5)) = ln1.6 * 11 / 6.38
+/// n2: ln1.6 * 1 * 2.2 / (1 + 1.2 * (0.25 + 0.75)) = ln1.6
+/// "mri" is in n1 (text: tf 1) and n3 (title: tf 4), df 2:
+/// n1: ln1.6 * 2.2 / 2.38, n3: ln1.6 * 8.8 / (4 + 1.2 * 0.85) = ln1.6 * 8.8 / 5.02
+#[test]
+fn bm25_scores_equal_the_hand_computed_example() {
+    let (_d, store) = open();
+    let nodes = vec![
+        node("n1", None, "knee", "mri knee"),
+        node("n2", None, "spine", "knee"),
+        node("n3", None, "mri", ""),
+    ];
+    store
+        .store_document(Document::new("p", "v"), nodes)
+        .unwrap();
+    let r = store.read();
+    let scope = SearchScope::Document {
+        policy: "p",
+        version: None,
+    };
+    let hits = r.search(scope, "knee", 10).unwrap();
+    let got: Vec<(&str, f64)> = hits
+        .iter()
+        .map(|h| (h.node.node_id.as_str(), h.score))
+        .collect();
+    let ln16 = 1.6f64.ln();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].0, "n1");
+    assert!((got[0].1 - 0.8103510849064407).abs() < 1e-12, "{got:?}");
+    assert!((got[0].1 - ln16 * 11.0 / 6.38).abs() < 1e-12);
+    assert_eq!(got[1].0, "n2");
+    assert!((got[1].1 - ln16).abs() < 1e-12);
+
+    let hits = r.search(scope, "Knee MRI", 10).unwrap();
+    let got: Vec<(&str, f64)> = hits
+        .iter()
+        .map(|h| (h.node.node_id.as_str(), h.score))
+        .collect();
+    assert_eq!(
+        got.iter().map(|g| g.0).collect::<Vec<_>>(),
+        ["n1", "n3", "n2"]
+    );
+    assert!((got[0].1 - 1.2448082211840115).abs() < 1e-12);
+    assert!((got[1].1 - 0.8239107444945167).abs() < 1e-12);
+    // limit caps the count.
+    assert_eq!(r.search(scope, "knee mri", 1).unwrap().len(), 1);
+    // Stop words only: no terms, no results; empty: invalid argument.
+    assert!(r.search(scope, "the of", 10).unwrap().is_empty());
+    assert!(matches!(
+        r.search(scope, "  ", 10),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        r.search(SearchScope::AllPolicies, "", 10),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        r.search(scope, "knee", 1_000_000),
+        Err(Error::InvalidArgument { .. })
+    ));
+}
+
+#[test]
+fn equal_scores_are_ordered_by_document_order() {
+    let (_d, store) = open();
+    let nodes = (0..5)
+        .map(|i| node(&format!("x{i}"), None, "same words", ""))
+        .collect();
+    store
+        .store_document(Document::new("p", "v"), nodes)
+        .unwrap();
+    let hits = store
+        .read()
+        .search(
+            SearchScope::Document {
+                policy: "p",
+                version: None,
+            },
+            "words",
+            3,
+        )
+        .unwrap();
+    let ids: Vec<&str> = hits.iter().map(|h| h.node.node_id.as_str()).collect();
+    assert_eq!(ids, ["x0", "x1", "x2"]);
+}
+
+/// Every key and value in the database.
+fn dump(store: &TreeStore) -> Vec<(Vec<u8>, Vec<u8>)> {
+    store.db().begin_read().iter().map(|r| r.unwrap()).collect()
+}
+
+#[test]
+fn invalid_documents_name_the_problem_and_write_nothing() {
+    let (_d, store) = open();
+    store
+        .store_document(
+            Document::new("p", "v1"),
+            vec![node("a", None, "original", "")],
+        )
+        .unwrap();
+    let before = dump(&store);
+
+    let cases: Vec<(Vec<Node>, &str)> = vec![
+        (
+            vec![
+                node("a", None, "t", ""),
+                node("b", Some("c"), "t", ""),
+                node("c", Some("b"), "t", ""),
+            ],
+            "cycle",
+        ),
+        (
+            vec![node("a", None, "t", ""), node("a", None, "t", "")],
+            "duplicate",
+        ),
+        (
+            vec![node("a", Some("ghost"), "t", "")],
+            "\"ghost\" does not exist",
+        ),
+        (vec![node("", None, "t", "")], "empty node_id"),
+        (
+            {
+                let mut n = node("a", None, "t", "");
+                n.page_start = 9;
+                n.page_end = 2;
+                vec![n]
+            },
+            "page_start 9",
+        ),
+        (
+            {
+                let mut n = node("a", None, "t", "");
+                n.child_ids = vec!["b".into()];
+                vec![n, node("b", None, "t", "")]
+            },
+            "child_ids lists \"b\"",
+        ),
+        (
+            vec![node(
+                "a",
+                None,
+                &"x".repeat(treestore::model::MAX_TITLE_LEN + 1),
+                "",
+            )],
+            "title is",
+        ),
+    ];
+    for (nodes, expect) in cases {
+        for version in ["v1", "v2"] {
+            let err = store
+                .store_document(Document::new("p", version), nodes.clone())
+                .unwrap_err();
+            assert!(matches!(err, Error::InvalidDocument { .. }), "{err}");
+            assert!(err.to_string().contains(expect), "{err} lacks {expect}");
+            assert_eq!(dump(&store), before, "{expect}: the store changed");
+        }
+    }
+    let err = store
+        .store_document(Document::new("", "v"), vec![])
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidArgument { ref field, .. } if field == "policy_id"),
+        "{err}"
+    );
+    assert_eq!(dump(&store), before);
+    // The original is intact and still current.
+    assert_eq!(
+        store.read().get_node("p", None, "a").unwrap().title,
+        "original"
+    );
+}
+
+#[test]
+fn bad_pageindex_files_name_the_problem() {
+    for (json, expect) in [
+        ("{\"structure\": [", "not valid JSON"),
+        ("[]", "expected a JSON object"),
+        ("{\"pages\": [1, 2]}", "`structure`, `result` or `nodes`"),
+        (
+            "{\"structure\": {\"title\": \"x\"}}",
+            "structure: expected a list",
+        ),
+        (
+            "{\"structure\": [{\"node_id\": \"1\", \"start_index\": 1}]}",
+            "structure[0]: missing `title`",
+        ),
+        (
+            "{\"structure\": [{\"title\": \"A\", \"start_index\": -1}]}",
+            "structure[0].start_index",
+        ),
+        ("{\"result\": [{\"title\": \"A\"}]}", "missing `page_index`"),
+        (
+            "{\"structure\": [{\"title\": \"A\", \"start_index\": 1, \"nodes\": 5}]}",
+            "structure[0].nodes: expected a list",
+        ),
+    ] {
+        let err = pageindex::parse(json).unwrap_err().to_string();
+        assert!(err.contains(expect), "{json}: {err}");
+    }
+    // Duplicate ids in a well-formed file are caught when storing.
+    let (_d, store) = open();
+    let imp = pageindex::parse(
+        r#"{"structure": [{"title": "A", "node_id": "1", "start_index": 1},
+                          {"title": "B", "node_id": "1", "start_index": 2}]}"#,
+    )
+    .unwrap();
+    let err = store
+        .store_document(Document::new("p", "v"), imp.nodes)
+        .unwrap_err();
+    assert!(err.to_string().contains("duplicate"), "{err}");
+    assert!(dump(&store).is_empty());
+}
+
+#[test]
+fn not_found_is_typed_and_names_what_is_missing() {
+    let (_d, store) = open();
+    store
+        .store_document(Document::new("p", "v"), vec![node("a", None, "t", "")])
+        .unwrap();
+    let r = store.read();
+    let e = r.get_node("p", None, "zz").unwrap_err();
+    assert!(
+        matches!(e, Error::NodeNotFound { .. }) && e.to_string().contains("\"zz\""),
+        "{e}"
+    );
+    let e = r.get_node("q", None, "a").unwrap_err();
+    assert!(
+        matches!(e, Error::DocumentNotFound { .. }) && e.to_string().contains("\"q\""),
+        "{e}"
+    );
+    let e = r.get_node("p", Some("v9"), "a").unwrap_err();
+    assert!(
+        matches!(e, Error::DocumentNotFound { .. }) && e.to_string().contains("v9"),
+        "{e}"
+    );
+    let e = r.get_children("p", None, Some("zz")).unwrap_err();
+    assert!(e.is_not_found());
+    let e = r.get_node("p", None, "").unwrap_err();
+    assert!(
+        matches!(e, Error::InvalidArgument { ref field, .. } if field == "node_id"),
+        "{e}"
+    );
+    assert!(r.get_nodes_by_page("p", None, 99).unwrap().is_empty());
+    assert!(r
+        .get_nodes_by_page("p", Some("v9"), 1)
+        .unwrap_err()
+        .is_not_found());
+    let e = store.delete_document("p", Some("v9")).unwrap_err();
+    assert!(e.is_not_found(), "{e}");
+}
+
+#[test]
+fn deleting_the_current_version_falls_back_to_the_latest_remaining() {
+    let (_d, store) = open();
+    for v in ["v1", "v2", "v3"] {
+        store
+            .store_document(Document::new("p", v), vec![node("a", None, v, "")])
+            .unwrap();
+    }
+    // Re-storing v1 makes it the latest stored.
+    store
+        .store_document(
+            Document::new("p", "v1"),
+            vec![node("a", None, "v1 again", "")],
+        )
+        .unwrap();
+    assert_eq!(
+        store.read().current_version("p").unwrap().as_deref(),
+        Some("v1")
+    );
+    assert_eq!(store.delete_document("p", Some("v1")).unwrap(), ["v1"]);
+    assert_eq!(
+        store.read().current_version("p").unwrap().as_deref(),
+        Some("v3")
+    );
+    let versions: Vec<String> = store
+        .read()
+        .list_versions("p")
+        .unwrap()
+        .into_iter()
+        .map(|v| v.0)
+        .collect();
+    assert_eq!(versions, ["v2", "v3"]);
+    let mut all = store.delete_document("p", None).unwrap();
+    all.sort();
+    assert_eq!(all, ["v2", "v3"]);
+    assert_eq!(store.read().current_version("p").unwrap(), None);
+    assert!(
+        dump(&store).is_empty(),
+        "deleting every version leaves no key behind"
+    );
+}
