@@ -4,7 +4,9 @@
 
 mod check_cmd;
 mod data_dir;
+mod ingest_cmd;
 mod kv_cmd;
+mod query_cmd;
 
 use std::process::ExitCode;
 
@@ -12,7 +14,7 @@ use clap::{Parser, Subcommand};
 
 /// TreeStore: a database for hierarchical documents.
 #[derive(Debug, Parser)]
-#[command(name = "treestore", version, about, propagate_version = true)]
+#[command(name = "treestore", version, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -25,6 +27,11 @@ enum Command {
     /// Verify a data directory (pages, tree structure, free list, log) without
     /// modifying it.
     Check(check_cmd::CheckArgs),
+    /// Import a PageIndex JSON output as one version of a policy.
+    Ingest(ingest_cmd::IngestArgs),
+    /// Query documents: node, nodes, children, subtree, ancestors, page,
+    /// search, document. Prints JSON.
+    Query(query_cmd::QueryArgs),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +39,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Kv(args) => kv_cmd::run(args),
         Command::Check(args) => check_cmd::run(args),
+        Command::Ingest(args) => ingest_cmd::run(args),
+        Command::Query(args) => query_cmd::run(args),
     };
     match result {
         Ok(code) => code,

@@ -9,7 +9,7 @@
 //! - [`schema`]: the key layout; [`codec`]: the record encodings; [`key`]: tuple keys.
 //! - [`analyzer`] and [`search`]: text analysis and BM25.
 //! - [`pageindex`]: import of PageIndex JSON (both shapes).
-//! - [`time`]: timestamps.
+//! - [`time`](mod@time): timestamps.
 
 pub mod analyzer;
 pub mod codec;

@@ -23,11 +23,17 @@ use crate::model::{Document, Node};
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     #[error("not valid JSON: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(serde_json::Error),
     #[error("not a PageIndex document: {0}")]
     Shape(String),
     #[error("{path}: {reason}")]
     Field { path: String, reason: String },
+}
+
+impl From<serde_json::Error> for ImportError {
+    fn from(e: serde_json::Error) -> Self {
+        ImportError::Json(e)
+    }
 }
 
 /// Which PageIndex shape a file had.

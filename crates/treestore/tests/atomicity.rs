@@ -11,7 +11,7 @@ use treestore::{Document, Node, SearchScope, TreeStore};
 /// Generation `g` of the document: shape and words depend on its parity, and
 /// every node carries the marker `g<g>` in its text.
 fn generation(g: usize) -> Vec<Node> {
-    let (word, fanout) = if g % 2 == 0 {
+    let (word, fanout) = if g.is_multiple_of(2) {
         ("alpha", 3)
     } else {
         ("beta", 5)
@@ -61,7 +61,7 @@ fn readers_never_see_a_half_replaced_document() {
                     let gen = marker(&nodes[0]).to_string();
                     seen.insert(gen.clone());
                     let g: usize = gen[1..].parse().unwrap();
-                    let (word, fanout) = if g % 2 == 0 {
+                    let (word, fanout) = if g.is_multiple_of(2) {
                         ("alpha", 3)
                     } else {
                         ("beta", 5)

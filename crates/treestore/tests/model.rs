@@ -406,17 +406,18 @@ fn check_all(store: &TreeStore, model: &Model, a: &Analyzer) -> Result<(), TestC
                 check_search(got, &want)?;
             }
         }
-        if cur.is_none() {
-            prop_assert!(
+        match cur {
+            None => prop_assert!(
                 matches!(
                     r.get_node(policy, None, "n00"),
                     Err(Error::DocumentNotFound { .. })
                 ),
                 "unexpected result"
-            );
-        } else {
-            let (d, _) = r.get_document(policy, None).unwrap();
-            prop_assert_eq!(d.version_id, VERSIONS[cur.unwrap()]);
+            ),
+            Some(v) => {
+                let (d, _) = r.get_document(policy, None).unwrap();
+                prop_assert_eq!(d.version_id, VERSIONS[v]);
+            }
         }
     }
     let currents: Vec<(usize, &RefDoc)> = (0..POLICIES.len())
