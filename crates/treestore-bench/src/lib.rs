@@ -1,6 +1,7 @@
-//! TreeStore's end-to-end benchmarks (against PostgreSQL and SQLite) and the
-//! synthetic workloads they run. So far: [`synthetic`], a deterministic generator
-//! of policy documents in PageIndex's open-source output shape, for loads larger
-//! than the real samples in `shared/data/pageindex/`.
+//! TreeStore's end-to-end benchmarks and the synthetic workloads they run:
+//! [`corpus`], a seeded generator of PageIndex-shaped corpora, and [`docbench`],
+//! the document-layer benchmark (ingest, node, children, subtree, ancestors,
+//! page, search) behind `treestore-bench docs`.
 
-pub mod synthetic;
+pub mod corpus;
+pub mod docbench;

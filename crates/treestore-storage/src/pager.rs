@@ -96,6 +96,28 @@ impl Pager {
         Ok(page)
     }
 
+    /// Reads a page of a given type through the buffer pool (overflow pages of
+    /// values small enough to be read often, such as document records).
+    pub fn read_cached(&self, id: PageId, want: PageType) -> Result<PageRef> {
+        let page = match self.pool.get(id) {
+            Some(p) => p,
+            None => {
+                let (page, _) = self.read_from_disk(id)?;
+                if page::page_type(&page) == Some(want) {
+                    self.pool.insert_clean(id, page.clone())?;
+                }
+                page
+            }
+        };
+        match page::page_type(&page) {
+            Some(t) if t == want => Ok(page),
+            other => Err(Error::corrupt(
+                id,
+                format!("expected a {want:?} page, found {other:?}"),
+            )),
+        }
+    }
+
     /// Reads a page of a given type without caching it (overflow and free-list
     /// pages, which would only push hot nodes out of the pool).
     pub fn read_uncached(&self, id: PageId, want: PageType) -> Result<PageRef> {

@@ -423,3 +423,39 @@ fn range_bounds_and_prefixes() {
     assert_eq!(got.len(), 1250);
     assert!(got.iter().all(|(k, _)| k.starts_with(b"ab/")));
 }
+
+#[test]
+fn small_overflow_values_are_served_from_the_pool_and_large_ones_bypass_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), opts()).unwrap();
+    let small = vec![7u8; 6_000]; // 2 overflow pages
+    let large = vec![9u8; 200_000]; // ~50 pages, above the cached chain length
+    db.put(b"small", &small).unwrap();
+    db.put(b"large", &large).unwrap();
+    db.checkpoint().unwrap();
+    drop(db);
+    let db = Db::open(dir.path(), opts()).unwrap();
+    let r = db.begin_read();
+    assert_eq!(r.get(b"small").unwrap().unwrap(), small);
+    let before = db.stats().unwrap().pool;
+    for _ in 0..10 {
+        assert_eq!(r.get(b"small").unwrap().unwrap(), small);
+    }
+    let after = db.stats().unwrap().pool;
+    assert_eq!(
+        after.misses, before.misses,
+        "cached value read again from disk"
+    );
+    // Each read hits the leaf and both overflow pages in the pool.
+    assert!(
+        after.hits - before.hits >= 30,
+        "{} hits",
+        after.hits - before.hits
+    );
+    let resident = db.stats().unwrap().pool.resident_pages;
+    assert_eq!(r.get(b"large").unwrap().unwrap(), large);
+    assert!(
+        db.stats().unwrap().pool.resident_pages < resident + 10,
+        "large value was cached"
+    );
+}

@@ -39,8 +39,9 @@ impl Analyzer {
         }
     }
 
-    /// Calls `f` with every term of `text`, in order, repeats included.
-    pub fn for_each_term(&self, text: &str, mut f: impl FnMut(&str)) {
+    /// Calls `f` with every word of `text` (UAX #29 word segmentation), case
+    /// folded, before stop-word removal and stemming.
+    pub fn for_each_word(&self, text: &str, mut f: impl FnMut(&str)) {
         let mut folded = String::new();
         for word in text.unicode_words() {
             folded.clear();
@@ -55,15 +56,28 @@ impl Analyzer {
                     folded.extend(c.to_lowercase());
                 }
             }
-            if folded.len() > MAX_TERM_LEN || STOP_WORDS.binary_search(&folded.as_str()).is_ok() {
-                continue;
-            }
-            let stem = self.stemmer.stem(&folded);
-            let stem = stem.trim_end_matches('\'');
-            if !stem.is_empty() {
-                f(stem);
-            }
+            f(&folded);
         }
+    }
+
+    /// The term a folded word is indexed under, or `None` for a stop word or an
+    /// overlong word.
+    pub fn term_of(&self, folded: &str) -> Option<String> {
+        if folded.len() > MAX_TERM_LEN || STOP_WORDS.binary_search(&folded).is_ok() {
+            return None;
+        }
+        let stem = self.stemmer.stem(folded);
+        let stem = stem.trim_end_matches('\'');
+        (!stem.is_empty()).then(|| stem.to_string())
+    }
+
+    /// Calls `f` with every term of `text`, in order, repeats included.
+    pub fn for_each_term(&self, text: &str, mut f: impl FnMut(&str)) {
+        self.for_each_word(text, |w| {
+            if let Some(t) = self.term_of(w) {
+                f(&t);
+            }
+        });
     }
 
     /// Every term of `text`, in order, repeats included.

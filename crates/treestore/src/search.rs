@@ -45,48 +45,111 @@ pub(crate) struct DocIndex {
     pub total_len: u64,
 }
 
-/// Term frequencies of one node.
-fn node_terms(analyzer: &Analyzer, node: &Node, tfs: &mut HashMap<String, u32>) -> u32 {
-    tfs.clear();
-    let mut len: u32 = 0;
-    let fields = [
-        (node.title.as_str(), WEIGHT_TITLE),
-        (node.summary.as_str(), WEIGHT_SUMMARY),
-        (node.text.as_str(), WEIGHT_TEXT),
-    ];
-    let keywords = node.keywords.iter().map(|k| (k.as_str(), WEIGHT_KEYWORDS));
-    for (text, weight) in fields.into_iter().chain(keywords) {
-        analyzer.for_each_term(text, |t| {
-            len = len.saturating_add(weight);
-            match tfs.get_mut(t) {
-                Some(tf) => *tf = tf.saturating_add(weight),
-                None => {
-                    tfs.insert(t.to_string(), weight);
-                }
-            }
-        });
+/// FxHash (rustc's hasher): fast for the short keys of the term maps; the
+/// maps only ever hold one document's words, so hash flooding is not a concern.
+#[derive(Default, Clone, Copy)]
+struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(b))
+                .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
     }
-    len
+    fn write_u8(&mut self, i: u8) {
+        self.0 = (self.0.rotate_left(5) ^ u64::from(i)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FxMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FxHasher>>;
+
+/// Maps the words of one document to dense term ids, stemming each distinct
+/// word once.
+#[derive(Default)]
+struct Terms {
+    /// Folded word to its term id (`None`: not indexed).
+    words: FxMap<Box<str>, Option<u32>>,
+    ids: FxMap<String, u32>,
+    terms: Vec<String>,
+}
+
+impl Terms {
+    fn id(&mut self, analyzer: &Analyzer, word: &str) -> Option<u32> {
+        if let Some(&id) = self.words.get(word) {
+            return id;
+        }
+        let id = analyzer
+            .term_of(word)
+            .map(|term| match self.ids.get(&term) {
+                Some(&id) => id,
+                None => {
+                    let id = self.terms.len() as u32;
+                    self.ids.insert(term.clone(), id);
+                    self.terms.push(term);
+                    id
+                }
+            });
+        self.words.insert(word.into(), id);
+        id
+    }
 }
 
 fn index_range(analyzer: &Analyzer, nodes: &[Node], first_ord: u32) -> DocIndex {
-    let mut out = DocIndex::default();
-    let mut tfs = HashMap::new();
+    let mut terms = Terms::default();
+    let mut postings: Vec<Vec<Posting>> = Vec::new();
+    // Per-node term frequencies, by term id, and the ids touched.
+    let mut tf: Vec<u32> = Vec::new();
+    let mut touched: Vec<u32> = Vec::new();
+    let mut total_len = 0u64;
     for (i, node) in nodes.iter().enumerate() {
-        let len = node_terms(analyzer, node, &mut tfs);
-        out.total_len += u64::from(len);
-        let ord = first_ord + i as u32;
-        for (term, &tf) in &tfs {
-            let p = Posting { ord, tf, len };
-            match out.postings.get_mut(term.as_str()) {
-                Some(list) => list.push(p),
-                None => {
-                    out.postings.insert(term.clone(), vec![p]);
+        let mut len: u32 = 0;
+        let fields = [
+            (node.title.as_str(), WEIGHT_TITLE),
+            (node.summary.as_str(), WEIGHT_SUMMARY),
+            (node.text.as_str(), WEIGHT_TEXT),
+        ];
+        let keywords = node.keywords.iter().map(|k| (k.as_str(), WEIGHT_KEYWORDS));
+        for (text, weight) in fields.into_iter().chain(keywords) {
+            analyzer.for_each_word(text, |w| {
+                let Some(id) = terms.id(analyzer, w) else {
+                    return;
+                };
+                let id = id as usize;
+                if id >= tf.len() {
+                    tf.resize(id + 1, 0);
                 }
-            }
+                if tf[id] == 0 {
+                    touched.push(id as u32);
+                }
+                tf[id] = tf[id].saturating_add(weight);
+                len = len.saturating_add(weight);
+            });
+        }
+        total_len += u64::from(len);
+        let ord = first_ord + i as u32;
+        if postings.len() < terms.terms.len() {
+            postings.resize_with(terms.terms.len(), Vec::new);
+        }
+        for id in touched.drain(..) {
+            let id = id as usize;
+            postings[id].push(Posting {
+                ord,
+                tf: tf[id],
+                len,
+            });
+            tf[id] = 0;
         }
     }
-    out
+    DocIndex {
+        postings: terms.terms.into_iter().zip(postings).collect(),
+        total_len,
+    }
 }
 
 /// Builds the posting lists of a document whose nodes are in document order

@@ -50,15 +50,22 @@ pub fn write(pager: &Pager, value: &[u8], ids: &[PageId]) -> Result<PageId> {
     Ok(ids[0])
 }
 
+/// Values of at most this many pages are read through the buffer pool (so
+/// records of a few KiB stay cached like tree nodes); longer chains bypass it,
+/// so one large value cannot push the hot nodes out.
+pub const CACHED_CHAIN_PAGES: u64 = 8;
+
 /// Visits each page of a chain in order, checking its length against `len`.
 fn walk(
     pager: &Pager,
     first: PageId,
     len: u64,
+    cached: bool,
     mut visit: impl FnMut(PageId, &[u8]),
 ) -> Result<()> {
     let ps = pager.page_size();
     let n = pages_for(len, ps);
+    let cached = cached && n <= CACHED_CHAIN_PAGES;
     let mut id = first;
     for i in 0..n {
         if id == 0 {
@@ -67,7 +74,11 @@ fn walk(
                 format!("overflow chain ends after {i} of {n} pages"),
             ));
         }
-        let page = pager.read_uncached(id, PageType::Overflow)?;
+        let page = if cached {
+            pager.read_cached(id, PageType::Overflow)?
+        } else {
+            pager.read_uncached(id, PageType::Overflow)?
+        };
         visit(id, &page);
         id = page::link(&page);
     }
@@ -86,7 +97,7 @@ pub fn read(pager: &Pager, first: PageId, len: u64) -> Result<Vec<u8>> {
     let total =
         usize::try_from(len).map_err(|_| Error::corrupt(first, "overflow length too large"))?;
     let mut out = Vec::with_capacity(total);
-    walk(pager, first, len, |_, page| {
+    walk(pager, first, len, true, |_, page| {
         let take = (total - out.len()).min(chunk);
         out.extend_from_slice(&page[PAGE_HEADER_LEN..PAGE_HEADER_LEN + take]);
     })?;
@@ -96,6 +107,6 @@ pub fn read(pager: &Pager, first: PageId, len: u64) -> Result<Vec<u8>> {
 /// Lists the pages of a chain (for freeing and for the checker).
 pub fn pages(pager: &Pager, first: PageId, len: u64) -> Result<Vec<PageId>> {
     let mut ids = Vec::new();
-    walk(pager, first, len, |id, _| ids.push(id))?;
+    walk(pager, first, len, false, |id, _| ids.push(id))?;
     Ok(ids)
 }

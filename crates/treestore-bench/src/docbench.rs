@@ -1,0 +1,306 @@
+//! The document-layer benchmark: ingests a generated corpus (durable
+//! `store_document` per document, every index and posting included), then
+//! measures queries with a warm cache: each sampled query runs once to warm up,
+//! then again timed, each on a fresh snapshot, with no version given (so the
+//! current-version lookup is included).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use treestore::{Options, SearchScope, TreeStore};
+
+use crate::corpus::{Corpus, CorpusSpec, Rng, Vocab};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct DocBenchOptions {
+    pub nodes: usize,
+    pub seed: u64,
+    pub dir: PathBuf,
+    /// Timed queries per kind (cross-policy search uses a tenth).
+    pub samples: usize,
+    pub cache_bytes: usize,
+}
+
+/// Latency summary of one query kind, in microseconds.
+#[derive(Debug, Clone)]
+pub struct Stat {
+    pub name: &'static str,
+    pub count: usize,
+    pub median_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+    pub mean_us: f64,
+    /// Mean number of nodes returned.
+    pub mean_results: f64,
+}
+
+/// Results of a run.
+#[derive(Debug, Clone)]
+pub struct DocBenchReport {
+    pub nodes: usize,
+    pub documents: usize,
+    pub ingest: Duration,
+    pub generate: Duration,
+    pub data_bytes: u64,
+    pub stats: Vec<Stat>,
+}
+
+impl DocBenchReport {
+    pub fn ingest_nodes_per_sec(&self) -> f64 {
+        self.nodes as f64 / self.ingest.as_secs_f64()
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "nodes": self.nodes,
+            "documents": self.documents,
+            "ingest_seconds": self.ingest.as_secs_f64(),
+            "generate_seconds": self.generate.as_secs_f64(),
+            "ingest_nodes_per_sec": self.ingest_nodes_per_sec(),
+            "data_bytes": self.data_bytes,
+            "queries": self.stats.iter().map(|s| json!({
+                "name": s.name, "count": s.count, "median_us": s.median_us, "p90_us": s.p90_us,
+                "p99_us": s.p99_us, "mean_us": s.mean_us, "mean_results": s.mean_results,
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    pub fn to_markdown(&self) -> String {
+        let mut s = format!(
+            "{} nodes in {} documents: ingest {:.1} s = {:.0} nodes/s (generation {:.1} s, not counted); data directory {:.0} MiB\n\n",
+            self.nodes,
+            self.documents,
+            self.ingest.as_secs_f64(),
+            self.ingest_nodes_per_sec(),
+            self.generate.as_secs_f64(),
+            self.data_bytes as f64 / (1u64 << 20) as f64
+        );
+        s.push_str("| query | count | median | p90 | p99 | mean | results |\n|---|---|---|---|---|---|---|\n");
+        for st in &self.stats {
+            s.push_str(&format!(
+                "| {} | {} | {:.1} µs | {:.1} µs | {:.1} µs | {:.1} µs | {:.1} |\n",
+                st.name, st.count, st.median_us, st.p90_us, st.p99_us, st.mean_us, st.mean_results
+            ));
+        }
+        s
+    }
+}
+
+/// What the query sampler remembers of each stored document.
+struct DocInfo {
+    nodes: u16,
+    pages: u32,
+    /// Document-order positions of nodes with children.
+    internal: Vec<u16>,
+    deepest: u16,
+}
+
+fn node_id(pos: u16) -> String {
+    format!("{pos:04}")
+}
+
+fn summarize(name: &'static str, mut times: Vec<Duration>, results: usize) -> Stat {
+    times.sort();
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let at = |q: f64| us(times[((times.len() - 1) as f64 * q).round() as usize]);
+    let count = times.len();
+    Stat {
+        name,
+        count,
+        median_us: at(0.5),
+        p90_us: at(0.9),
+        p99_us: at(0.99),
+        mean_us: times.iter().map(|d| us(*d)).sum::<f64>() / count as f64,
+        mean_results: results as f64 / count as f64,
+    }
+}
+
+fn dir_size(p: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(p) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Runs a query once to warm up and once timed for each sample.
+fn measure<S>(
+    name: &'static str,
+    samples: &[S],
+    mut op: impl FnMut(&S) -> treestore::Result<usize>,
+) -> treestore::Result<Stat> {
+    for s in samples {
+        op(s)?;
+    }
+    let mut times = Vec::with_capacity(samples.len());
+    let mut results = 0;
+    for s in samples {
+        let t = Instant::now();
+        results += op(s)?;
+        times.push(t.elapsed());
+    }
+    Ok(summarize(name, times, results))
+}
+
+/// Two-term queries: a domain term and a mid-frequency vocabulary word.
+fn queries(vocab: &Vocab, rng: &mut Rng, n: usize) -> Vec<String> {
+    let domain = Vocab::domain_terms();
+    (0..n)
+        .map(|_| {
+            let d = domain[rng.range(0, domain.len() - 1)];
+            let w = &vocab.words[rng.range(50, 3_000.min(vocab.words.len() - 1))];
+            format!("{d} {w}")
+        })
+        .collect()
+}
+
+pub fn run(opts: &DocBenchOptions) -> treestore::Result<DocBenchReport> {
+    let options = Options {
+        cache_bytes: opts.cache_bytes,
+        ..Options::default()
+    };
+    let store = TreeStore::open(&opts.dir, options)?;
+    let mut corpus = Corpus::new(CorpusSpec::new(opts.seed, opts.nodes));
+    let mut docs: Vec<DocInfo> = Vec::new();
+    let (mut ingest, mut generate) = (Duration::ZERO, Duration::ZERO);
+    loop {
+        let t = Instant::now();
+        let Some(doc) = corpus.next() else { break };
+        generate += t.elapsed();
+        let max_depth = doc.nodes.iter().map(|n| n.depth).max().unwrap_or(0);
+        let mut depth = vec![0u32; doc.nodes.len()];
+        let index: std::collections::HashMap<&str, usize> = doc
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.node_id.as_str(), i))
+            .collect();
+        for (i, n) in doc.nodes.iter().enumerate() {
+            if let Some(p) = n.parent_id.as_deref().and_then(|p| index.get(p)) {
+                depth[i] = depth[*p] + 1;
+            }
+        }
+        let _ = max_depth;
+        let deepest = (0..doc.nodes.len())
+            .max_by_key(|&i| (depth[i], i))
+            .unwrap_or(0) as u16;
+        let internal = (0..doc.nodes.len())
+            .filter(|&i| {
+                doc.nodes
+                    .iter()
+                    .any(|c| c.parent_id.as_deref() == Some(doc.nodes[i].node_id.as_str()))
+            })
+            .map(|i| i as u16)
+            .collect();
+        docs.push(DocInfo {
+            nodes: doc.nodes.len() as u16,
+            pages: doc.pages,
+            internal,
+            deepest,
+        });
+        let t = Instant::now();
+        store.store_document(doc.document, doc.nodes)?;
+        ingest += t.elapsed();
+    }
+    let data_bytes = dir_size(&opts.dir);
+
+    let mut rng = Rng::new(opts.seed ^ 0xBE7C);
+    let n = opts.samples;
+    let pick = |rng: &mut Rng| rng.range(0, docs.len() - 1);
+    let mut stats = Vec::new();
+
+    let sample: Vec<(usize, u16)> = (0..n)
+        .map(|_| {
+            let d = pick(&mut rng);
+            (d, rng.range(0, docs[d].nodes as usize - 1) as u16)
+        })
+        .collect();
+    stats.push(measure("get_node", &sample, |(d, pos)| {
+        store
+            .read()
+            .get_node(&Corpus::policy_id(*d), None, &node_id(*pos))
+            .map(|_| 1)
+    })?);
+
+    let sample: Vec<(usize, u16)> = (0..n)
+        .filter_map(|_| {
+            let d = pick(&mut rng);
+            let i = &docs[d].internal;
+            (!i.is_empty()).then(|| (d, i[rng.range(0, i.len() - 1)]))
+        })
+        .collect();
+    stats.push(measure("get_children", &sample, |(d, pos)| {
+        store
+            .read()
+            .get_children(&Corpus::policy_id(*d), None, Some(&node_id(*pos)))
+            .map(|v| v.len())
+    })?);
+
+    let full: Vec<usize> = (0..docs.len()).filter(|&d| docs[d].nodes == 300).collect();
+    if !full.is_empty() {
+        let sample: Vec<usize> = (0..n).map(|_| full[rng.range(0, full.len() - 1)]).collect();
+        stats.push(measure("subtree of a 300-node document", &sample, |d| {
+            store
+                .read()
+                .get_subtree(&Corpus::policy_id(*d), None, "0000", 0)
+                .map(|v| v.len())
+        })?);
+    }
+
+    let sample: Vec<usize> = (0..n).map(|_| pick(&mut rng)).collect();
+    stats.push(measure("ancestor path (deepest node)", &sample, |d| {
+        store
+            .read()
+            .get_ancestor_path(&Corpus::policy_id(*d), None, &node_id(docs[*d].deepest))
+            .map(|v| v.len())
+    })?);
+
+    let sample: Vec<(usize, u32)> = (0..n)
+        .map(|_| {
+            let d = pick(&mut rng);
+            (d, rng.range(1, docs[d].pages as usize) as u32)
+        })
+        .collect();
+    stats.push(measure("nodes by page", &sample, |(d, page)| {
+        store
+            .read()
+            .get_nodes_by_page(&Corpus::policy_id(*d), None, *page)
+            .map(|v| v.len())
+    })?);
+
+    let qs = queries(corpus.vocab(), &mut rng, n);
+    let sample: Vec<(usize, &String)> = qs.iter().map(|q| (pick(&mut rng), q)).collect();
+    stats.push(measure("search top-10, one policy", &sample, |(d, q)| {
+        let scope = SearchScope::Document {
+            policy: &Corpus::policy_id(*d),
+            version: None,
+        };
+        store.read().search(scope, q, 10).map(|v| v.len())
+    })?);
+
+    let sample: Vec<&String> = qs.iter().take((n / 10).max(10)).collect();
+    stats.push(measure("search top-10, all policies", &sample, |q| {
+        store
+            .read()
+            .search(SearchScope::AllPolicies, q, 10)
+            .map(|v| v.len())
+    })?);
+
+    store.close()?;
+    Ok(DocBenchReport {
+        nodes: opts.nodes,
+        documents: docs.len(),
+        ingest,
+        generate,
+        data_bytes,
+        stats,
+    })
+}
