@@ -270,7 +270,7 @@ impl<'s> Reader<'s> {
         let end = ord
             .checked_add(top.subtree_size)
             .ok_or_else(|| Error::corrupt(&doc.keys.node(ord), "subtree size out of range"))?;
-        let lower = doc.keys.node(ord + 1);
+        let lower = doc.keys.node(ord.saturating_add(1));
         let upper = doc.keys.node(end);
         let mut levels: Vec<(u32, Node)> = vec![(top.depth, first)];
         for item in self.txn.range(
