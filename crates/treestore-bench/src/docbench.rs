@@ -175,29 +175,27 @@ pub fn run(opts: &DocBenchOptions) -> treestore::Result<DocBenchReport> {
         let t = Instant::now();
         let Some(doc) = corpus.next() else { break };
         generate += t.elapsed();
-        let max_depth = doc.nodes.iter().map(|n| n.depth).max().unwrap_or(0);
-        let mut depth = vec![0u32; doc.nodes.len()];
+        // Depth and "has children" from the parent links (nodes are in
+        // document order, so a parent comes before its children).
         let index: std::collections::HashMap<&str, usize> = doc
             .nodes
             .iter()
             .enumerate()
             .map(|(i, n)| (n.node_id.as_str(), i))
             .collect();
+        let mut depth = vec![0u32; doc.nodes.len()];
+        let mut has_children = vec![false; doc.nodes.len()];
         for (i, n) in doc.nodes.iter().enumerate() {
-            if let Some(p) = n.parent_id.as_deref().and_then(|p| index.get(p)) {
-                depth[i] = depth[*p] + 1;
+            if let Some(&p) = n.parent_id.as_deref().and_then(|p| index.get(p)) {
+                depth[i] = depth[p] + 1;
+                has_children[p] = true;
             }
         }
-        let _ = max_depth;
         let deepest = (0..doc.nodes.len())
             .max_by_key(|&i| (depth[i], i))
             .unwrap_or(0) as u16;
         let internal = (0..doc.nodes.len())
-            .filter(|&i| {
-                doc.nodes
-                    .iter()
-                    .any(|c| c.parent_id.as_deref() == Some(doc.nodes[i].node_id.as_str()))
-            })
+            .filter(|&i| has_children[i])
             .map(|i| i as u16)
             .collect();
         docs.push(DocInfo {

@@ -109,6 +109,13 @@ impl KeyBuilder {
     }
 }
 
+impl From<Vec<u8>> for KeyBuilder {
+    /// Continues a key from already encoded bytes.
+    fn from(v: Vec<u8>) -> Self {
+        KeyBuilder(v)
+    }
+}
+
 /// Decodes an encoded tuple key.
 pub fn decode(key: &[u8]) -> Result<Vec<Elem>, KeyError> {
     let mut out = Vec::new();

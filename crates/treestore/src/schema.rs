@@ -143,12 +143,6 @@ impl DocKeys {
     }
 }
 
-impl From<Vec<u8>> for KeyBuilder {
-    fn from(v: Vec<u8>) -> Self {
-        KeyBuilder::new().raw(&v)
-    }
-}
-
 /// The current-version pointer of a policy.
 pub fn current(policy: &str) -> Vec<u8> {
     KeyBuilder::new().raw(&[SPACE_CURRENT]).str(policy).finish()
