@@ -272,7 +272,8 @@ impl CorpusSpec {
 /// One generated document version.
 pub struct GeneratedDoc {
     pub document: Document,
-    /// In document order; `nodes[0]` is the root.
+    /// In document order; `nodes[0]` is the root. `depth` and `child_ids` are
+    /// filled in.
     pub nodes: Vec<Node>,
     /// Levels below the root.
     pub depth: usize,
@@ -375,6 +376,8 @@ impl Corpus {
             let words = rng.range(3, 10);
             self.vocab.phrase(rng, words, &mut buf);
             let mut node = Node::new(id(i), parent[i].map(id).as_deref(), buf.clone(), pages[i]);
+            node.depth = level[i] as u32;
+            node.child_ids = children[i].iter().map(|&c| id(c)).collect();
             let words = rng.range(40, 120);
             self.vocab.phrase(rng, words, &mut buf);
             node.summary = buf.clone();
@@ -404,8 +407,9 @@ impl Iterator for Corpus {
 /// The document in PageIndex's open-source output shape (`doc_name`,
 /// `structure`, nested `nodes`), for tools that import JSON.
 pub fn to_pageindex_json(doc: &GeneratedDoc) -> Value {
-    fn build(i: usize, doc: &GeneratedDoc, kids: &[Vec<usize>]) -> Value {
-        let n = &doc.nodes[i];
+    let index: std::collections::HashMap<&str, &Node> =
+        doc.nodes.iter().map(|n| (n.node_id.as_str(), n)).collect();
+    fn build(n: &Node, index: &std::collections::HashMap<&str, &Node>) -> Value {
         let mut v = json!({
             "title": n.title,
             "node_id": n.node_id,
@@ -414,28 +418,18 @@ pub fn to_pageindex_json(doc: &GeneratedDoc) -> Value {
             "summary": n.summary,
             "text": n.text,
         });
-        if !kids[i].is_empty() {
-            v["nodes"] = Value::Array(kids[i].iter().map(|&c| build(c, doc, kids)).collect());
+        if !n.child_ids.is_empty() {
+            v["nodes"] = n
+                .child_ids
+                .iter()
+                .map(|c| build(index[c.as_str()], index))
+                .collect();
         }
         v
     }
-    let index: std::collections::HashMap<&str, usize> = doc
-        .nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.node_id.as_str(), i))
-        .collect();
-    let mut kids = vec![Vec::new(); doc.nodes.len()];
-    let mut roots = Vec::new();
-    for (i, n) in doc.nodes.iter().enumerate() {
-        match n.parent_id.as_deref().and_then(|p| index.get(p)) {
-            Some(&p) => kids[p].push(i),
-            None => roots.push(i),
-        }
-    }
     json!({
         "doc_name": doc.document.pageindex_doc_id,
-        "structure": roots.iter().map(|&r| build(r, doc, &kids)).collect::<Vec<_>>(),
+        "structure": doc.nodes.iter().filter(|n| n.parent_id.is_none()).map(|n| build(n, &index)).collect::<Vec<_>>(),
     })
 }
 

@@ -175,27 +175,11 @@ pub fn run(opts: &DocBenchOptions) -> treestore::Result<DocBenchReport> {
         let t = Instant::now();
         let Some(doc) = corpus.next() else { break };
         generate += t.elapsed();
-        // Depth and "has children" from the parent links (nodes are in
-        // document order, so a parent comes before its children).
-        let index: std::collections::HashMap<&str, usize> = doc
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.node_id.as_str(), i))
-            .collect();
-        let mut depth = vec![0u32; doc.nodes.len()];
-        let mut has_children = vec![false; doc.nodes.len()];
-        for (i, n) in doc.nodes.iter().enumerate() {
-            if let Some(&p) = n.parent_id.as_deref().and_then(|p| index.get(p)) {
-                depth[i] = depth[p] + 1;
-                has_children[p] = true;
-            }
-        }
         let deepest = (0..doc.nodes.len())
-            .max_by_key(|&i| (depth[i], i))
+            .max_by_key(|&i| (doc.nodes[i].depth, i))
             .unwrap_or(0) as u16;
         let internal = (0..doc.nodes.len())
-            .filter(|&i| has_children[i])
+            .filter(|&i| !doc.nodes[i].child_ids.is_empty())
             .map(|i| i as u16)
             .collect();
         docs.push(DocInfo {

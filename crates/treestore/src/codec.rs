@@ -72,9 +72,6 @@ pub struct Dec<'a> {
 }
 
 impl<'a> Dec<'a> {
-    pub fn new(buf: &'a [u8]) -> Self {
-        Dec { buf, at: 0 }
-    }
     /// Starts a record: checks its format byte.
     pub fn record(buf: &'a [u8]) -> Result<Self, CodecError> {
         match buf.first() {
@@ -103,7 +100,7 @@ impl<'a> Dec<'a> {
         let at = self.at;
         u32::try_from(self.u64()?).map_err(|_| CodecError::OutOfRange(at))
     }
-    pub fn len(&mut self) -> Result<usize, CodecError> {
+    pub fn read_len(&mut self) -> Result<usize, CodecError> {
         let at = self.at;
         let n = self.u64()?;
         // A length can never exceed the bytes left (every element takes >= 1 byte).
@@ -117,7 +114,7 @@ impl<'a> Dec<'a> {
         Ok(((v >> 1) as i64) ^ -((v & 1) as i64))
     }
     pub fn bytes(&mut self) -> Result<&'a [u8], CodecError> {
-        let n = self.len()?;
+        let n = self.read_len()?;
         let b = &self.buf[self.at..self.at + n];
         self.at += n;
         Ok(b)
@@ -130,15 +127,12 @@ impl<'a> Dec<'a> {
         self.str().map(str::to_string)
     }
     pub fn strings(&mut self) -> Result<Vec<String>, CodecError> {
-        let n = self.len()?;
+        let n = self.read_len()?;
         (0..n).map(|_| self.string()).collect()
     }
     pub fn u32s(&mut self) -> Result<Vec<u32>, CodecError> {
-        let n = self.len()?;
+        let n = self.read_len()?;
         (0..n).map(|_| self.u32()).collect()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.at >= self.buf.len()
     }
     pub fn end(self) -> Result<(), CodecError> {
         match self.buf.len() - self.at {
@@ -273,7 +267,7 @@ pub fn decode_document(
     let mut d = Dec::record(buf)?;
     let pageindex_doc_id = d.string()?;
     let root = d.str()?;
-    let n = d.len()?;
+    let n = d.read_len()?;
     let mut metadata = BTreeMap::new();
     for _ in 0..n {
         let k = d.string()?;

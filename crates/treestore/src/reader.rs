@@ -324,11 +324,7 @@ impl<'s> Reader<'s> {
         page: u32,
     ) -> Result<Vec<Node>> {
         let doc = self.resolve(policy, version)?;
-        let ords = self.index_ords(&doc.keys.pages(page))?;
-        if ords.is_empty() {
-            self.doc_record(&doc)?;
-        }
-        self.nodes_at(&doc, ords)
+        self.indexed_nodes(&doc, &doc.keys.pages(page))
     }
 
     /// The nodes with this section path, in document order.
@@ -339,11 +335,17 @@ impl<'s> Reader<'s> {
         section_path: &str,
     ) -> Result<Vec<Node>> {
         let doc = self.resolve(policy, version)?;
-        let ords = self.index_ords(&doc.keys.sections(section_path))?;
+        self.indexed_nodes(&doc, &doc.keys.sections(section_path))
+    }
+
+    /// The nodes named by the index entries under `prefix`; no entries is an
+    /// empty list if the document exists, else not found.
+    fn indexed_nodes(&self, doc: &Doc, prefix: &[u8]) -> Result<Vec<Node>> {
+        let ords = self.index_ords(prefix)?;
         if ords.is_empty() {
-            self.doc_record(&doc)?;
+            self.doc_record(doc)?;
         }
-        self.nodes_at(&doc, ords)
+        self.nodes_at(doc, ords)
     }
 
     /// Ords of the index entries under `prefix` (their keys end in the ord).
