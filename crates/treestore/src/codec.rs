@@ -292,32 +292,13 @@ pub fn decode_document(
     Ok((doc, stats))
 }
 
-/// The current-version pointer of a policy, with the statistics cross-policy
-/// search needs so it can read them without opening each document record.
+/// A policy's version in force, with the statistics cross-policy search needs
+/// (read from the version index, not from each document record).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Current {
     pub version_id: String,
     pub node_count: u32,
     pub total_len: u64,
-}
-
-pub fn encode_current(c: &Current) -> Vec<u8> {
-    let mut e = Enc::with_format();
-    e.str(&c.version_id)
-        .u64(c.node_count.into())
-        .u64(c.total_len);
-    e.finish()
-}
-
-pub fn decode_current(buf: &[u8]) -> Result<Current, CodecError> {
-    let mut d = Dec::record(buf)?;
-    let c = Current {
-        version_id: d.string()?,
-        node_count: d.u32()?,
-        total_len: d.u64()?,
-    };
-    d.end()?;
-    Ok(c)
 }
 
 /// Summary of one term's postings in one document: enough to bound the score
@@ -533,7 +514,6 @@ mod tests {
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = decode_node(&bytes);
             let _ = decode_document("p", "v", &bytes);
-            let _ = decode_current(&bytes);
             let _ = decode_postings(&bytes, &mut Vec::new());
             let _ = decode_u32(&bytes);
             let _ = decode_i64(&bytes);

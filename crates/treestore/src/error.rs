@@ -20,6 +20,14 @@ pub enum Error {
         version: String,
         node_id: String,
     },
+    /// The policy has versions, but none is in force at the instant asked
+    /// (before the first one, or in a gap after an explicit end); `reason`
+    /// says which.
+    #[error("no version of policy {policy:?} in force: {reason}")]
+    NoVersionInForce { policy: String, reason: String },
+    /// A record of the version, metadata or prompt stores does not exist.
+    #[error("{kind} {id:?} not found")]
+    RecordNotFound { kind: &'static str, id: String },
     /// A request argument is missing or malformed; `field` names it.
     #[error("invalid argument {field}: {reason}")]
     InvalidArgument { field: String, reason: String },
@@ -75,6 +83,13 @@ impl Error {
         }
     }
 
+    pub(crate) fn not_found(kind: &'static str, id: impl Into<String>) -> Self {
+        Error::RecordNotFound {
+            kind,
+            id: id.into(),
+        }
+    }
+
     pub(crate) fn corrupt(key: &[u8], reason: impl std::fmt::Display) -> Self {
         Error::CorruptRecord {
             key: printable(key),
@@ -87,11 +102,14 @@ impl Error {
         matches!(self, Error::Storage(e) if e.is_retryable())
     }
 
-    /// Whether this is a not-found error (document or node).
+    /// Whether this is a not-found error (document, node, version in force or record).
     pub fn is_not_found(&self) -> bool {
         matches!(
             self,
-            Error::DocumentNotFound { .. } | Error::NodeNotFound { .. }
+            Error::DocumentNotFound { .. }
+                | Error::NodeNotFound { .. }
+                | Error::NoVersionInForce { .. }
+                | Error::RecordNotFound { .. }
         )
     }
 }

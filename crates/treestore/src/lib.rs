@@ -9,25 +9,41 @@
 //! - [`schema`]: the key layout; [`codec`]: the record encodings; [`key`]: tuple keys.
 //! - [`analyzer`] and [`search`]: text analysis and BM25.
 //! - [`pageindex`]: import of PageIndex JSON (both shapes).
+//! - [`versions`]: the version store (effective periods, as-of queries, diffs).
+//! - [`metadata`]: tool results, trajectories, cross-references, contradictions.
+//! - [`prompts`]: prompt templates in versions and their usage.
+//! - [`batch`]: several writes of any store in one atomic transaction.
+//! - [`ids`]: generated, time-ordered record ids.
 //! - [`time`](mod@time): timestamps.
 
 pub mod analyzer;
+pub mod batch;
 pub mod codec;
 pub mod error;
+pub mod ids;
 pub mod key;
+pub mod metadata;
 pub mod model;
 pub mod pageindex;
 pub mod plan;
+pub mod prompts;
 pub mod reader;
+mod records;
 pub mod schema;
 pub mod search;
 pub mod store;
 pub mod time;
+pub mod versions;
 
+pub use batch::WriteOp;
 pub use error::{Error, Result};
 pub use key::{Elem, KeyBuilder, KeyError};
+pub use metadata::MetadataStore;
 pub use model::{Document, Node, SearchHit, StoreReport};
+pub use prompts::PromptStore;
 pub use reader::{Reader, SearchScope};
+pub use records::{DEFAULT_QUERY_LIMIT, MAX_QUERY_LIMIT};
 pub use store::TreeStore;
 pub use time::Timestamp;
 pub use treestore_storage::{Durability, Options};
+pub use versions::{PolicyVersion, VersionDiff, VersionSpec, VersionStore};

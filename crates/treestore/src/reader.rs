@@ -12,9 +12,10 @@ use crate::codec::{self, DocStats, NodeHeader};
 use crate::error::{Error, Result};
 use crate::model::{Document, Node, SearchHit};
 use crate::plan::check_id_arg;
-use crate::schema::{self, DocKeys};
+use crate::schema::DocKeys;
 use crate::search;
 use crate::time::Timestamp;
+use crate::versions::{self, PolicyVersion};
 
 /// Where a search looks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,35 +49,18 @@ impl<'s> Reader<'s> {
         Reader { analyzer, txn }
     }
 
-    /// The policy's current version: the one most recently stored.
+    /// The policy's version in force now (without effective dates: the one
+    /// most recently stored); `None` when it has no versions. In a gap between
+    /// effective periods: [`Error::NoVersionInForce`].
     pub fn current_version(&self, policy: &str) -> Result<Option<String>> {
         check_id_arg("policy_id", policy)?;
-        let key = schema::current(policy);
-        match self.txn.get(&key)? {
-            None => Ok(None),
-            Some(v) => Ok(Some(
-                codec::decode_current(&v)
-                    .map_err(|e| Error::corrupt(&key, e))?
-                    .version_id,
-            )),
-        }
+        Ok(versions::in_force(&self.txn, policy, Timestamp::now_observed())?.map(|e| e.version_id))
     }
 
-    /// The stored versions of a policy with when each was last stored, oldest
-    /// first.
-    pub fn list_versions(&self, policy: &str) -> Result<Vec<(String, Timestamp)>> {
+    /// A policy's registered versions, latest effective start first.
+    pub fn list_versions(&self, policy: &str) -> Result<Vec<PolicyVersion>> {
         check_id_arg("policy_id", policy)?;
-        let prefix = schema::versions(policy);
-        let mut out = Vec::new();
-        for item in self.txn.prefix(&prefix, false) {
-            let (k, v) = item?;
-            let id = schema::version_of_key(&prefix, &k)
-                .ok_or_else(|| Error::corrupt(&k, "malformed key"))?;
-            let at = codec::decode_i64(&v).map_err(|e| Error::corrupt(&k, e))?;
-            out.push((id, Timestamp::from_unix_nanos(at)));
-        }
-        out.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
-        Ok(out)
+        versions::list(&self.txn, policy, 0)
     }
 
     fn resolve(&self, policy: &str, version: Option<&str>) -> Result<Doc> {
@@ -397,7 +381,7 @@ impl<'s> Reader<'s> {
                 if terms.is_empty() {
                     return Ok(Vec::new());
                 }
-                let docs = search::current_versions(&self.txn)?;
+                let docs = versions::all_in_force(&self.txn, Timestamp::now_observed())?;
                 let hits = search::search_all(&self.txn, &docs, &terms, limit)?;
                 let mut resolved: HashMap<usize, Doc> = HashMap::new();
                 hits.into_iter()

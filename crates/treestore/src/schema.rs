@@ -13,9 +13,29 @@
 //! | 0x10  | (policy, version) `g` page ord                    | empty (page index)    |
 //! | 0x10  | (policy, version) `s` (section_path) ord          | empty                 |
 //! | 0x10  | (policy, version) `p` (term)                      | posting list          |
-//! | 0x11  | (policy)                                          | current version       |
-//! | 0x12  | (policy, version)                                 | stored-at time        |
+//! | 0x11  | (policy, effective_start, registered_at)            | version index entry   |
+//! | 0x12  | (policy, version)                                 | version record (JSON) |
 //! | 0x13  | (term, policy, version)                           | term summary          |
+//! | 0x20  | (execution_id)                                    | tool result (JSON)    |
+//! | 0x21  | (case_id, executed_at, execution_id)              | execution_id          |
+//! | 0x22  | (tool_name, executed_at, execution_id)            | success, latency      |
+//! | 0x23  | (policy_id, executed_at, execution_id)            | execution_id          |
+//! | 0x28  | (trajectory_id)                                   | trajectory (JSON)     |
+//! | 0x29  | (case_id, started_at, trajectory_id)              | step count            |
+//! | 0x2a  | (policy_id, node_id, trajectory_id)               | visits in it          |
+//! | 0x30  | (reference_id)                                    | cross-reference (JSON)|
+//! | 0x31  | (source policy, source node, type, reference_id)  | empty (outgoing)      |
+//! | 0x32  | (target policy, target node, type, reference_id)  | empty (incoming)      |
+//! | 0x38  | (contradiction_id)                                | contradiction (JSON)  |
+//! | 0x39  | (case_id, detected_at, contradiction_id)          | empty                 |
+//! | 0x3a  | (criterion_id, detected_at, contradiction_id)     | empty                 |
+//! | 0x3b  | (detected_at, contradiction_id) while unresolved  | empty                 |
+//! | 0x40  | (prompt_id, version)                              | prompt template (JSON)|
+//! | 0x41  | (prompt_id, created_at, registered_at)            | version               |
+//! | 0x42  | (prompt_id, deployed_at, registered_at)           | version               |
+//! | 0x48  | (usage_id)                                        | prompt usage (JSON)   |
+//! | 0x49  | (case_id, used_at, usage_id)                      | empty                 |
+//! | 0x4a  | (prompt_id, version, used_at, usage_id)           | outcome               |
 //!
 //! All keys of one document share the prefix `0x10 (policy, version)`, so
 //! deleting a document is one prefix scan; a subtree is the contiguous ord range
@@ -25,9 +45,37 @@
 use crate::key::{self, Elem, KeyBuilder};
 
 const SPACE_DOC: u8 = 0x10;
-const SPACE_CURRENT: u8 = 0x11;
+/// The effective-time index of versions ([`crate::versions`]).
+pub(crate) const SPACE_EFFECTIVE: u8 = 0x11;
 const SPACE_VERSIONS: u8 = 0x12;
 const SPACE_TERMS: u8 = 0x13;
+pub(crate) const SPACE_TOOL_RESULT: u8 = 0x20;
+pub(crate) const SPACE_TOOL_BY_CASE: u8 = 0x21;
+pub(crate) const SPACE_TOOL_BY_TOOL: u8 = 0x22;
+pub(crate) const SPACE_TOOL_BY_POLICY: u8 = 0x23;
+pub(crate) const SPACE_TRAJECTORY: u8 = 0x28;
+pub(crate) const SPACE_TRAJECTORY_BY_CASE: u8 = 0x29;
+pub(crate) const SPACE_VISITS: u8 = 0x2a;
+pub(crate) const SPACE_XREF: u8 = 0x30;
+pub(crate) const SPACE_XREF_OUT: u8 = 0x31;
+pub(crate) const SPACE_XREF_IN: u8 = 0x32;
+pub(crate) const SPACE_CONTRADICTION: u8 = 0x38;
+pub(crate) const SPACE_CONTRADICTION_BY_CASE: u8 = 0x39;
+pub(crate) const SPACE_CONTRADICTION_BY_CRITERION: u8 = 0x3a;
+pub(crate) const SPACE_CONTRADICTION_UNRESOLVED: u8 = 0x3b;
+pub(crate) const SPACE_PROMPT: u8 = 0x40;
+pub(crate) const SPACE_PROMPT_BY_CREATED: u8 = 0x41;
+pub(crate) const SPACE_PROMPT_BY_DEPLOYED: u8 = 0x42;
+pub(crate) const SPACE_USAGE: u8 = 0x48;
+pub(crate) const SPACE_USAGE_BY_CASE: u8 = 0x49;
+pub(crate) const SPACE_USAGE_BY_PROMPT: u8 = 0x4a;
+
+/// A key in `space` made of string elements.
+pub(crate) fn strs(space: u8, parts: &[&str]) -> KeyBuilder {
+    parts
+        .iter()
+        .fold(KeyBuilder::new().raw(&[space]), |k, p| k.str(p))
+}
 
 const T_DOC: u8 = b'd';
 const T_NODE: u8 = b'n';
@@ -143,28 +191,7 @@ impl DocKeys {
     }
 }
 
-/// The current-version pointer of a policy.
-pub fn current(policy: &str) -> Vec<u8> {
-    KeyBuilder::new().raw(&[SPACE_CURRENT]).str(policy).finish()
-}
-
-/// Prefix of every current-version pointer.
-pub fn currents() -> Vec<u8> {
-    vec![SPACE_CURRENT]
-}
-
-/// The policy of a current-version key.
-pub fn policy_of_current_key(key: &[u8]) -> Option<String> {
-    match key::decode(key.strip_prefix(&[SPACE_CURRENT])?)
-        .ok()?
-        .as_slice()
-    {
-        [Elem::Bytes(p)] => String::from_utf8(p.clone()).ok(),
-        _ => None,
-    }
-}
-
-/// The entry of one version in a policy's version list.
+/// The record of one registered version of a policy.
 pub fn version(policy: &str, version: &str) -> Vec<u8> {
     KeyBuilder::new()
         .raw(&[SPACE_VERSIONS])
@@ -173,7 +200,7 @@ pub fn version(policy: &str, version: &str) -> Vec<u8> {
         .finish()
 }
 
-/// Prefix of a policy's version list.
+/// Prefix of a policy's version records.
 pub fn versions(policy: &str) -> Vec<u8> {
     KeyBuilder::new()
         .raw(&[SPACE_VERSIONS])
@@ -238,10 +265,6 @@ mod tests {
         assert_eq!(
             d.term_of_posting_key(&d.posting("mri")).as_deref(),
             Some("mri")
-        );
-        assert_eq!(
-            policy_of_current_key(&current("p\0x")).as_deref(),
-            Some("p\0x")
         );
         let vp = versions("p");
         assert_eq!(

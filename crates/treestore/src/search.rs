@@ -309,19 +309,6 @@ pub(crate) fn search_document(
     Ok(top(hits, limit))
 }
 
-/// The current version of every policy, in policy order.
-pub(crate) fn current_versions(txn: &ReadTxn) -> Result<Vec<(String, Current)>> {
-    let mut out = Vec::new();
-    for item in txn.prefix(&schema::currents(), false) {
-        let (k, v) = item?;
-        let policy =
-            schema::policy_of_current_key(&k).ok_or_else(|| Error::corrupt(&k, "malformed key"))?;
-        let cur = codec::decode_current(&v).map_err(|e| Error::corrupt(&k, e))?;
-        out.push((policy, cur));
-    }
-    Ok(out)
-}
-
 /// Ranks the nodes of the given document versions (`docs[i]` = (policy,
 /// current)) together, with collection statistics over all of them. Documents
 /// are visited in decreasing order of the best score any of their nodes could

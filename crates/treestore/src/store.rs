@@ -8,14 +8,18 @@ use std::path::Path;
 use treestore_storage::{Db, Options, WriteTxn};
 
 use crate::analyzer::Analyzer;
-use crate::codec::{self, Current, DocStats};
+use crate::codec::{self, DocStats};
 use crate::error::{Error, Result};
+use crate::metadata::MetadataStore;
 use crate::model::{Document, Node, StoreReport};
 use crate::plan::{self, Plan};
+use crate::prompts::PromptStore;
 use crate::reader::Reader;
+use crate::records;
 use crate::schema::{self, DocKeys};
 use crate::search::{self, DocIndex};
 use crate::time::Timestamp;
+use crate::versions::{self, VersionSpec, VersionStore};
 
 /// How often a write that lost a conflict to a concurrent transaction is
 /// retried before the conflict is returned. Writes here replace whole records,
@@ -63,71 +67,161 @@ impl TreeStore {
     /// this version the policy's current one. When validation fails nothing is
     /// written.
     pub fn store_document(&self, doc: Document, nodes: Vec<Node>) -> Result<StoreReport> {
-        let now = Timestamp::now_monotonic();
-        let plan = plan::plan(&doc, nodes, now)?;
-        let index = search::index_document(&self.analyzer, &plan.nodes);
-        let keys = DocKeys::new(&doc.policy_id, &doc.version_id);
-        let records = Records::encode(&keys, &plan, &index);
+        self.store_document_with(doc, nodes, None)
+    }
+
+    /// [`TreeStore::store_document`], registering the version as `spec` says
+    /// (effective period, supersedes, provenance) in the same transaction.
+    /// Without a spec, a version registered earlier with an explicit start
+    /// keeps it; otherwise the version is effective from now.
+    pub fn store_document_with(
+        &self,
+        doc: Document,
+        nodes: Vec<Node>,
+        spec: Option<&VersionSpec>,
+    ) -> Result<StoreReport> {
+        let prepared = self.prepare_document(doc, nodes, spec)?;
         retry(|| {
             let mut txn = self.db.begin_write();
-            let old = txn.get(&keys.document())?;
-            let replaced = old.is_some();
-            let mut doc = doc.clone();
-            doc.updated_at = now;
-            doc.created_at = match &old {
-                Some(v) => {
-                    codec::decode_document(&doc.policy_id, &doc.version_id, v)
-                        .map_err(|e| Error::corrupt(&keys.document(), e))?
-                        .0
-                        .created_at
-                }
-                None if doc.created_at == Timestamp::EPOCH => now,
-                None => doc.created_at,
-            };
-            if replaced {
-                delete_content(&mut txn, &keys, &doc.policy_id, &doc.version_id)?;
-            }
-            let stats = DocStats {
-                stored_at: now,
-                node_count: plan.nodes.len() as u32,
-                total_len: index.total_len,
-                top_ords: plan.top_ords.clone(),
-            };
-            txn.put(&keys.document(), &codec::encode_document(&doc, &stats))?;
-            for (k, v) in &records.entries {
-                txn.put(k, v)?;
-            }
-            for (term, summary) in &records.summaries {
-                txn.put(
-                    &schema::term(term, &doc.policy_id, &doc.version_id),
-                    summary,
-                )?;
-            }
-            txn.put(
-                &schema::version(&doc.policy_id, &doc.version_id),
-                &codec::encode_i64(now.unix_nanos()),
-            )?;
-            let current = Current {
-                version_id: doc.version_id.clone(),
-                node_count: stats.node_count,
-                total_len: stats.total_len,
-            };
-            txn.put(
-                &schema::current(&doc.policy_id),
-                &codec::encode_current(&current),
-            )?;
+            let report = prepared.write(&mut txn)?;
             txn.commit()?;
-            Ok(StoreReport {
-                nodes: plan.nodes.len(),
-                replaced,
-                terms: index.postings.len(),
-            })
+            Ok(report)
         })
     }
 
-    /// Deletes one version of a policy's document, or with `version` `None`
-    /// every version. Returns the deleted version ids. When the current version
-    /// is deleted, the most recently stored remaining version becomes current.
+    /// Validates and indexes a document for [`PreparedDocument::write`]
+    /// (outside any transaction: it is the expensive part of storing).
+    pub(crate) fn prepare_document(
+        &self,
+        doc: Document,
+        nodes: Vec<Node>,
+        spec: Option<&VersionSpec>,
+    ) -> Result<PreparedDocument> {
+        let now = Timestamp::now_monotonic();
+        let plan = plan::plan(&doc, nodes, now)?;
+        if let Some(spec) = spec {
+            let probe = versions::for_document(
+                &doc.policy_id,
+                &doc.version_id,
+                &doc.pageindex_doc_id,
+                None,
+                Some(spec),
+                now,
+            );
+            versions::validate(&probe)?;
+        }
+        let index = search::index_document(&self.analyzer, &plan.nodes);
+        let keys = DocKeys::new(&doc.policy_id, &doc.version_id);
+        let records = Records::encode(&keys, &plan, &index);
+        Ok(PreparedDocument {
+            doc,
+            spec: spec.cloned(),
+            now,
+            node_count: plan.nodes.len(),
+            top_ords: plan.top_ords,
+            total_len: index.total_len,
+            terms: index.postings.len(),
+            keys,
+            records,
+        })
+    }
+
+    /// The version store on this database.
+    pub fn versions(&self) -> VersionStore<'_> {
+        VersionStore::new(self)
+    }
+
+    /// The metadata store (tool results, trajectories, cross-references,
+    /// contradictions) on this database.
+    pub fn metadata(&self) -> MetadataStore<'_> {
+        MetadataStore::new(&self.db)
+    }
+
+    /// The prompt store on this database.
+    pub fn prompts(&self) -> PromptStore<'_> {
+        PromptStore::new(&self.db)
+    }
+}
+
+/// A validated, indexed document ready to be written in a transaction.
+pub(crate) struct PreparedDocument {
+    doc: Document,
+    spec: Option<VersionSpec>,
+    now: Timestamp,
+    node_count: usize,
+    top_ords: Vec<u32>,
+    total_len: u64,
+    terms: usize,
+    keys: DocKeys,
+    records: Records,
+}
+
+impl PreparedDocument {
+    /// `policy/version`.
+    pub(crate) fn id(&self) -> String {
+        format!("{}/{}", self.doc.policy_id, self.doc.version_id)
+    }
+
+    /// Writes the document, replacing earlier content of its version, and
+    /// registers the version.
+    pub(crate) fn write(&self, txn: &mut WriteTxn) -> Result<StoreReport> {
+        let (keys, records, now) = (&self.keys, &self.records, self.now);
+        let old = txn.get(&keys.document())?;
+        let replaced = old.is_some();
+        let mut doc = self.doc.clone();
+        doc.updated_at = now;
+        doc.created_at = match &old {
+            Some(v) => {
+                codec::decode_document(&doc.policy_id, &doc.version_id, v)
+                    .map_err(|e| Error::corrupt(&keys.document(), e))?
+                    .0
+                    .created_at
+            }
+            None if doc.created_at == Timestamp::EPOCH => now,
+            None => doc.created_at,
+        };
+        if replaced {
+            delete_content(txn, keys, &doc.policy_id, &doc.version_id)?;
+        }
+        let stats = DocStats {
+            stored_at: now,
+            node_count: self.node_count as u32,
+            total_len: self.total_len,
+            top_ords: self.top_ords.clone(),
+        };
+        txn.put(&keys.document(), &codec::encode_document(&doc, &stats))?;
+        for (k, v) in &records.entries {
+            txn.put(k, v)?;
+        }
+        for (term, summary) in &records.summaries {
+            txn.put(
+                &schema::term(term, &doc.policy_id, &doc.version_id),
+                summary,
+            )?;
+        }
+        let old_reg = records::get_in(txn, &schema::version(&doc.policy_id, &doc.version_id))?;
+        let reg = versions::for_document(
+            &doc.policy_id,
+            &doc.version_id,
+            &doc.pageindex_doc_id,
+            old_reg,
+            self.spec.as_ref(),
+            now,
+        );
+        versions::register(txn, reg)?;
+        Ok(StoreReport {
+            nodes: self.node_count,
+            replaced,
+            terms: self.terms,
+        })
+    }
+}
+
+impl TreeStore {
+    /// Deletes one version of a policy (its document and its registration),
+    /// or with `version` `None` every version. Returns the deleted version
+    /// ids. Deleting the version in force makes the one that then covers the
+    /// instant current (without effective dates: the most recently stored).
     pub fn delete_document(&self, policy: &str, version: Option<&str>) -> Result<Vec<String>> {
         plan::check_id_arg("policy_id", policy)?;
         if let Some(v) = version {
@@ -135,68 +229,47 @@ impl TreeStore {
         }
         retry(|| {
             let mut txn = self.db.begin_write();
-            let prefix = schema::versions(policy);
-            let mut remaining: Vec<(String, i64)> = Vec::new();
-            for item in txn.prefix(&prefix, false) {
-                let (k, v) = item?;
-                let id = schema::version_of_key(&prefix, &k)
-                    .ok_or_else(|| Error::corrupt(&k, "malformed key"))?;
-                let at = codec::decode_i64(&v).map_err(|e| Error::corrupt(&k, e))?;
-                remaining.push((id, at));
-            }
-            let doomed: Vec<String> = match version {
-                Some(v) => remaining
-                    .iter()
-                    .filter(|(id, _)| id == v)
-                    .map(|(id, _)| id.clone())
-                    .collect(),
-                None => remaining.iter().map(|(id, _)| id.clone()).collect(),
-            };
-            if doomed.is_empty() {
-                return Err(Error::DocumentNotFound {
-                    policy: policy.to_string(),
-                    version: version.map(str::to_string),
-                });
-            }
-            for v in &doomed {
-                delete_content(&mut txn, &DocKeys::new(policy, v), policy, v)?;
-                txn.delete(&schema::version(policy, v))?;
-            }
-            remaining.retain(|(id, _)| !doomed.contains(id));
-            let current_key = schema::current(policy);
-            let current = match txn.get(&current_key)? {
-                Some(v) => {
-                    Some(codec::decode_current(&v).map_err(|e| Error::corrupt(&current_key, e))?)
-                }
-                None => None,
-            };
-            if current.is_none_or(|c| doomed.contains(&c.version_id)) {
-                match remaining.iter().max_by_key(|(id, at)| (*at, id.clone())) {
-                    None => txn.delete(&current_key)?,
-                    Some((id, _)) => {
-                        let keys = DocKeys::new(policy, id);
-                        let raw = txn.get(&keys.document())?.ok_or_else(|| {
-                            Error::corrupt(&keys.document(), "listed version has no document")
-                        })?;
-                        let (_, stats) = codec::decode_document(policy, id, &raw)
-                            .map_err(|e| Error::corrupt(&keys.document(), e))?;
-                        let c = Current {
-                            version_id: id.clone(),
-                            node_count: stats.node_count,
-                            total_len: stats.total_len,
-                        };
-                        txn.put(&current_key, &codec::encode_current(&c))?;
-                    }
-                }
-            }
+            let doomed = delete_versions(&mut txn, policy, version)?;
             txn.commit()?;
-            Ok(doomed.clone())
+            Ok(doomed)
         })
     }
 }
 
+/// Deletes one version (or all) of a policy in `txn`; the deleted ids, or
+/// not-found when there is nothing to delete.
+pub(crate) fn delete_versions(
+    txn: &mut WriteTxn,
+    policy: &str,
+    version: Option<&str>,
+) -> Result<Vec<String>> {
+    let mut doomed = match version {
+        Some(v) => vec![v.to_string()],
+        None => versions::registered_ids(txn, policy)?,
+    };
+    doomed.sort();
+    let mut deleted = Vec::new();
+    for v in &doomed {
+        let keys = DocKeys::new(policy, v);
+        let had_doc = txn.get(&keys.document())?.is_some();
+        if had_doc {
+            delete_content(txn, &keys, policy, v)?;
+        }
+        if versions::unregister(txn, policy, v)? || had_doc {
+            deleted.push(v.clone());
+        }
+    }
+    if deleted.is_empty() {
+        return Err(Error::DocumentNotFound {
+            policy: policy.to_string(),
+            version: version.map(str::to_string),
+        });
+    }
+    Ok(deleted)
+}
+
 /// Runs a write, retrying it on a transaction conflict.
-fn retry<T>(mut f: impl FnMut() -> Result<T>) -> Result<T> {
+pub(crate) fn retry<T>(mut f: impl FnMut() -> Result<T>) -> Result<T> {
     let mut attempt = 1;
     loop {
         match f() {

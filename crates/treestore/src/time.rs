@@ -10,6 +10,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(i64);
 
+/// The last value [`Timestamp::now_monotonic`] returned.
+static LAST: AtomicI64 = AtomicI64::new(i64::MIN);
+
 const NANOS_PER_SEC: i64 = 1_000_000_000;
 const SECS_PER_DAY: i64 = 86_400;
 
@@ -56,7 +59,6 @@ impl Timestamp {
     /// before in this process (so records stored in sequence order by it even if
     /// the clock steps back or two calls fall in the same nanosecond).
     pub fn now_monotonic() -> Self {
-        static LAST: AtomicI64 = AtomicI64::new(i64::MIN);
         let now = Timestamp::now().0;
         let mut last = LAST.load(Ordering::Relaxed);
         loop {
@@ -66,6 +68,13 @@ impl Timestamp {
                 Err(seen) => last = seen,
             }
         }
+    }
+
+    /// The current time, never earlier than a value [`Timestamp::now_monotonic`]
+    /// already returned: an instant at which everything stored so far by this
+    /// process has happened.
+    pub fn now_observed() -> Self {
+        Timestamp(Timestamp::now().0.max(LAST.load(Ordering::Relaxed)))
     }
 
     /// Midnight UTC at the start of a calendar date; `None` for an invalid date
@@ -179,6 +188,31 @@ impl fmt::Display for Timestamp {
 impl serde::Serialize for Timestamp {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Timestamp {
+    /// Accepts what `Serialize` writes (RFC 3339) and integer nanoseconds.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Timestamp;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an RFC 3339 date-time or nanoseconds since the epoch")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Timestamp, E> {
+                Timestamp::parse(s).map_err(E::custom)
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Timestamp, E> {
+                Ok(Timestamp(n))
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Timestamp, E> {
+                i64::try_from(n)
+                    .map(Timestamp)
+                    .map_err(|_| E::custom("timestamp out of range"))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 

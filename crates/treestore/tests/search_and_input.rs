@@ -298,9 +298,9 @@ fn deleting_the_current_version_falls_back_to_the_latest_remaining() {
         .list_versions("p")
         .unwrap()
         .into_iter()
-        .map(|v| v.0)
+        .map(|v| v.version_id)
         .collect();
-    assert_eq!(versions, ["v2", "v3"]);
+    assert_eq!(versions, ["v3", "v2"], "latest effective start first");
     let mut all = store.delete_document("p", None).unwrap();
     all.sort();
     assert_eq!(all, ["v2", "v3"]);
