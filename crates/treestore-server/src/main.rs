@@ -32,6 +32,8 @@ enum Command {
     /// Query documents: node, nodes, children, subtree, ancestors, page,
     /// search, document. Prints JSON.
     Query(query_cmd::QueryArgs),
+    /// Run the gRPC server (health, reflection, metrics, TLS, tokens, limits).
+    Serve(treestore_server::config::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check_cmd::run(args),
         Command::Ingest(args) => ingest_cmd::run(args),
         Command::Query(args) => query_cmd::run(args),
+        Command::Serve(args) => serve(args),
     };
     match result {
         Ok(code) => code,
@@ -53,6 +56,16 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn serve(args: treestore_server::config::ServeArgs) -> anyhow::Result<ExitCode> {
+    let cfg = treestore_server::config::Config::resolve(args)?;
+    treestore_server::serve::init_logging(&cfg)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(treestore_server::serve::run(cfg))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {

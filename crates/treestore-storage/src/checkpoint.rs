@@ -46,6 +46,7 @@ impl DbInner {
             st.last_checkpoint = Instant::now();
             return Ok(None);
         }
+        let started = Instant::now();
         if let Err(e) = self.wal.sync_all() {
             st.poisoned.get_or_insert_with(|| e.to_string());
             return Err(e);
@@ -104,6 +105,8 @@ impl DbInner {
         st.freelist.checkpoint_done();
         st.checkpoints += 1;
         st.last_checkpoint = Instant::now();
+        st.last_checkpoint_time = started.elapsed();
+        st.checkpoint_time += st.last_checkpoint_time;
         if meta.page_count < old_pages {
             // Best effort: the cut pages are free either way, and a restart
             // cuts the file to the checkpoint's length too.

@@ -127,6 +127,9 @@ pub(crate) struct CommitState {
     pub poisoned: Option<String>,
     pub last_checkpoint: Instant,
     pub checkpoints: u64,
+    /// Time spent in checkpoints that wrote something, and in the last one.
+    pub checkpoint_time: std::time::Duration,
+    pub last_checkpoint_time: std::time::Duration,
 }
 
 pub(crate) struct DbInner {
@@ -184,6 +187,9 @@ pub struct Stats {
     /// Log bytes written since the durable checkpoint.
     pub log_bytes_since_checkpoint: u64,
     pub checkpoints: u64,
+    /// Nanoseconds spent in all checkpoints since open, and in the last one.
+    pub checkpoint_nanos_total: u64,
+    pub last_checkpoint_nanos: u64,
     pub pool: PoolStats,
     pub wal: WalStats,
     /// What the last open replayed from the log.
@@ -336,6 +342,8 @@ impl Db {
             checkpoint_commit_seq: st.meta.commit_seq,
             log_bytes_since_checkpoint: st.last_lsn.saturating_sub(st.meta.checkpoint_lsn),
             checkpoints: st.checkpoints,
+            checkpoint_nanos_total: st.checkpoint_time.as_nanos() as u64,
+            last_checkpoint_nanos: st.last_checkpoint_time.as_nanos() as u64,
             pool: self.inner.pager.pool_stats(),
             wal,
             recovery: self.inner.recovery,

@@ -136,6 +136,8 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<DbInner> {
         poisoned: None,
         last_checkpoint: Instant::now(),
         checkpoints: 0,
+        checkpoint_time: std::time::Duration::ZERO,
+        last_checkpoint_time: std::time::Duration::ZERO,
     };
     let replay_started = Instant::now();
     let replayed = replay(&pager, &mut st, &*vfs, &wal_dir)?;

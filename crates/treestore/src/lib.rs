@@ -41,7 +41,7 @@ pub use key::{Elem, KeyBuilder, KeyError};
 pub use metadata::MetadataStore;
 pub use model::{Document, Node, SearchHit, StoreReport};
 pub use prompts::PromptStore;
-pub use reader::{Reader, SearchScope};
+pub use reader::{NodeItem, Reader, SearchScope};
 pub use records::{DEFAULT_QUERY_LIMIT, MAX_QUERY_LIMIT};
 pub use store::TreeStore;
 pub use time::Timestamp;

@@ -347,19 +347,45 @@ impl<'s> PromptStore<'s> {
         records::fetch_all(&txn, &ids, usage_key)
     }
 
-    /// Usages of one prompt version, newest first.
+    /// Usages of one prompt version (`None` = every version), newest first.
     pub fn usages_by_prompt(
         &self,
         prompt_id: &str,
-        version: &str,
+        version: Option<&str>,
         limit: usize,
     ) -> Result<Vec<PromptUsage>> {
         check_id("prompt_id", prompt_id)?;
-        check_opt_id("version", version)?;
+        let limit = records::limit(limit);
         let txn = self.db.begin_read();
-        let prefix = strs(SPACE_USAGE_BY_PROMPT, &[prompt_id, version]).finish();
-        let ids = records::ids_newest_first(&txn, &prefix, records::limit(limit))?;
-        records::fetch_all(&txn, &ids, usage_key)
+        match version {
+            Some(v) => {
+                check_opt_id("version", v)?;
+                let prefix = strs(SPACE_USAGE_BY_PROMPT, &[prompt_id, v]).finish();
+                let ids = records::ids_newest_first(&txn, &prefix, limit)?;
+                records::fetch_all(&txn, &ids, usage_key)
+            }
+            None => {
+                // Keys group by version first: gather every version's newest
+                // `limit`, then merge by time.
+                let prefix = strs(SPACE_USAGE_BY_PROMPT, &[prompt_id]).finish();
+                let mut all: Vec<PromptUsage> = Vec::new();
+                for item in txn.prefix(&prefix, false) {
+                    let (k, _) = item?;
+                    let id = records::last_str(&k)?;
+                    all.push(
+                        records::get(&txn, &usage_key(&id))?
+                            .ok_or_else(|| Error::corrupt(&k, "indexed usage is missing"))?,
+                    );
+                }
+                all.sort_by(|a, b| {
+                    b.used_at
+                        .cmp(&a.used_at)
+                        .then_with(|| b.usage_id.cmp(&a.usage_id))
+                });
+                all.truncate(limit);
+                Ok(all)
+            }
+        }
     }
 
     /// Uses and counts by outcome of one version of a prompt (`None` = all

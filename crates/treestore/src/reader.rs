@@ -29,6 +29,13 @@ pub enum SearchScope<'a> {
     AllPolicies,
 }
 
+/// What [`Reader::for_each_node`] hands out: the document first, then nodes.
+#[derive(Debug, Clone)]
+pub enum NodeItem {
+    Document(Document),
+    Node(Node),
+}
+
 /// A read-only view of the store at one instant. Cheap to create; holding it
 /// keeps the pages of its snapshot from being reused (see the engine's notes on
 /// long-lived readers), so drop it when done.
@@ -61,6 +68,36 @@ impl<'s> Reader<'s> {
     pub fn list_versions(&self, policy: &str) -> Result<Vec<PolicyVersion>> {
         check_id_arg("policy_id", policy)?;
         versions::list(&self.txn, policy, 0)
+    }
+
+    /// The version a query with `version` addresses: the one named, or the
+    /// version in force now. Checks the ids; does not check that a document
+    /// is stored.
+    pub fn resolve_version(&self, policy: &str, version: Option<&str>) -> Result<String> {
+        Ok(self.resolve(policy, version)?.version)
+    }
+
+    /// The document record, then each node in document order, to `f` (which
+    /// returns false to stop), without holding the whole document in memory.
+    pub fn for_each_node(
+        &self,
+        policy: &str,
+        version: Option<&str>,
+        mut f: impl FnMut(NodeItem) -> bool,
+    ) -> Result<()> {
+        let doc = self.resolve(policy, version)?;
+        let (document, _) = self.doc_record(&doc)?;
+        if !f(NodeItem::Document(document)) {
+            return Ok(());
+        }
+        for item in self.txn.prefix(&doc.keys.nodes(), false) {
+            let (k, v) = item?;
+            let node = codec::decode_node(&v).map_err(|e| Error::corrupt(&k, e))?.1;
+            if !f(NodeItem::Node(node)) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn resolve(&self, policy: &str, version: Option<&str>) -> Result<Doc> {

@@ -89,6 +89,66 @@ impl TreeStore {
         })
     }
 
+    /// Creates or replaces `nodes` in an existing document version, in one
+    /// transaction: a node whose id exists is replaced in place, a new one is
+    /// placed after its parent's existing children (in the order given). The
+    /// resulting tree is validated as a whole, like [`TreeStore::store_document`],
+    /// and every index is updated; the version's registration is kept as is.
+    /// Returns the number of nodes written.
+    pub fn insert_nodes(&self, policy: &str, version: &str, nodes: Vec<Node>) -> Result<usize> {
+        plan::check_id_arg("policy_id", policy)?;
+        plan::check_id_arg("version_id", version)?;
+        let count = nodes.len();
+        let mut attempt = 1;
+        loop {
+            let (doc, existing) = self.read().get_document(policy, Some(version))?;
+            let seen_update = doc.updated_at;
+            let mut merged = existing;
+            let mut position: std::collections::HashMap<String, usize> = merged
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.node_id.clone(), i))
+                .collect();
+            // Child order is re-derived from the order of the merged list,
+            // except where the request fixes it.
+            for n in &mut merged {
+                n.child_ids.clear();
+            }
+            for n in nodes.iter().cloned() {
+                match position.get(&n.node_id) {
+                    Some(&i) => merged[i] = n,
+                    None => {
+                        position.insert(n.node_id.clone(), merged.len());
+                        merged.push(n);
+                    }
+                }
+            }
+            let mut prepared = self.prepare_document(doc, merged, None)?;
+            prepared.keep_registration = true;
+            let result = (|| {
+                let mut txn = self.db.begin_write();
+                let key = prepared.keys.document();
+                let current = txn.get(&key)?.ok_or_else(|| Error::DocumentNotFound {
+                    policy: policy.to_string(),
+                    version: Some(version.to_string()),
+                })?;
+                let (now_doc, _) = codec::decode_document(policy, version, &current)
+                    .map_err(|e| Error::corrupt(&key, e))?;
+                if now_doc.updated_at != seen_update {
+                    // Stored again since we read it: merge onto the new content.
+                    return Err(Error::Storage(treestore_storage::Error::Conflict));
+                }
+                prepared.write(&mut txn)?;
+                txn.commit()?;
+                Ok(count)
+            })();
+            match result {
+                Err(e) if e.is_retryable() && attempt < MAX_ATTEMPTS => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
     /// Validates and indexes a document for [`PreparedDocument::write`]
     /// (outside any transaction: it is the expensive part of storing).
     pub(crate) fn prepare_document(
@@ -114,6 +174,7 @@ impl TreeStore {
         let keys = DocKeys::new(&doc.policy_id, &doc.version_id);
         let records = Records::encode(&keys, &plan, &index);
         Ok(PreparedDocument {
+            keep_registration: false,
             doc,
             spec: spec.cloned(),
             now,
@@ -145,6 +206,9 @@ impl TreeStore {
 
 /// A validated, indexed document ready to be written in a transaction.
 pub(crate) struct PreparedDocument {
+    /// Keep the version's registration (only its document statistics
+    /// change), instead of registering it as a store does.
+    keep_registration: bool,
     doc: Document,
     spec: Option<VersionSpec>,
     now: Timestamp,
@@ -200,6 +264,14 @@ impl PreparedDocument {
             )?;
         }
         let old_reg = records::get_in(txn, &schema::version(&doc.policy_id, &doc.version_id))?;
+        if let (true, Some(old)) = (self.keep_registration, &old_reg) {
+            versions::refresh_document(txn, old)?;
+            return Ok(StoreReport {
+                nodes: self.node_count,
+                replaced,
+                terms: self.terms,
+            });
+        }
         let reg = versions::for_document(
             &doc.policy_id,
             &doc.version_id,

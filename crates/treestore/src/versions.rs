@@ -184,6 +184,27 @@ impl<'s> VersionStore<'s> {
             })
     }
 
+    /// How much is stored: policies with a document, document versions and
+    /// their nodes (read from the version index alone).
+    pub fn totals(&self) -> Result<Totals> {
+        let txn = self.store.db().begin_read();
+        let mut t = Totals::default();
+        let mut last_policy: Option<String> = None;
+        for item in txn.prefix(&[schema::SPACE_EFFECTIVE], false) {
+            let (k, v) = item?;
+            let e = decode_entry(&k, &v)?;
+            let Some((nodes, _)) = e.doc else { continue };
+            let (policy, _) = decode_index_key(&k)?;
+            if last_policy.as_deref() != Some(policy.as_str()) {
+                t.policies += 1;
+                last_policy = Some(policy);
+            }
+            t.versions += 1;
+            t.nodes += u64::from(nodes);
+        }
+        Ok(t)
+    }
+
     /// Node ids added, removed and changed (by [`content_hash`]) from version
     /// `a` to version `b` of a policy's document.
     pub fn diff(&self, policy: &str, a: &str, b: &str) -> Result<VersionDiff> {
@@ -194,6 +215,17 @@ impl<'s> VersionStore<'s> {
         let (_, nodes_b) = reader.get_document(policy, Some(b))?;
         Ok(diff(&nodes_a, &nodes_b))
     }
+}
+
+/// What [`VersionStore::totals`] counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    /// Policies with at least one stored document version.
+    pub policies: u64,
+    /// Stored document versions.
+    pub versions: u64,
+    /// Nodes across every stored document version.
+    pub nodes: u64,
 }
 
 /// An entry of the effective-time index.
@@ -312,15 +344,7 @@ pub(crate) fn register(txn: &mut WriteTxn, mut v: PolicyVersion) -> Result<Polic
         txn.delete(&index_key(&old))?;
     }
     v.registered_at = Timestamp::now_monotonic();
-    let doc_key = DocKeys::new(&v.policy_id, &v.version_id).document();
-    let doc = match txn.get(&doc_key)? {
-        Some(raw) => {
-            let (_, stats) = codec::decode_document(&v.policy_id, &v.version_id, &raw)
-                .map_err(|e| Error::corrupt(&doc_key, e))?;
-            Some((stats.node_count, stats.total_len))
-        }
-        None => None,
-    };
+    let doc = doc_stats(txn, &v.policy_id, &v.version_id)?;
     let entry = IndexEntry {
         version_id: v.version_id.clone(),
         end: v.effective_end,
@@ -329,6 +353,31 @@ pub(crate) fn register(txn: &mut WriteTxn, mut v: PolicyVersion) -> Result<Polic
     txn.put(&index_key(&v), &encode_entry(&entry))?;
     txn.put(&key, &records::encode(&v)?)?;
     Ok(v)
+}
+
+/// Rewrites a registration's index entry with the statistics of the document
+/// now stored (or being stored in `txn`), keeping its place.
+pub(crate) fn refresh_document(txn: &mut WriteTxn, v: &PolicyVersion) -> Result<()> {
+    let entry = IndexEntry {
+        version_id: v.version_id.clone(),
+        end: v.effective_end,
+        doc: doc_stats(txn, &v.policy_id, &v.version_id)?,
+    };
+    txn.put(&index_key(v), &encode_entry(&entry))?;
+    Ok(())
+}
+
+/// Node count and total length of a stored document, as `txn` sees it.
+fn doc_stats(txn: &WriteTxn, policy: &str, version: &str) -> Result<Option<(u32, u64)>> {
+    let doc_key = DocKeys::new(policy, version).document();
+    match txn.get(&doc_key)? {
+        Some(raw) => {
+            let (_, stats) = codec::decode_document(policy, version, &raw)
+                .map_err(|e| Error::corrupt(&doc_key, e))?;
+            Ok(Some((stats.node_count, stats.total_len)))
+        }
+        None => Ok(None),
+    }
 }
 
 /// The registration a document store makes: from `spec`, an earlier

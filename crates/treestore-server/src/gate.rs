@@ -1,0 +1,327 @@
+//! The layer every gRPC request passes before its handler: bearer-token
+//! authentication (health checks exempt), per-client rate limiting, a cap on
+//! requests in flight, the deadline (the client's `grpc-timeout` or the
+//! server's request timeout, whichever is shorter: DEADLINE_EXCEEDED when it
+//! passes), and per-RPC metrics and request logs.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use tonic::body::Body;
+use tonic::codegen::http;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tonic::{Code, Status};
+use tower::{Layer, Service};
+
+/// Paths served without a token: load balancers and probes must reach them.
+fn is_health_check(path: &str) -> bool {
+    path.starts_with("/grpc.health.v1.Health/") || path == "/treestore.TreeStoreService/Health"
+}
+
+/// Settings and shared state of the gate.
+pub struct GateState {
+    tokens: BTreeSet<String>,
+    limiter: Option<RateLimiter>,
+    permits: Arc<Semaphore>,
+    request_timeout: Duration,
+    slow_request: Duration,
+}
+
+impl GateState {
+    pub fn new(
+        tokens: BTreeSet<String>,
+        rate: Option<(u32, u32)>,
+        max_in_flight: usize,
+        request_timeout: Duration,
+        slow_request: Duration,
+    ) -> Self {
+        GateState {
+            tokens,
+            limiter: rate.map(|(rate, burst)| RateLimiter::new(rate, burst)),
+            permits: Arc::new(Semaphore::new(max_in_flight)),
+            request_timeout,
+            slow_request,
+        }
+    }
+
+    /// The status a request is refused with before it reaches its handler.
+    fn admit(&self, req: &http::Request<Body>) -> Result<(), Status> {
+        let path = req.uri().path();
+        if !self.tokens.is_empty() && !is_health_check(path) {
+            let token = req
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim);
+            match token {
+                None => return Err(Status::unauthenticated("missing bearer token")),
+                Some(t) if !self.tokens.contains(t) => {
+                    return Err(Status::unauthenticated("invalid bearer token"))
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(limiter) = &self.limiter {
+            if !is_health_check(path) && !limiter.try_take(peer_ip(req), Instant::now()) {
+                return Err(Status::resource_exhausted("rate limit exceeded; slow down"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn peer_ip(req: &http::Request<Body>) -> Option<IpAddr> {
+    let ext = req.extensions();
+    ext.get::<TcpConnectInfo>()
+        .or_else(|| {
+            ext.get::<TlsConnectInfo<TcpConnectInfo>>()
+                .map(|t| t.get_ref())
+        })
+        .and_then(|c| c.remote_addr())
+        .map(|a| a.ip())
+}
+
+/// A token bucket per client address.
+struct RateLimiter {
+    rate: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<Option<IpAddr>, (f64, Instant)>>,
+}
+
+impl RateLimiter {
+    fn new(rate: u32, burst: u32) -> Self {
+        RateLimiter {
+            rate: f64::from(rate),
+            burst: f64::from(burst.max(1)),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn try_take(&self, client: Option<IpAddr>, now: Instant) -> bool {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() > 100_000 {
+            // Forget clients whose buckets are full again (idle ones).
+            let (rate, burst) = (self.rate, self.burst);
+            buckets.retain(|_, (tokens, at)| {
+                *tokens + now.duration_since(*at).as_secs_f64() * rate < burst
+            });
+        }
+        let (tokens, at) = buckets.entry(client).or_insert((self.burst, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The client's deadline from a `grpc-timeout` header (`<digits><unit>`).
+fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    let v = headers.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// The gRPC status code of a response (trailers-only responses carry it in
+/// the headers; a response that streams its status in trailers is counted as
+/// OK here).
+fn response_code(res: &http::Response<Body>) -> Code {
+    res.headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map(Code::from)
+        .unwrap_or(Code::Ok)
+}
+
+/// The RPC name of a request path (`/treestore.TreeStoreService/GetNode` ->
+/// `GetNode`; other services keep their full path).
+pub fn rpc_name(path: &str) -> String {
+    match path.strip_prefix("/treestore.TreeStoreService/") {
+        Some(rpc) => rpc.to_string(),
+        None => path.trim_start_matches('/').to_string(),
+    }
+}
+
+/// Rewrites tonic's OUT_OF_RANGE for an oversized message to
+/// RESOURCE_EXHAUSTED, the code gRPC specifies for it.
+fn fix_size_status(mut res: http::Response<Body>) -> http::Response<Body> {
+    let oversized = res
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        == Some("11")
+        && res
+            .headers()
+            .get("grpc-message")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|m| {
+                m.contains("message%20length%20too%20large")
+                    || m.contains("message length too large")
+            });
+    if oversized {
+        res.headers_mut().insert(
+            "grpc-status",
+            http::HeaderValue::from_static("8"), // RESOURCE_EXHAUSTED
+        );
+    }
+    res
+}
+
+/// The layer; wraps every service of the server.
+#[derive(Clone)]
+pub struct GateLayer {
+    state: Arc<GateState>,
+}
+
+impl GateLayer {
+    pub fn new(state: GateState) -> Self {
+        GateLayer {
+            state: Arc::new(state),
+        }
+    }
+}
+
+impl<S> Layer<S> for GateLayer {
+    type Service = Gate<S>;
+    fn layer(&self, inner: S) -> Gate<S> {
+        Gate {
+            inner,
+            state: self.state.clone(),
+        }
+    }
+}
+
+/// The service the layer makes.
+#[derive(Clone)]
+pub struct Gate<S> {
+    inner: S,
+    state: Arc<GateState>,
+}
+
+type BoxFuture<T, E> = Pin<Box<dyn std::future::Future<Output = Result<T, E>> + Send>>;
+
+impl<S> Service<http::Request<Body>> for Gate<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        // Take the service that was driven to readiness; leave a clone.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let state = self.state.clone();
+        Box::pin(async move {
+            let start = Instant::now();
+            let rpc = rpc_name(req.uri().path());
+            let peer = peer_ip(&req);
+            let result = match state.admit(&req) {
+                Err(status) => Ok(status.into_http()),
+                Ok(()) => match state.permits.clone().try_acquire_owned() {
+                    Err(_) => Ok(Status::resource_exhausted(
+                        "too many concurrent requests; retry later",
+                    )
+                    .into_http()),
+                    Ok(permit) => {
+                        let deadline = grpc_timeout(req.headers())
+                            .map_or(state.request_timeout, |d| d.min(state.request_timeout));
+                        metrics::gauge!("treestore_grpc_requests_in_flight").increment(1.0);
+                        let out = tokio::time::timeout(deadline, inner.call(req)).await;
+                        metrics::gauge!("treestore_grpc_requests_in_flight").decrement(1.0);
+                        drop(permit);
+                        match out {
+                            Ok(r) => r.map(fix_size_status),
+                            Err(_) => Ok(Status::deadline_exceeded(format!(
+                                "deadline of {deadline:?} exceeded"
+                            ))
+                            .into_http()),
+                        }
+                    }
+                },
+            };
+            let elapsed = start.elapsed();
+            let code = match &result {
+                Ok(res) => response_code(res),
+                Err(_) => Code::Internal,
+            };
+            record(&rpc, code, elapsed, peer, state.slow_request);
+            result
+        })
+    }
+}
+
+fn record(rpc: &str, code: Code, elapsed: Duration, peer: Option<IpAddr>, slow: Duration) {
+    let code_name = format!("{code:?}");
+    metrics::counter!("treestore_grpc_requests_total", "rpc" => rpc.to_string(), "code" => code_name.clone())
+        .increment(1);
+    metrics::histogram!("treestore_grpc_request_duration_seconds", "rpc" => rpc.to_string(), "code" => code_name.clone())
+        .record(elapsed.as_secs_f64());
+    let micros = elapsed.as_micros() as u64;
+    let peer = peer.map(|p| p.to_string()).unwrap_or_default();
+    if elapsed >= slow {
+        tracing::warn!(rpc, code = %code_name, micros, peer, "slow request");
+    } else {
+        tracing::debug!(rpc, code = %code_name, micros, peer, "request");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_buckets_refill_at_the_rate() {
+        let l = RateLimiter::new(10, 2);
+        let t0 = Instant::now();
+        let a = Some(IpAddr::from([127, 0, 0, 1]));
+        let b = Some(IpAddr::from([10, 0, 0, 1]));
+        assert!(l.try_take(a, t0));
+        assert!(l.try_take(a, t0));
+        assert!(!l.try_take(a, t0), "burst of 2 used up");
+        assert!(l.try_take(b, t0), "other clients have their own bucket");
+        assert!(
+            l.try_take(a, t0 + Duration::from_millis(100)),
+            "one token after 1/rate"
+        );
+        assert!(!l.try_take(a, t0 + Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn grpc_timeouts_parse() {
+        let mut h = http::HeaderMap::new();
+        h.insert("grpc-timeout", http::HeaderValue::from_static("250m"));
+        assert_eq!(grpc_timeout(&h), Some(Duration::from_millis(250)));
+        h.insert("grpc-timeout", http::HeaderValue::from_static("3S"));
+        assert_eq!(grpc_timeout(&h), Some(Duration::from_secs(3)));
+        h.insert("grpc-timeout", http::HeaderValue::from_static("x"));
+        assert_eq!(grpc_timeout(&h), None);
+        assert_eq!(rpc_name("/treestore.TreeStoreService/GetNode"), "GetNode");
+        assert!(is_health_check("/grpc.health.v1.Health/Check"));
+    }
+}

@@ -1,0 +1,342 @@
+//! Document and node RPCs: StoreDocument, GetDocument, DeleteDocument,
+//! GetNode, GetNodes, GetChildren, GetSubtree, GetAncestorPath,
+//! GetNodesByPage, GetBySectionPath, SearchByKeyword, InsertNodes, and the
+//! streaming StreamDocument and StreamSubtree. Each query runs on one
+//! snapshot, resolving "the version in force" once, so every node it returns
+//! comes from the same version.
+
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+use treestore::{NodeItem, SearchScope};
+
+use super::{Ctx, ServerStream};
+use crate::convert::{self, nodes_to_pb};
+use crate::pb;
+use crate::status::{from_error, invalid, limit, opt};
+
+/// Nodes per message of a stream, and the byte budget that closes a message
+/// earlier (well under the default message size limit).
+const STREAM_NODES: usize = 500;
+const STREAM_BYTES: usize = 1024 * 1024;
+
+pub fn store_document(
+    ctx: &Ctx,
+    r: pb::StoreDocumentRequest,
+) -> Result<pb::StoreDocumentResponse, Status> {
+    let (doc, nodes, spec) = convert::store_request(r)?;
+    let (policy, version) = (doc.policy_id.clone(), doc.version_id.clone());
+    let report = ctx
+        .store
+        .store_document_with(doc, nodes, spec.as_ref())
+        .map_err(from_error)?;
+    Ok(pb::StoreDocumentResponse {
+        success: true,
+        message: format!(
+            "stored {} nodes as {policy}/{version}{}",
+            report.nodes,
+            if report.replaced { " (replaced)" } else { "" }
+        ),
+        node_count: report.nodes as i64,
+    })
+}
+
+pub fn get_document(
+    ctx: &Ctx,
+    r: pb::GetDocumentRequest,
+) -> Result<pb::GetDocumentResponse, Status> {
+    let reader = ctx.store.read();
+    let version = reader
+        .resolve_version(&r.policy_id, opt(&r.version_id))
+        .map_err(from_error)?;
+    let (doc, nodes) = reader
+        .get_document(&r.policy_id, Some(&version))
+        .map_err(from_error)?;
+    Ok(pb::GetDocumentResponse {
+        document: Some(convert::document_to_pb(doc)),
+        nodes: nodes_to_pb(nodes, &r.policy_id, &version),
+    })
+}
+
+pub fn delete_document(
+    ctx: &Ctx,
+    r: pb::DeleteDocumentRequest,
+) -> Result<pb::DeleteDocumentResponse, Status> {
+    let deleted = ctx
+        .store
+        .delete_document(&r.policy_id, opt(&r.version_id))
+        .map_err(from_error)?;
+    Ok(pb::DeleteDocumentResponse {
+        success: true,
+        message: format!(
+            "deleted {} version(s) of {}: {}",
+            deleted.len(),
+            r.policy_id,
+            deleted.join(", ")
+        ),
+    })
+}
+
+pub fn get_node(ctx: &Ctx, r: pb::GetNodeRequest) -> Result<pb::GetNodeResponse, Status> {
+    let reader = ctx.store.read();
+    let version = reader
+        .resolve_version(&r.policy_id, opt(&r.version_id))
+        .map_err(from_error)?;
+    let node = reader
+        .get_node(&r.policy_id, Some(&version), &r.node_id)
+        .map_err(from_error)?;
+    Ok(pb::GetNodeResponse {
+        node: Some(convert::node_to_pb(node, &r.policy_id, &version)),
+    })
+}
+
+pub fn get_nodes(ctx: &Ctx, r: pb::GetNodesRequest) -> Result<pb::GetNodesResponse, Status> {
+    let reader = ctx.store.read();
+    let version = reader
+        .resolve_version(&r.policy_id, opt(&r.version_id))
+        .map_err(from_error)?;
+    let (nodes, missing_ids) = reader
+        .get_nodes(&r.policy_id, Some(&version), &r.node_ids)
+        .map_err(from_error)?;
+    Ok(pb::GetNodesResponse {
+        nodes: nodes_to_pb(nodes, &r.policy_id, &version),
+        missing_ids,
+    })
+}
+
+pub fn get_children(
+    ctx: &Ctx,
+    r: pb::GetChildrenRequest,
+) -> Result<pb::GetChildrenResponse, Status> {
+    let reader = ctx.store.read();
+    let version = reader
+        .resolve_version(&r.policy_id, opt(&r.version_id))
+        .map_err(from_error)?;
+    let nodes = reader
+        .get_children(&r.policy_id, Some(&version), opt(&r.parent_id))
+        .map_err(from_error)?;
+    Ok(pb::GetChildrenResponse {
+        children: nodes_to_pb(nodes, &r.policy_id, &version),
+    })
+}
+
+fn max_depth(v: i32) -> Result<u32, Status> {
+    u32::try_from(v).map_err(|_| invalid("max_depth", format!("{v} is negative")))
+}
+
+pub fn get_subtree(ctx: &Ctx, r: pb::GetSubtreeRequest) -> Result<pb::GetSubtreeResponse, Status> {
+    let depth = max_depth(r.max_depth)?;
+    let reader = ctx.store.read();
+    let version = reader
+        .resolve_version(&r.policy_id, opt(&r.version_id))
+        .map_err(from_error)?;
+    let nodes = reader
+        .get_subtree(&r.policy_id, Some(&version), &r.node_id, depth)
+        .map_err(from_error)?;
+    Ok(pb::GetSubtreeResponse {
+        nodes: nodes_to_pb(nodes, &r.policy_id, &version),
+    })
+}
+
+pub fn get_ancestor_path(
+    ctx: &Ctx,
+    r: pb::GetAncestorPathRequest,
+) -> Result<pb::GetAncestorPathResponse, Status> {
+    let reader = ctx.store.read();
+    let version = reader
+        .resolve_version(&r.policy_id, opt(&r.version_id))
+        .map_err(from_error)?;
+    let nodes = reader
+        .get_ancestor_path(&r.policy_id, Some(&version), &r.node_id)
+        .map_err(from_error)?;
+    Ok(pb::GetAncestorPathResponse {
+        ancestors: nodes_to_pb(nodes, &r.policy_id, &version),
+    })
+}
+
+pub fn get_nodes_by_page(
+    ctx: &Ctx,
+    r: pb::GetNodesByPageRequest,
+) -> Result<pb::GetNodesByPageResponse, Status> {
+    let page = u32::try_from(r.page_number)
+        .map_err(|_| invalid("page_number", format!("{} is negative", r.page_number)))?;
+    let reader = ctx.store.read();
+    let version = reader
+        .resolve_version(&r.policy_id, opt(&r.version_id))
+        .map_err(from_error)?;
+    let nodes = reader
+        .get_nodes_by_page(&r.policy_id, Some(&version), page)
+        .map_err(from_error)?;
+    Ok(pb::GetNodesByPageResponse {
+        nodes: nodes_to_pb(nodes, &r.policy_id, &version),
+    })
+}
+
+pub fn get_by_section_path(
+    ctx: &Ctx,
+    r: pb::GetBySectionPathRequest,
+) -> Result<pb::GetNodeResponse, Status> {
+    let reader = ctx.store.read();
+    let version = reader
+        .resolve_version(&r.policy_id, opt(&r.version_id))
+        .map_err(from_error)?;
+    let nodes = reader
+        .get_by_section_path(&r.policy_id, Some(&version), &r.section_path)
+        .map_err(from_error)?;
+    let node = nodes.into_iter().next().ok_or_else(|| {
+        Status::not_found(format!(
+            "no node with section path {:?} in policy {:?} version {version:?}",
+            r.section_path, r.policy_id
+        ))
+    })?;
+    Ok(pb::GetNodeResponse {
+        node: Some(convert::node_to_pb(node, &r.policy_id, &version)),
+    })
+}
+
+pub fn search(ctx: &Ctx, r: pb::SearchRequest) -> Result<pb::SearchResponse, Status> {
+    let limit = limit("limit", r.limit)?;
+    let reader = ctx.store.read();
+    let scope = match opt(&r.policy_id) {
+        None if !r.version_id.is_empty() => {
+            return Err(invalid("version_id", "needs a policy_id"));
+        }
+        None => SearchScope::AllPolicies,
+        Some(policy) => SearchScope::Document {
+            policy,
+            version: opt(&r.version_id),
+        },
+    };
+    let hits = reader.search(scope, &r.query, limit).map_err(from_error)?;
+    Ok(pb::SearchResponse {
+        results: hits
+            .into_iter()
+            .map(|h| pb::SearchResult {
+                score: h.score as f32,
+                node: Some(convert::node_to_pb(h.node, &h.policy_id, &h.version_id)),
+                policy_id: h.policy_id,
+                version_id: h.version_id,
+            })
+            .collect(),
+    })
+}
+
+pub fn insert_nodes(
+    ctx: &Ctx,
+    r: pb::InsertNodesRequest,
+) -> Result<pb::InsertNodesResponse, Status> {
+    let nodes = convert::nodes_from_pb(r.nodes, &r.policy_id, &r.version_id)?;
+    if nodes.is_empty() {
+        crate::status::require("policy_id", &r.policy_id)?;
+        crate::status::require("version_id", &r.version_id)?;
+        return Ok(pb::InsertNodesResponse {
+            success: true,
+            message: "no nodes given".into(),
+            inserted: 0,
+        });
+    }
+    let n = ctx
+        .store
+        .insert_nodes(&r.policy_id, &r.version_id, nodes)
+        .map_err(from_error)?;
+    Ok(pb::InsertNodesResponse {
+        success: true,
+        message: format!("wrote {n} nodes into {}/{}", r.policy_id, r.version_id),
+        inserted: n as i64,
+    })
+}
+
+/// Approximate encoded size of a node (for the stream byte budget).
+fn node_bytes(n: &pb::Node) -> usize {
+    n.text.len() + n.summary.len() + n.title.len() + 64 * (1 + n.child_ids.len())
+}
+
+/// Streams a whole document in document order: the document and the first
+/// nodes in the first message, then batches of nodes. Read from one snapshot
+/// without holding the document in memory; the bounded channel applies the
+/// client's back-pressure to the reader.
+pub fn stream_document(
+    ctx: Ctx,
+    r: pb::GetDocumentRequest,
+) -> Result<ServerStream<pb::DocumentChunk>, Status> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::DocumentChunk, Status>>(4);
+    tokio::task::spawn_blocking(move || {
+        let reader = ctx.store.read();
+        let version = match reader.resolve_version(&r.policy_id, opt(&r.version_id)) {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(from_error(e)));
+                return;
+            }
+        };
+        let mut chunk = pb::DocumentChunk::default();
+        let mut bytes = 0;
+        let mut open = true;
+        let result = reader.for_each_node(&r.policy_id, Some(&version), |item| {
+            match item {
+                NodeItem::Document(d) => chunk.document = Some(convert::document_to_pb(d)),
+                NodeItem::Node(n) => {
+                    let n = convert::node_to_pb(n, &r.policy_id, &version);
+                    bytes += node_bytes(&n);
+                    chunk.nodes.push(n);
+                    if chunk.nodes.len() >= STREAM_NODES || bytes >= STREAM_BYTES {
+                        bytes = 0;
+                        open = tx.blocking_send(Ok(std::mem::take(&mut chunk))).is_ok();
+                    }
+                }
+            }
+            open
+        });
+        let last = match result {
+            Ok(()) if chunk.document.is_some() || !chunk.nodes.is_empty() => Ok(chunk),
+            Ok(()) => return,
+            Err(e) => Err(from_error(e)),
+        };
+        if open {
+            let _ = tx.blocking_send(last);
+        }
+    });
+    Ok(Box::pin(ReceiverStream::new(rx)))
+}
+
+/// Streams a subtree (node first, then breadth-first) in batches.
+pub fn stream_subtree(
+    ctx: Ctx,
+    r: pb::GetSubtreeRequest,
+) -> Result<ServerStream<pb::NodeBatch>, Status> {
+    let depth = max_depth(r.max_depth)?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::NodeBatch, Status>>(4);
+    tokio::task::spawn_blocking(move || {
+        let reader = ctx.store.read();
+        let nodes = reader
+            .resolve_version(&r.policy_id, opt(&r.version_id))
+            .and_then(|v| {
+                let nodes = reader.get_subtree(&r.policy_id, Some(&v), &r.node_id, depth)?;
+                Ok((v, nodes))
+            });
+        let (version, nodes) = match nodes {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(from_error(e)));
+                return;
+            }
+        };
+        drop(reader);
+        let mut batch = pb::NodeBatch::default();
+        let mut bytes = 0;
+        for n in nodes {
+            let n = convert::node_to_pb(n, &r.policy_id, &version);
+            bytes += node_bytes(&n);
+            batch.nodes.push(n);
+            if batch.nodes.len() >= STREAM_NODES || bytes >= STREAM_BYTES {
+                bytes = 0;
+                if tx.blocking_send(Ok(std::mem::take(&mut batch))).is_err() {
+                    return;
+                }
+            }
+        }
+        if !batch.nodes.is_empty() {
+            let _ = tx.blocking_send(Ok(batch));
+        }
+    });
+    Ok(Box::pin(ReceiverStream::new(rx)))
+}

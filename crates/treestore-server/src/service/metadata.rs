@@ -1,0 +1,306 @@
+//! Metadata RPCs: tool results (store, query, per-tool statistics),
+//! trajectories (store, by case, most visited nodes, step statistics),
+//! cross-references (store, both directions) and contradictions (store,
+//! query, resolve).
+
+use tonic::Status;
+use treestore::metadata::{ContradictionQuery, Direction, ToolResultQuery};
+
+use super::Ctx;
+use crate::convert::{self, from_ts};
+use crate::pb;
+use crate::status::{from_error, invalid, limit, opt};
+
+fn stored(what: &str, id: String) -> (bool, String, String) {
+    (true, format!("stored {what} {id}"), id)
+}
+
+pub fn store_tool_result(
+    ctx: &Ctx,
+    r: pb::StoreToolResultRequest,
+) -> Result<pb::StoreToolResultResponse, Status> {
+    let t = r.result.ok_or_else(|| invalid("result", "must be set"))?;
+    let t = convert::tool_result_from_pb(t, "result")?;
+    let id = ctx
+        .store
+        .metadata()
+        .put_tool_result(t)
+        .map_err(|e| from_error(rename_output(e)))?;
+    let (success, message, id) = stored("tool result", id);
+    Ok(pb::StoreToolResultResponse {
+        success,
+        message,
+        id,
+    })
+}
+
+/// The store calls a tool's output `output`; the wire calls it `result_data`.
+fn rename_output(e: treestore::Error) -> treestore::Error {
+    match e {
+        treestore::Error::InvalidArgument { field, reason } if field == "output" => {
+            treestore::Error::InvalidArgument {
+                field: "result.result_data".into(),
+                reason,
+            }
+        }
+        treestore::Error::InvalidArgument { field, reason } => treestore::Error::InvalidArgument {
+            field: format!("result.{field}"),
+            reason,
+        },
+        other => other,
+    }
+}
+
+pub fn get_tool_results(
+    ctx: &Ctx,
+    r: pb::GetToolResultsRequest,
+) -> Result<pb::GetToolResultsResponse, Status> {
+    let q = ToolResultQuery {
+        case_id: opt(&r.case_id),
+        tool_name: opt(&r.tool_name),
+        policy_id: opt(&r.policy_id),
+        since: from_ts("since", r.since.as_ref())?,
+        until: from_ts("until", r.until.as_ref())?,
+        limit: limit("limit", r.limit)?,
+    };
+    let results = ctx.store.metadata().tool_results(&q).map_err(from_error)?;
+    Ok(pb::GetToolResultsResponse {
+        results: results
+            .into_iter()
+            .map(convert::tool_result_to_pb)
+            .collect(),
+    })
+}
+
+pub fn get_tool_stats(
+    ctx: &Ctx,
+    r: pb::GetToolStatsRequest,
+) -> Result<pb::GetToolStatsResponse, Status> {
+    let stats = ctx
+        .store
+        .metadata()
+        .tool_stats(
+            opt(&r.tool_name),
+            from_ts("since", r.since.as_ref())?,
+            from_ts("until", r.until.as_ref())?,
+        )
+        .map_err(from_error)?;
+    Ok(pb::GetToolStatsResponse {
+        stats: stats
+            .into_iter()
+            .map(|s| pb::ToolStat {
+                tool_name: s.tool_name,
+                count: s.count as i64,
+                success_count: s.successes as i64,
+                success_rate: s.success_rate,
+                latency_p50_ms: s.latency_p50_ms,
+                latency_p95_ms: s.latency_p95_ms,
+            })
+            .collect(),
+    })
+}
+
+pub fn store_trajectory(
+    ctx: &Ctx,
+    r: pb::StoreTrajectoryRequest,
+) -> Result<pb::StoreTrajectoryResponse, Status> {
+    let t = r
+        .trajectory
+        .ok_or_else(|| invalid("trajectory", "must be set"))?;
+    let t = convert::trajectory_from_pb(t, "trajectory")?;
+    let id = ctx.store.metadata().put_trajectory(t).map_err(from_error)?;
+    let (success, message, id) = stored("trajectory", id);
+    Ok(pb::StoreTrajectoryResponse {
+        success,
+        message,
+        id,
+    })
+}
+
+pub fn get_trajectories(
+    ctx: &Ctx,
+    r: pb::GetTrajectoriesRequest,
+) -> Result<pb::GetTrajectoriesResponse, Status> {
+    let t = ctx
+        .store
+        .metadata()
+        .trajectories(&r.case_id, limit("limit", r.limit)?)
+        .map_err(from_error)?;
+    Ok(pb::GetTrajectoriesResponse {
+        trajectories: t.into_iter().map(convert::trajectory_to_pb).collect(),
+    })
+}
+
+pub fn get_most_visited_nodes(
+    ctx: &Ctx,
+    r: pb::GetMostVisitedNodesRequest,
+) -> Result<pb::GetMostVisitedNodesResponse, Status> {
+    let v = ctx
+        .store
+        .metadata()
+        .most_visited_nodes(&r.policy_id, limit("limit", r.limit)?)
+        .map_err(from_error)?;
+    Ok(pb::GetMostVisitedNodesResponse {
+        nodes: v
+            .into_iter()
+            .map(|n| pb::NodeVisitCount {
+                node_id: n.node_id,
+                visits: n.visits as i64,
+            })
+            .collect(),
+    })
+}
+
+pub fn get_trajectory_stats(
+    ctx: &Ctx,
+    r: pb::GetTrajectoryStatsRequest,
+) -> Result<pb::GetTrajectoryStatsResponse, Status> {
+    let (n, mean) = ctx
+        .store
+        .metadata()
+        .mean_steps(opt(&r.case_id))
+        .map_err(from_error)?;
+    Ok(pb::GetTrajectoryStatsResponse {
+        trajectory_count: n as i64,
+        mean_steps: mean,
+    })
+}
+
+pub fn store_cross_reference(
+    ctx: &Ctx,
+    r: pb::StoreCrossReferenceRequest,
+) -> Result<pb::StoreCrossReferenceResponse, Status> {
+    let x = r
+        .cross_reference
+        .ok_or_else(|| invalid("cross_reference", "must be set"))?;
+    let x = convert::cross_ref_from_pb(x, "cross_reference")?;
+    let id = ctx
+        .store
+        .metadata()
+        .put_cross_reference(x)
+        .map_err(from_error)?;
+    let (success, message, id) = stored("cross-reference", id);
+    Ok(pb::StoreCrossReferenceResponse {
+        success,
+        message,
+        id,
+    })
+}
+
+pub fn get_cross_references(
+    ctx: &Ctx,
+    r: pb::GetCrossReferencesRequest,
+) -> Result<pb::GetCrossReferencesResponse, Status> {
+    let direction = match pb::ReferenceDirection::try_from(r.direction) {
+        Ok(pb::ReferenceDirection::Both) => Direction::Both,
+        Ok(pb::ReferenceDirection::Outgoing) => Direction::Outgoing,
+        Ok(pb::ReferenceDirection::Incoming) => Direction::Incoming,
+        Err(_) => {
+            return Err(invalid(
+                "direction",
+                format!("unknown value {}", r.direction),
+            ))
+        }
+    };
+    let refs = ctx
+        .store
+        .metadata()
+        .cross_references(
+            &r.policy_id,
+            &r.node_id,
+            opt(&r.version_id),
+            direction,
+            opt(&r.reference_type),
+        )
+        .map_err(from_error)?;
+    Ok(pb::GetCrossReferencesResponse {
+        references: refs.into_iter().map(convert::cross_ref_to_pb).collect(),
+    })
+}
+
+pub fn store_contradiction(
+    ctx: &Ctx,
+    r: pb::StoreContradictionRequest,
+) -> Result<pb::StoreContradictionResponse, Status> {
+    let c = r
+        .contradiction
+        .ok_or_else(|| invalid("contradiction", "must be set"))?;
+    let c = convert::contradiction_from_pb(c, "contradiction")?;
+    let id = ctx.store.metadata().put_contradiction(c).map_err(|e| {
+        from_error(match e {
+            // The wire flattens the evidence into _a / _b fields.
+            treestore::Error::InvalidArgument { field, reason } => {
+                treestore::Error::InvalidArgument {
+                    field: format!("contradiction.{}", wire_evidence_field(&field)),
+                    reason,
+                }
+            }
+            other => other,
+        })
+    })?;
+    let (success, message, id) = stored("contradiction", id);
+    Ok(pb::StoreContradictionResponse {
+        success,
+        message,
+        id,
+    })
+}
+
+/// `evidence_a.policy_id` -> `policy_id_a`.
+fn wire_evidence_field(field: &str) -> String {
+    for (side, suffix) in [("evidence_a.", "_a"), ("evidence_b.", "_b")] {
+        if let Some(f) = field.strip_prefix(side) {
+            return format!("{f}{suffix}");
+        }
+    }
+    field.to_string()
+}
+
+pub fn get_contradictions(
+    ctx: &Ctx,
+    r: pb::GetContradictionsRequest,
+) -> Result<pb::GetContradictionsResponse, Status> {
+    let q = match (opt(&r.case_id), opt(&r.criterion_id)) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "criterion_id",
+                "give case_id or criterion_id, not both",
+            ))
+        }
+        (Some(c), None) => ContradictionQuery::Case(c),
+        (None, Some(c)) => ContradictionQuery::Criterion(c),
+        (None, None) => ContradictionQuery::Unresolved,
+    };
+    let c = ctx
+        .store
+        .metadata()
+        .contradictions(q, r.unresolved_only, limit("limit", r.limit)?)
+        .map_err(from_error)?;
+    Ok(pb::GetContradictionsResponse {
+        contradictions: c.into_iter().map(convert::contradiction_to_pb).collect(),
+    })
+}
+
+pub fn resolve_contradiction(
+    ctx: &Ctx,
+    r: pb::ResolveContradictionRequest,
+) -> Result<pb::ResolveContradictionResponse, Status> {
+    let status = if r.resolution_status.is_empty() {
+        treestore::metadata::Resolution::Resolved
+    } else {
+        convert::resolution("resolution_status", &r.resolution_status)?
+    };
+    let c = ctx
+        .store
+        .metadata()
+        .resolve_contradiction(&r.contradiction_id, status, &r.resolution_note)
+        .map_err(from_error)?;
+    Ok(pb::ResolveContradictionResponse {
+        success: true,
+        message: format!(
+            "contradiction {} is now {}",
+            c.contradiction_id, c.resolution
+        ),
+        contradiction: Some(convert::contradiction_to_pb(c)),
+    })
+}
