@@ -117,7 +117,7 @@ fn summarize(name: &'static str, mut times: Vec<Duration>, results: usize) -> St
     }
 }
 
-fn dir_size(p: &std::path::Path) -> u64 {
+pub(crate) fn dir_size(p: &std::path::Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(p) else {
         return 0;
     };
@@ -132,7 +132,7 @@ fn dir_size(p: &std::path::Path) -> u64 {
 }
 
 /// Runs a query once to warm up and once timed for each sample.
-fn measure<S>(
+pub(crate) fn measure<S>(
     name: &'static str,
     samples: &[S],
     mut op: impl FnMut(&S) -> treestore::Result<usize>,

@@ -1,12 +1,16 @@
-//! `treestore-bench`: end-to-end benchmarks. `treestore-bench docs --nodes N`
-//! runs the document-layer benchmark on a generated corpus and prints a
-//! markdown table (and writes JSON with `--out`).
+//! `treestore-bench`: end-to-end benchmarks. `treestore-bench grpc` measures
+//! the server over gRPC; `treestore-bench docs --nodes N`
+//! runs the document-layer benchmark on a generated corpus; `treestore-bench
+//! meta` the metadata benchmark (durable tool-result appends, tool-result
+//! queries). Each prints a markdown table (and writes JSON with `--out`).
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use treestore_bench::docbench::{self, DocBenchOptions};
+use treestore_bench::grpcbench::{self, GrpcBenchOptions};
+use treestore_bench::metabench::{self, MetaBenchOptions};
 
 #[derive(Debug, Parser)]
 #[command(name = "treestore-bench", about = "TreeStore end-to-end benchmarks")]
@@ -37,6 +41,92 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// The server end to end: starts `treestore serve`, stores a corpus over
+    /// gRPC, then measures GetNode, GetChildren, GetSubtree and
+    /// SearchByKeyword with 1, 8 and 32 concurrent clients.
+    Grpc {
+        /// Total nodes to generate and store.
+        #[arg(long, default_value_t = 20_000)]
+        nodes: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// The server binary [default: `treestore` next to this binary].
+        #[arg(long)]
+        bin: Option<PathBuf>,
+        /// Data directory (must not exist; default: a temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Concurrent clients, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+        clients: Vec<usize>,
+        /// Measuring seconds per (RPC, clients) cell.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 50_551)]
+        port: u16,
+        /// Write the results as JSON here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Metadata store: durable tool-result appends per second (1 and N
+    /// threads) and tool-result query latency.
+    Meta {
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Data directory (must not exist; default: a temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Tool results loaded for the queries, all cases together.
+        #[arg(long, default_value_t = 20_000)]
+        total: usize,
+        /// Of those, the results of the queried case.
+        #[arg(long, default_value_t = 1_000)]
+        case_results: usize,
+        /// Distinct tool names among the loaded results.
+        #[arg(long, default_value_t = 10)]
+        tools: usize,
+        /// Durable appends timed with one thread.
+        #[arg(long, default_value_t = 5_000)]
+        single_appends: usize,
+        /// Threads of the concurrent append run.
+        #[arg(long, default_value_t = 8)]
+        threads: usize,
+        /// Durable appends per thread in the concurrent run.
+        #[arg(long, default_value_t = 2_500)]
+        appends_per_thread: usize,
+        /// Timed queries per kind.
+        #[arg(long, default_value_t = 1_000)]
+        samples: usize,
+        /// Write the results as JSON here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+/// The data directory: `dir` if given (it must not exist), else one in a
+/// temporary directory that lives as long as the returned guard.
+fn data_dir(dir: Option<PathBuf>) -> Result<(Option<tempfile::TempDir>, PathBuf)> {
+    match dir {
+        Some(d) => {
+            anyhow::ensure!(!d.exists(), "{} already exists", d.display());
+            Ok((None, d))
+        }
+        None => {
+            let tmp = tempfile::tempdir()?;
+            let d = tmp.path().join("data");
+            Ok((Some(tmp), d))
+        }
+    }
+}
+
+fn write_json(out: Option<PathBuf>, value: &serde_json::Value) -> Result<()> {
+    if let Some(out) = out {
+        if let Some(parent) = out.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&out, serde_json::to_string_pretty(value)?)?;
+    }
+    Ok(())
 }
 
 fn main() -> Result<()> {
@@ -49,17 +139,7 @@ fn main() -> Result<()> {
             cache_mib,
             out,
         } => {
-            let tmp;
-            let dir = match dir {
-                Some(d) => {
-                    anyhow::ensure!(!d.exists(), "{} already exists", d.display());
-                    d
-                }
-                None => {
-                    tmp = tempfile::tempdir()?;
-                    tmp.path().join("data")
-                }
-            };
+            let (_tmp, dir) = data_dir(dir)?;
             let opts = DocBenchOptions {
                 nodes,
                 seed,
@@ -69,12 +149,66 @@ fn main() -> Result<()> {
             };
             let report = docbench::run(&opts).context("document benchmark")?;
             print!("{}", report.to_markdown());
-            if let Some(out) = out {
-                if let Some(parent) = out.parent() {
-                    std::fs::create_dir_all(parent)?;
-                }
-                std::fs::write(&out, serde_json::to_string_pretty(&report.to_json())?)?;
-            }
+            write_json(out, &report.to_json())?;
+        }
+        Command::Grpc {
+            nodes,
+            seed,
+            bin,
+            dir,
+            clients,
+            seconds,
+            port,
+            out,
+        } => {
+            let (_tmp, dir) = data_dir(dir)?;
+            let bin = match bin {
+                Some(b) => b,
+                None => std::env::current_exe()?
+                    .parent()
+                    .context("no directory of the benchmark binary")?
+                    .join("treestore"),
+            };
+            let opts = GrpcBenchOptions {
+                bin,
+                nodes,
+                seed,
+                dir,
+                clients,
+                seconds,
+                port,
+            };
+            let report = grpcbench::run(&opts).context("gRPC benchmark")?;
+            print!("{}", report.to_markdown());
+            write_json(out, &report.to_json())?;
+        }
+        Command::Meta {
+            seed,
+            dir,
+            total,
+            case_results,
+            tools,
+            single_appends,
+            threads,
+            appends_per_thread,
+            samples,
+            out,
+        } => {
+            let (_tmp, dir) = data_dir(dir)?;
+            let opts = MetaBenchOptions {
+                seed,
+                dir,
+                total_results: total,
+                case_results,
+                tools,
+                single_appends,
+                threads,
+                appends_per_thread,
+                samples,
+            };
+            let report = metabench::run(&opts).context("metadata benchmark")?;
+            print!("{}", report.to_markdown());
+            write_json(out, &report.to_json())?;
         }
     }
     Ok(())

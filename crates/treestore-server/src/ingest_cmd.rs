@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use treestore::{pageindex, Timestamp, TreeStore};
+use treestore::{pageindex, Timestamp, TreeStore, VersionSpec};
 
 use crate::data_dir::DataDir;
 
@@ -49,7 +49,12 @@ pub fn run(args: IngestArgs) -> Result<ExitCode> {
     }
     let store = TreeStore::open(&args.data.path, Default::default())
         .with_context(|| format!("cannot open data directory {}", args.data.path.display()))?;
-    let report = store.store_document(doc, imported.nodes)?;
+    // The version takes effect at the date given, else when it is stored.
+    let spec = args.effective_date.map(|date| VersionSpec {
+        effective_start: Some(date),
+        ..Default::default()
+    });
+    let report = store.store_document_with(doc, imported.nodes, spec.as_ref())?;
     store.close()?;
     println!("stored {} nodes", report.nodes);
     Ok(ExitCode::SUCCESS)

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use treestore::{Options, TreeStore};
 
@@ -115,11 +115,11 @@ pub async fn run(cfg: Config) -> Result<()> {
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(svc);
-    let grpc =
-        tokio::spawn(router.serve_with_incoming_shutdown(
-            TcpListenerStream::new(listener),
-            stopped(stop_rx.clone()),
-        ));
+    let grpc = tokio::spawn(router.serve_with_incoming_shutdown(
+        // Replies are small and latency-bound: no Nagle delay.
+        TcpIncoming::from(listener).with_nodelay(Some(true)),
+        stopped(stop_rx.clone()),
+    ));
 
     // Signals: stop accepting and drain.
     let signal_tx = stop_tx.clone();

@@ -160,13 +160,20 @@ impl TreeStore {
         let now = Timestamp::now_monotonic();
         let plan = plan::plan(&doc, nodes, now)?;
         if let Some(spec) = spec {
+            // Without a start, the start kept from an earlier registration is
+            // only known in the transaction (which checks again): check the
+            // other fields against the earliest start here.
+            let probe_now = match spec.effective_start {
+                Some(_) => now,
+                None => Timestamp::from_unix_nanos(i64::MIN),
+            };
             let probe = versions::for_document(
                 &doc.policy_id,
                 &doc.version_id,
                 &doc.pageindex_doc_id,
                 None,
                 Some(spec),
-                now,
+                probe_now,
             );
             versions::validate(&probe)?;
         }

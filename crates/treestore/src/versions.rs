@@ -459,7 +459,8 @@ pub(crate) fn in_force(txn: &ReadTxn, policy: &str, at: Timestamp) -> Result<Opt
         .i64(at.unix_nanos())
         .i64(i64::MAX)
         .finish();
-    // The latest-starting version that has ended before `at`, for the message.
+    // The version that ended last before `at` (where the gap begins), for
+    // the message.
     let mut ended: Option<IndexEntry> = None;
     for item in txn.range_rev(
         std::ops::Bound::Included(prefix.as_slice()),
@@ -470,7 +471,9 @@ pub(crate) fn in_force(txn: &ReadTxn, policy: &str, at: Timestamp) -> Result<Opt
         if e.end.is_none_or(|end| at < end) {
             return Ok(Some(e));
         }
-        ended.get_or_insert(e);
+        if ended.as_ref().is_none_or(|last| e.end > last.end) {
+            ended = Some(e);
+        }
     }
     let reason = match ended {
         Some(e) => format!(

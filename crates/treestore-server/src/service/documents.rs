@@ -175,6 +175,7 @@ pub fn get_by_section_path(
     ctx: &Ctx,
     r: pb::GetBySectionPathRequest,
 ) -> Result<pb::GetNodeResponse, Status> {
+    crate::status::require("section_path", &r.section_path)?;
     let reader = ctx.store.read();
     let version = reader
         .resolve_version(&r.policy_id, opt(&r.version_id))

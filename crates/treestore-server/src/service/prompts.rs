@@ -47,6 +47,12 @@ pub fn list_prompt_versions(
         .prompts()
         .versions(&r.prompt_id)
         .map_err(from_error)?;
+    if v.is_empty() {
+        return Err(Status::not_found(format!(
+            "prompt {:?} not found",
+            r.prompt_id
+        )));
+    }
     Ok(pb::ListPromptVersionsResponse {
         prompts: v.into_iter().map(convert::prompt_to_pb).collect(),
     })
@@ -71,6 +77,9 @@ pub fn get_prompt_usages(
     r: pb::GetPromptUsagesRequest,
 ) -> Result<pb::GetPromptUsagesResponse, Status> {
     let limit = limit("limit", r.limit)?;
+    if r.prompt_id.is_empty() && !r.prompt_version.is_empty() {
+        return Err(invalid("prompt_version", "needs a prompt_id"));
+    }
     let prompts = ctx.store.prompts();
     let usages = match (opt(&r.case_id), opt(&r.prompt_id)) {
         (Some(case), None) => prompts.usages_by_case(case, limit),
