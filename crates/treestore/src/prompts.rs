@@ -365,8 +365,10 @@ impl<'s> PromptStore<'s> {
                 records::fetch_all(&txn, &ids, usage_key)
             }
             None => {
-                // Keys group by version first: gather every version's newest
-                // `limit`, then merge by time.
+                // Keys group by version first, so newest-first across
+                // versions needs every usage of the prompt, sorted by time:
+                // cost grows with the prompt's usages (name a version to
+                // read only the newest `limit`).
                 let prefix = strs(SPACE_USAGE_BY_PROMPT, &[prompt_id]).finish();
                 let mut all: Vec<PromptUsage> = Vec::new();
                 for item in txn.prefix(&prefix, false) {
@@ -393,8 +395,9 @@ impl<'s> PromptStore<'s> {
     pub fn effectiveness(&self, prompt_id: &str, version: Option<&str>) -> Result<Effectiveness> {
         check_id("prompt_id", prompt_id)?;
         let prefix = match version {
+            // `Some("")`: usages recorded with no version (prompt not stored).
             Some(v) => {
-                check_id("version", v)?;
+                check_opt_id("version", v)?;
                 strs(SPACE_USAGE_BY_PROMPT, &[prompt_id, v]).finish()
             }
             None => strs(SPACE_USAGE_BY_PROMPT, &[prompt_id]).finish(),

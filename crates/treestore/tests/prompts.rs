@@ -332,6 +332,12 @@ fn usage_by_case_by_version_and_effectiveness() {
     );
     assert_eq!(ps.effectiveness("q", None).unwrap().uses, 1);
     assert_eq!(ps.effectiveness("p", Some("9")).unwrap().uses, 0);
+    // Usage of a prompt not stored here keeps an empty version and is
+    // counted under it.
+    ps.record_usage(usage("unknown", "", "cu", "approved", day(2024, 5, 2)))
+        .unwrap();
+    let e = ps.effectiveness("unknown", Some("")).unwrap();
+    assert_eq!((e.uses, e.outcomes.get("approved").copied()), (1, Some(1)));
 
     // An upsert with another outcome moves the count.
     let mut changed = written[0].clone();
