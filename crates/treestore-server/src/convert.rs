@@ -195,7 +195,8 @@ pub fn version_to_pb(v: PolicyVersion) -> pb::PolicyVersion {
 
 pub fn version_from_pb(v: pb::PolicyVersion, at: &str) -> Result<PolicyVersion, Status> {
     let start = from_ts(&format!("{at}.effective_start"), v.effective_start.as_ref())?
-        .ok_or_else(|| invalid(&format!("{at}.effective_start"), "must be set"))?;
+        // Unset: in force from now (the time it is registered).
+        .unwrap_or_else(Timestamp::now);
     let mut out = PolicyVersion::new(v.policy_id, v.version_id, start);
     out.effective_end = from_ts(&format!("{at}.effective_end"), v.effective_end.as_ref())?;
     out.supersedes = (!v.supersedes_version_id.is_empty()).then_some(v.supersedes_version_id);

@@ -249,8 +249,28 @@ where
                     )
                     .into_http()),
                     Ok(permit) => {
-                        let deadline = grpc_timeout(req.headers())
-                            .map_or(state.request_timeout, |d| d.min(state.request_timeout));
+                        // A client deadline is cut 2 ms short, so this answer
+                        // (DEADLINE_EXCEEDED) beats tonic's own timer (which
+                        // would say CANCELLED); an already expired one is
+                        // refused before any work.
+                        let deadline = match grpc_timeout(req.headers()) {
+                            Some(d) => d
+                                .saturating_sub(CLIENT_DEADLINE_MARGIN)
+                                .min(state.request_timeout),
+                            None => state.request_timeout,
+                        };
+                        if deadline.is_zero() {
+                            return finish(
+                                &rpc,
+                                peer,
+                                start,
+                                &state,
+                                Ok(Status::deadline_exceeded(
+                                    "deadline exceeded before the request ran",
+                                )
+                                .into_http()),
+                            );
+                        }
                         metrics::gauge!("treestore_grpc_requests_in_flight").increment(1.0);
                         let out = tokio::time::timeout(deadline, inner.call(req)).await;
                         metrics::gauge!("treestore_grpc_requests_in_flight").decrement(1.0);
@@ -265,15 +285,28 @@ where
                     }
                 },
             };
-            let elapsed = start.elapsed();
-            let code = match &result {
-                Ok(res) => response_code(res),
-                Err(_) => Code::Internal,
-            };
-            record(&rpc, code, elapsed, peer, state.slow_request);
-            result
+            finish(&rpc, peer, start, &state, result)
         })
     }
+}
+
+/// How much earlier than the client's deadline the gate gives up.
+const CLIENT_DEADLINE_MARGIN: Duration = Duration::from_millis(2);
+
+/// Records a finished request and passes its response on.
+fn finish<E>(
+    rpc: &str,
+    peer: Option<IpAddr>,
+    start: Instant,
+    state: &GateState,
+    result: Result<http::Response<Body>, E>,
+) -> Result<http::Response<Body>, E> {
+    let code = match &result {
+        Ok(res) => response_code(res),
+        Err(_) => Code::Internal,
+    };
+    record(rpc, code, start.elapsed(), peer, state.slow_request);
+    result
 }
 
 fn record(rpc: &str, code: Code, elapsed: Duration, peer: Option<IpAddr>, slow: Duration) {

@@ -54,7 +54,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .context("building reflection service")?;
-    let svc = TreeStoreServiceServer::new(Svc::new(shared.clone()))
+    let svc = TreeStoreServiceServer::new(Svc::new(shared.clone(), cfg.max_message_bytes))
         .max_decoding_message_size(cfg.max_message_bytes)
         .max_encoding_message_size(cfg.max_message_bytes);
 

@@ -23,6 +23,33 @@ pub fn from_error(e: Error) -> Status {
     Status::new(code, e.to_string())
 }
 
+/// The status for a store error about one record of a request: the field an
+/// INVALID_ARGUMENT names is renamed to its wire name (`renames`: store name
+/// to wire name, matching the whole field or its first path element) and
+/// nested under `prefix` (`trajectory.case_id`).
+pub fn in_field(prefix: &str, renames: &[(&str, &str)], e: Error) -> Status {
+    match e {
+        Error::InvalidArgument { field, reason } => {
+            let mut field = field;
+            for (store, wire) in renames {
+                if field == *store {
+                    field = wire.to_string();
+                    break;
+                }
+                if let Some(rest) = field.strip_prefix(&format!("{store}.")) {
+                    field = format!("{wire}.{rest}");
+                    break;
+                }
+            }
+            if !prefix.is_empty() {
+                field = format!("{prefix}.{field}");
+            }
+            from_error(Error::InvalidArgument { field, reason })
+        }
+        other => from_error(other),
+    }
+}
+
 fn is_disk_full(e: &treestore_storage::Error) -> bool {
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = src {
@@ -84,5 +111,18 @@ mod tests {
             Code::InvalidArgument
         );
         assert_eq!(limit("limit", 0).unwrap(), 0);
+        let e = || Error::InvalidArgument {
+            field: "supersedes".into(),
+            reason: "x".into(),
+        };
+        let s = in_field("version", &[("supersedes", "supersedes_version_id")], e());
+        assert!(
+            s.message().contains("version.supersedes_version_id"),
+            "{}",
+            s.message()
+        );
+        assert!(in_field("", &[], e())
+            .message()
+            .contains("argument supersedes:"));
     }
 }

@@ -191,6 +191,10 @@ fn in_op(i: usize, e: Error) -> Error {
             field: format!("ops[{i}].{field}"),
             reason,
         },
+        e @ Error::InvalidDocument { .. } => Error::InvalidArgument {
+            field: format!("ops[{i}].store_document"),
+            reason: e.to_string(),
+        },
         other => other,
     }
 }

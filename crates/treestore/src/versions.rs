@@ -553,7 +553,8 @@ pub(crate) fn list(txn: &ReadTxn, policy: &str, limit: usize) -> Result<Vec<Poli
 }
 
 /// A hash of what a node says (not where or when it was stored), for diffs:
-/// parent, title, pages, summary, text, section path, keywords and see-also.
+/// parent, title, pages, summary, text, section path, children, keywords and
+/// see-also.
 pub fn content_hash(n: &Node) -> u64 {
     // FNV-1a over length-prefixed fields: stable across builds and platforms.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -570,6 +571,10 @@ pub fn content_hash(n: &Node) -> u64 {
     feed(n.summary.as_bytes());
     feed(n.text.as_bytes());
     feed(n.section_path.as_bytes());
+    for c in &n.child_ids {
+        feed(c.as_bytes());
+    }
+    feed(b"\xff");
     for k in &n.keywords {
         feed(k.as_bytes());
     }

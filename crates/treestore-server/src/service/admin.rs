@@ -97,13 +97,10 @@ fn write_op(i: usize, op: pb::WriteOp) -> Result<WriteOp, Status> {
             WriteOp::RegisterVersion(convert::version_from_pb(v, &field("register_version"))?)
         }
         Op::ResolveContradiction(r) => WriteOp::ResolveContradiction {
-            resolution: if r.resolution_status.is_empty() {
-                treestore::metadata::Resolution::Resolved
-            } else {
-                convert::resolution(
-                    &field("resolve_contradiction.resolution_status"),
-                    &r.resolution_status,
-                )?
+            resolution: {
+                let f = field("resolve_contradiction.resolution_status");
+                crate::status::require(&f, &r.resolution_status)?;
+                convert::resolution(&f, &r.resolution_status)?
             },
             contradiction_id: r.contradiction_id,
             note: r.resolution_note,

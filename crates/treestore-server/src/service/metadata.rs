@@ -9,7 +9,7 @@ use treestore::metadata::{ContradictionQuery, Direction, ToolResultQuery};
 use super::Ctx;
 use crate::convert::{self, from_ts};
 use crate::pb;
-use crate::status::{from_error, invalid, limit, opt};
+use crate::status::{from_error, in_field, invalid, limit, opt};
 
 fn stored(what: &str, id: String) -> (bool, String, String) {
     (true, format!("stored {what} {id}"), id)
@@ -25,30 +25,13 @@ pub fn store_tool_result(
         .store
         .metadata()
         .put_tool_result(t)
-        .map_err(|e| from_error(rename_output(e)))?;
+        .map_err(|e| in_field("result", &[("output", "result_data")], e))?;
     let (success, message, id) = stored("tool result", id);
     Ok(pb::StoreToolResultResponse {
         success,
         message,
         id,
     })
-}
-
-/// The store calls a tool's output `output`; the wire calls it `result_data`.
-fn rename_output(e: treestore::Error) -> treestore::Error {
-    match e {
-        treestore::Error::InvalidArgument { field, reason } if field == "output" => {
-            treestore::Error::InvalidArgument {
-                field: "result.result_data".into(),
-                reason,
-            }
-        }
-        treestore::Error::InvalidArgument { field, reason } => treestore::Error::InvalidArgument {
-            field: format!("result.{field}"),
-            reason,
-        },
-        other => other,
-    }
 }
 
 pub fn get_tool_results(
@@ -108,7 +91,11 @@ pub fn store_trajectory(
         .trajectory
         .ok_or_else(|| invalid("trajectory", "must be set"))?;
     let t = convert::trajectory_from_pb(t, "trajectory")?;
-    let id = ctx.store.metadata().put_trajectory(t).map_err(from_error)?;
+    let id = ctx
+        .store
+        .metadata()
+        .put_trajectory(t)
+        .map_err(|e| in_field("trajectory", &[], e))?;
     let (success, message, id) = stored("trajectory", id);
     Ok(pb::StoreTrajectoryResponse {
         success,
@@ -178,7 +165,7 @@ pub fn store_cross_reference(
         .store
         .metadata()
         .put_cross_reference(x)
-        .map_err(from_error)?;
+        .map_err(|e| in_field("cross_reference", &[], e))?;
     let (success, message, id) = stored("cross-reference", id);
     Ok(pb::StoreCrossReferenceResponse {
         success,
@@ -226,18 +213,11 @@ pub fn store_contradiction(
         .contradiction
         .ok_or_else(|| invalid("contradiction", "must be set"))?;
     let c = convert::contradiction_from_pb(c, "contradiction")?;
-    let id = ctx.store.metadata().put_contradiction(c).map_err(|e| {
-        from_error(match e {
-            // The wire flattens the evidence into _a / _b fields.
-            treestore::Error::InvalidArgument { field, reason } => {
-                treestore::Error::InvalidArgument {
-                    field: format!("contradiction.{}", wire_evidence_field(&field)),
-                    reason,
-                }
-            }
-            other => other,
-        })
-    })?;
+    let id = ctx
+        .store
+        .metadata()
+        .put_contradiction(c)
+        .map_err(|e| in_field("contradiction", &[], evidence_fields(e)))?;
     let (success, message, id) = stored("contradiction", id);
     Ok(pb::StoreContradictionResponse {
         success,
@@ -246,36 +226,58 @@ pub fn store_contradiction(
     })
 }
 
-/// `evidence_a.policy_id` -> `policy_id_a`.
-fn wire_evidence_field(field: &str) -> String {
-    for (side, suffix) in [("evidence_a.", "_a"), ("evidence_b.", "_b")] {
-        if let Some(f) = field.strip_prefix(side) {
-            return format!("{f}{suffix}");
+/// The wire flattens the evidence: `evidence_a.policy_id` -> `policy_id_a`.
+fn evidence_fields(e: treestore::Error) -> treestore::Error {
+    match e {
+        treestore::Error::InvalidArgument { field, reason } => {
+            let mut wire = field.clone();
+            for (side, suffix) in [("evidence_a.", "_a"), ("evidence_b.", "_b")] {
+                if let Some(f) = field.strip_prefix(side) {
+                    wire = format!("{f}{suffix}");
+                }
+            }
+            treestore::Error::InvalidArgument {
+                field: wire,
+                reason,
+            }
         }
+        other => other,
     }
-    field.to_string()
 }
 
 pub fn get_contradictions(
     ctx: &Ctx,
     r: pb::GetContradictionsRequest,
 ) -> Result<pb::GetContradictionsResponse, Status> {
-    let q = match (opt(&r.case_id), opt(&r.criterion_id)) {
-        (Some(_), Some(_)) => {
-            return Err(invalid(
-                "criterion_id",
-                "give case_id or criterion_id, not both",
-            ))
+    let limit = limit("limit", r.limit)?;
+    let metadata = ctx.store.metadata();
+    let c = match (opt(&r.case_id), opt(&r.criterion_id)) {
+        // Both filters apply: the case's contradictions on that criterion.
+        (Some(case), Some(criterion)) => metadata
+            .contradictions(
+                ContradictionQuery::Case(case),
+                r.unresolved_only,
+                treestore::MAX_QUERY_LIMIT,
+            )
+            .map(|all| {
+                all.into_iter()
+                    .filter(|c| c.criterion_id == criterion)
+                    .take(if limit == 0 {
+                        treestore::DEFAULT_QUERY_LIMIT
+                    } else {
+                        limit
+                    })
+                    .collect()
+            }),
+        (Some(c), None) => {
+            metadata.contradictions(ContradictionQuery::Case(c), r.unresolved_only, limit)
         }
-        (Some(c), None) => ContradictionQuery::Case(c),
-        (None, Some(c)) => ContradictionQuery::Criterion(c),
-        (None, None) => ContradictionQuery::Unresolved,
-    };
-    let c = ctx
-        .store
-        .metadata()
-        .contradictions(q, r.unresolved_only, limit("limit", r.limit)?)
-        .map_err(from_error)?;
+        (None, Some(c)) => {
+            metadata.contradictions(ContradictionQuery::Criterion(c), r.unresolved_only, limit)
+        }
+        (None, None) => metadata.contradictions(ContradictionQuery::Unresolved, true, limit),
+    }
+    .map_err(from_error)?;
     Ok(pb::GetContradictionsResponse {
         contradictions: c.into_iter().map(convert::contradiction_to_pb).collect(),
     })
@@ -285,11 +287,8 @@ pub fn resolve_contradiction(
     ctx: &Ctx,
     r: pb::ResolveContradictionRequest,
 ) -> Result<pb::ResolveContradictionResponse, Status> {
-    let status = if r.resolution_status.is_empty() {
-        treestore::metadata::Resolution::Resolved
-    } else {
-        convert::resolution("resolution_status", &r.resolution_status)?
-    };
+    crate::status::require("resolution_status", &r.resolution_status)?;
+    let status = convert::resolution("resolution_status", &r.resolution_status)?;
     let c = ctx
         .store
         .metadata()

@@ -80,13 +80,19 @@ impl Ctx {
 #[derive(Clone)]
 pub struct Svc {
     shared: Arc<Shared>,
+    /// Largest response message (unary responses above it are refused with
+    /// RESOURCE_EXHAUSTED pointing to the streaming RPCs).
+    max_message_bytes: usize,
 }
 
 type Handler<Q, R> = fn(&Ctx, Q) -> Result<R, Status>;
 
 impl Svc {
-    pub fn new(shared: Arc<Shared>) -> Self {
-        Svc { shared }
+    pub fn new(shared: Arc<Shared>, max_message_bytes: usize) -> Self {
+        Svc {
+            shared,
+            max_message_bytes,
+        }
     }
 
     fn ctx(&self) -> Result<Ctx, Status> {
@@ -100,7 +106,7 @@ impl Svc {
         })
     }
 
-    async fn unary<Q: Send + 'static, R: Send + 'static>(
+    async fn unary<Q: Send + 'static, R: prost::Message + Send + 'static>(
         &self,
         op: &'static str,
         request: Request<Q>,
@@ -110,7 +116,18 @@ impl Svc {
         let ctx = self.ctx()?;
         let req = request.into_inner();
         match tokio::task::spawn_blocking(move || handler(&ctx, req)).await {
-            Ok(result) => result.map(Response::new),
+            Ok(Ok(reply)) => {
+                let len = reply.encoded_len();
+                if len > self.max_message_bytes {
+                    return Err(Status::resource_exhausted(format!(
+                        "the response is {len} bytes, over the {} byte message limit; \
+                         ask for less (limit, max_depth) or use StreamDocument / StreamSubtree",
+                        self.max_message_bytes
+                    )));
+                }
+                Ok(Response::new(reply))
+            }
+            Ok(Err(status)) => Err(status),
             Err(e) => {
                 tracing::error!(rpc = op, error = %e, "handler failed");
                 Err(Status::internal("internal error"))

@@ -7,7 +7,7 @@ use tonic::Status;
 use super::Ctx;
 use crate::convert::{self, from_ts};
 use crate::pb;
-use crate::status::{from_error, invalid, limit, opt};
+use crate::status::{from_error, in_field, invalid, limit, opt};
 
 pub fn store_prompt(
     ctx: &Ctx,
@@ -15,7 +15,11 @@ pub fn store_prompt(
 ) -> Result<pb::StorePromptResponse, Status> {
     let t = r.prompt.ok_or_else(|| invalid("prompt", "must be set"))?;
     let t = convert::prompt_from_pb(t, "prompt")?;
-    let t = ctx.store.prompts().put_template(t).map_err(from_error)?;
+    let t = ctx
+        .store
+        .prompts()
+        .put_template(t)
+        .map_err(|e| in_field("prompt", &[], e))?;
     Ok(pb::StorePromptResponse {
         success: true,
         message: format!("stored prompt {} version {}", t.prompt_id, t.version),
@@ -64,7 +68,11 @@ pub fn record_prompt_usage(
 ) -> Result<pb::RecordPromptUsageResponse, Status> {
     let u = r.usage.ok_or_else(|| invalid("usage", "must be set"))?;
     let u = convert::usage_from_pb(u, "usage")?;
-    let u = ctx.store.prompts().record_usage(u).map_err(from_error)?;
+    let u = ctx
+        .store
+        .prompts()
+        .record_usage(u)
+        .map_err(|e| in_field("usage", &[], e))?;
     Ok(pb::RecordPromptUsageResponse {
         success: true,
         message: format!("recorded usage {} of prompt {}", u.usage_id, u.prompt_id),

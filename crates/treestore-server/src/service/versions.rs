@@ -7,7 +7,13 @@ use treestore::Timestamp;
 use super::Ctx;
 use crate::convert::{self, from_ts, version_to_pb};
 use crate::pb;
-use crate::status::{from_error, limit};
+use crate::status::{from_error, in_field, limit};
+
+/// Store field names of a version and their wire names.
+pub const VERSION_FIELDS: &[(&str, &str)] = &[
+    ("supersedes", "supersedes_version_id"),
+    ("pageindex_doc_id", "document_id"),
+];
 
 pub fn get_version_as_of(
     ctx: &Ctx,
@@ -45,7 +51,11 @@ pub fn register_version(
         .version
         .ok_or_else(|| crate::status::invalid("version", "must be set"))?;
     let v = convert::version_from_pb(v, "version")?;
-    let v = ctx.store.versions().register(v).map_err(from_error)?;
+    let v = ctx
+        .store
+        .versions()
+        .register(v)
+        .map_err(|e| in_field("version", VERSION_FIELDS, e))?;
     Ok(pb::RegisterVersionResponse {
         success: true,
         message: format!(
