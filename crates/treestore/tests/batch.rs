@@ -286,10 +286,10 @@ fn a_batch_with_one_bad_op_writes_nothing_and_names_it() {
         nodes: vec![Node::new("orphan", Some("nope"), "t", (1, 1))],
         version: None,
     };
-    assert!(matches!(
-        store.apply(ops).unwrap_err(),
-        Error::InvalidDocument { .. }
-    ));
+    // Reported as an invalid argument naming the op, with the node.
+    let e = store.apply(ops).unwrap_err();
+    assert_eq!(field_of(&e), "ops[0].store_document");
+    assert!(e.to_string().contains("orphan"), "{e}");
 
     // Missing ids further down: the trajectory's case at position 5.
     let mut ops = mixed_batch("case");
