@@ -215,7 +215,8 @@ impl Config {
             rate_burst: pick!(rate_burst, rate.saturating_mul(2)).max(1),
             max_message_bytes,
             max_concurrent_requests,
-            request_timeout: Duration::from_secs_f64(timeout),
+            request_timeout: Duration::try_from_secs_f64(timeout)
+                .map_err(|e| anyhow::anyhow!("request_timeout {timeout}: {e}"))?,
             slow_request: Duration::from_millis(pick!(slow_request_ms, 1000)),
             cache_bytes: pick!(cache_mib, 256).saturating_mul(1024 * 1024),
         })

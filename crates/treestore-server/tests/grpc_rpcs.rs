@@ -3092,3 +3092,42 @@ async fn metrics_port_serves_metrics_health_and_readiness() {
     let (code, _) = srv.http_get("/nosuchpage");
     assert_eq!(code, 404);
 }
+
+/// StoreDocument with an effective date keeps what an earlier RegisterVersion
+/// said about the version (its end, description, lineage).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storing_a_dated_document_keeps_the_registration_details() {
+    let srv = Server::start().await;
+    let mut c = srv.client().await;
+    ok(
+        c.register_version(register(version("pol", "v0", Some(date(2020, 1, 1)), None)))
+            .await,
+    );
+    let mut v1 = version("pol", "v1", Some(date(2024, 1, 1)), Some(date(2025, 1, 1)));
+    v1.description = "interim".into();
+    v1.supersedes_version_id = "v0".into();
+    ok(c.register_version(register(v1)).await);
+    let mut req = store_req("pol", "v1", small_doc_nodes());
+    if let Some(d) = req.document.as_mut() {
+        d.metadata
+            .insert("effective_date".into(), "2024-01-01".into());
+    }
+    ok(c.store_document(req).await);
+    let at = |secs| pb::GetVersionAsOfRequest {
+        policy_id: "pol".into(),
+        as_of_time: Some(ts(secs)),
+    };
+    let v = ok(c.get_version_as_of(at(date(2024, 6, 1))).await);
+    assert_eq!(
+        (
+            v.version_id.as_str(),
+            v.description.as_str(),
+            v.supersedes_version_id.as_str()
+        ),
+        ("v1", "interim", "v0")
+    );
+    assert_eq!(v.effective_end, Some(ts(date(2025, 1, 1))));
+    // After v1's end, v0 (open-ended) is in force again.
+    let v = ok(c.get_version_as_of(at(date(2025, 6, 1))).await);
+    assert_eq!(v.version_id, "v0");
+}

@@ -23,8 +23,21 @@ pub fn store_document(
     ctx: &Ctx,
     r: pb::StoreDocumentRequest,
 ) -> Result<pb::StoreDocumentResponse, Status> {
-    let (doc, nodes, spec) = convert::store_request(r)?;
+    let (doc, nodes, mut spec) = convert::store_request(r)?;
     let (policy, version) = (doc.policy_id.clone(), doc.version_id.clone());
+    // The request can only say when the version starts and what it
+    // supersedes: keep the rest of an earlier registration (end, provenance).
+    if let Some(spec) = spec.as_mut() {
+        if let Ok(old) = ctx.store.versions().get(&policy, &version) {
+            spec.effective_end = old.effective_end;
+            spec.created_by = old.created_by;
+            spec.description = old.description;
+            spec.tags = old.tags;
+            if spec.supersedes.is_none() {
+                spec.supersedes = old.supersedes;
+            }
+        }
+    }
     let report = ctx
         .store
         .store_document_with(doc, nodes, spec.as_ref())
