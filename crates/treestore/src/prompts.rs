@@ -140,17 +140,13 @@ pub(crate) fn write_template(txn: &mut WriteTxn, t: &PromptTemplate) -> Result<P
         }
         t.version = n.to_string();
     }
-    let key = template_key(&t.prompt_id, &t.version);
-    if let Some(old) = records::get_in::<PromptTemplate>(txn, &key)? {
-        for (k, _) in template_index(&old) {
-            txn.delete(&k)?;
-        }
-    }
     t.registered_at = Timestamp::now_monotonic();
-    txn.put(&key, &records::encode(&t)?)?;
-    for (k, v) in template_index(&t) {
-        txn.put(&k, &v)?;
-    }
+    records::upsert(
+        txn,
+        &template_key(&t.prompt_id, &t.version),
+        &t,
+        template_index,
+    )?;
     Ok(t)
 }
 
@@ -251,16 +247,7 @@ pub(crate) fn write_usage(txn: &mut WriteTxn, u: &PromptUsage) -> Result<PromptU
             u.prompt_version = String::from_utf8(v).map_err(|e| Error::corrupt(&k, e))?;
         }
     }
-    let key = usage_key(&u.usage_id);
-    if let Some(old) = records::get_in::<PromptUsage>(txn, &key)? {
-        for (k, _) in usage_index(&old) {
-            txn.delete(&k)?;
-        }
-    }
-    txn.put(&key, &records::encode(&u)?)?;
-    for (k, v) in usage_index(&u) {
-        txn.put(&k, &v)?;
-    }
+    records::upsert(txn, &usage_key(&u.usage_id), &u, usage_index)?;
     Ok(u)
 }
 

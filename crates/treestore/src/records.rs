@@ -9,7 +9,6 @@ use treestore_storage::{Db, ReadTxn, WriteTxn};
 
 use crate::error::{Error, Result};
 use crate::ids;
-use crate::model::MAX_ID_LEN;
 use crate::time::Timestamp;
 
 /// Longest free-text field of a metadata record (JSON payloads, observations,
@@ -50,6 +49,30 @@ pub(crate) fn get_in<T: DeserializeOwned>(txn: &WriteTxn, key: &[u8]) -> Result<
     }
 }
 
+/// Index entries (key, value) a record has besides its primary key.
+pub(crate) type IndexEntries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Writes `record` under `key`, replacing an earlier record there: the index
+/// entries `index` derives from the old record are deleted, then the new
+/// record and its entries are written (so an upsert moves its entries).
+pub(crate) fn upsert<T: Serialize + DeserializeOwned>(
+    txn: &mut WriteTxn,
+    key: &[u8],
+    record: &T,
+    index: impl Fn(&T) -> IndexEntries,
+) -> Result<()> {
+    if let Some(old) = get_in::<T>(txn, key)? {
+        for (k, _) in index(&old) {
+            txn.delete(&k)?;
+        }
+    }
+    txn.put(key, &encode(record)?)?;
+    for (k, v) in index(record) {
+        txn.put(&k, &v)?;
+    }
+    Ok(())
+}
+
 /// Runs `f` in a durable write transaction, retrying on a write conflict (the
 /// writes of these stores are upserts computed from a fresh snapshot, so a
 /// retry is always correct).
@@ -86,13 +109,10 @@ pub(crate) fn check_id(field: &str, id: &str) -> Result<()> {
 
 /// An optional id: empty, or a valid id.
 pub(crate) fn check_opt_id(field: &str, id: &str) -> Result<()> {
-    if id.len() > MAX_ID_LEN {
-        return Err(Error::invalid(
-            field,
-            format!("{} bytes, at most {MAX_ID_LEN} allowed", id.len()),
-        ));
+    if id.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    check_id(field, id)
 }
 
 /// A string field of at most `max` bytes.

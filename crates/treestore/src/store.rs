@@ -81,12 +81,7 @@ impl TreeStore {
         spec: Option<&VersionSpec>,
     ) -> Result<StoreReport> {
         let prepared = self.prepare_document(doc, nodes, spec)?;
-        retry(|| {
-            let mut txn = self.db.begin_write();
-            let report = prepared.write(&mut txn)?;
-            txn.commit()?;
-            Ok(report)
-        })
+        records::write(&self.db, |txn| prepared.write(txn))
     }
 
     /// Creates or replaces `nodes` in an existing document version, in one
@@ -99,54 +94,29 @@ impl TreeStore {
         plan::check_id_arg("policy_id", policy)?;
         plan::check_id_arg("version_id", version)?;
         let count = nodes.len();
-        let mut attempt = 1;
-        loop {
+        // Reading, merging and indexing happen again on each attempt: a
+        // conflict means the version changed under us.
+        retry(|| {
             let (doc, existing) = self.read().get_document(policy, Some(version))?;
             let seen_update = doc.updated_at;
-            let mut merged = existing;
-            let mut position: std::collections::HashMap<String, usize> = merged
-                .iter()
-                .enumerate()
-                .map(|(i, n)| (n.node_id.clone(), i))
-                .collect();
-            // Child order is re-derived from the order of the merged list,
-            // except where the request fixes it.
-            for n in &mut merged {
-                n.child_ids.clear();
-            }
-            for n in nodes.iter().cloned() {
-                match position.get(&n.node_id) {
-                    Some(&i) => merged[i] = n,
-                    None => {
-                        position.insert(n.node_id.clone(), merged.len());
-                        merged.push(n);
-                    }
-                }
-            }
-            let mut prepared = self.prepare_document(doc, merged, None)?;
+            let mut prepared = self.prepare_document(doc, merge_nodes(existing, &nodes), None)?;
             prepared.keep_registration = true;
-            let result = (|| {
-                let mut txn = self.db.begin_write();
-                let key = prepared.keys.document();
-                let current = txn.get(&key)?.ok_or_else(|| Error::DocumentNotFound {
-                    policy: policy.to_string(),
-                    version: Some(version.to_string()),
-                })?;
-                let (now_doc, _) = codec::decode_document(policy, version, &current)
-                    .map_err(|e| Error::corrupt(&key, e))?;
-                if now_doc.updated_at != seen_update {
-                    // Stored again since we read it: merge onto the new content.
-                    return Err(Error::Storage(treestore_storage::Error::Conflict));
-                }
-                prepared.write(&mut txn)?;
-                txn.commit()?;
-                Ok(count)
-            })();
-            match result {
-                Err(e) if e.is_retryable() && attempt < MAX_ATTEMPTS => attempt += 1,
-                other => return other,
+            let mut txn = self.db.begin_write();
+            let key = prepared.keys.document();
+            let current = txn.get(&key)?.ok_or_else(|| Error::DocumentNotFound {
+                policy: policy.to_string(),
+                version: Some(version.to_string()),
+            })?;
+            let (now_doc, _) = codec::decode_document(policy, version, &current)
+                .map_err(|e| Error::corrupt(&key, e))?;
+            if now_doc.updated_at != seen_update {
+                // Stored again since we read it: merge onto the new content.
+                return Err(Error::Storage(treestore_storage::Error::Conflict));
             }
-        }
+            prepared.write(&mut txn)?;
+            txn.commit()?;
+            Ok(count)
+        })
     }
 
     /// Validates and indexes a document for [`PreparedDocument::write`]
@@ -306,12 +276,7 @@ impl TreeStore {
         if let Some(v) = version {
             plan::check_id_arg("version_id", v)?;
         }
-        retry(|| {
-            let mut txn = self.db.begin_write();
-            let doomed = delete_versions(&mut txn, policy, version)?;
-            txn.commit()?;
-            Ok(doomed)
-        })
+        records::write(&self.db, |txn| delete_versions(txn, policy, version))
     }
 }
 
@@ -345,6 +310,32 @@ pub(crate) fn delete_versions(
         });
     }
     Ok(deleted)
+}
+
+/// `existing` nodes (document order) with `nodes` merged in: a node whose id
+/// exists replaces it in place, a new one is appended (so it follows its
+/// parent's existing children). Child lists are cleared, so child order is
+/// re-derived from the merged order, except where a given node fixes it.
+fn merge_nodes(existing: Vec<Node>, nodes: &[Node]) -> Vec<Node> {
+    let mut merged = existing;
+    let mut position: std::collections::HashMap<String, usize> = merged
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.node_id.clone(), i))
+        .collect();
+    for n in &mut merged {
+        n.child_ids.clear();
+    }
+    for n in nodes.iter().cloned() {
+        match position.get(&n.node_id) {
+            Some(&i) => merged[i] = n,
+            None => {
+                position.insert(n.node_id.clone(), merged.len());
+                merged.push(n);
+            }
+        }
+    }
+    merged
 }
 
 /// Runs a write, retrying it on a transaction conflict.

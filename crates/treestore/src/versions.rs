@@ -339,31 +339,29 @@ pub(crate) fn validate(v: &PolicyVersion) -> Result<()> {
 /// the document's statistics if one is stored (or being stored in `txn`).
 pub(crate) fn register(txn: &mut WriteTxn, mut v: PolicyVersion) -> Result<PolicyVersion> {
     validate(&v)?;
-    let key = record_key(&v.policy_id, &v.version_id);
-    if let Some(old) = records::get_in::<PolicyVersion>(txn, &key)? {
-        txn.delete(&index_key(&old))?;
-    }
     v.registered_at = Timestamp::now_monotonic();
     let doc = doc_stats(txn, &v.policy_id, &v.version_id)?;
+    let key = record_key(&v.policy_id, &v.version_id);
+    records::upsert(txn, &key, &v, |v| vec![index_entry(v, doc)])?;
+    Ok(v)
+}
+
+/// The effective-index entry of a registration whose document has `doc`
+/// statistics.
+fn index_entry(v: &PolicyVersion, doc: Option<(u32, u64)>) -> (Vec<u8>, Vec<u8>) {
     let entry = IndexEntry {
         version_id: v.version_id.clone(),
         end: v.effective_end,
         doc,
     };
-    txn.put(&index_key(&v), &encode_entry(&entry))?;
-    txn.put(&key, &records::encode(&v)?)?;
-    Ok(v)
+    (index_key(v), encode_entry(&entry))
 }
 
 /// Rewrites a registration's index entry with the statistics of the document
 /// now stored (or being stored in `txn`), keeping its place.
 pub(crate) fn refresh_document(txn: &mut WriteTxn, v: &PolicyVersion) -> Result<()> {
-    let entry = IndexEntry {
-        version_id: v.version_id.clone(),
-        end: v.effective_end,
-        doc: doc_stats(txn, &v.policy_id, &v.version_id)?,
-    };
-    txn.put(&index_key(v), &encode_entry(&entry))?;
+    let (key, value) = index_entry(v, doc_stats(txn, &v.policy_id, &v.version_id)?);
+    txn.put(&key, &value)?;
     Ok(())
 }
 

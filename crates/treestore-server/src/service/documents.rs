@@ -7,7 +7,7 @@
 
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
-use treestore::{NodeItem, SearchScope};
+use treestore::{NodeItem, Reader, SearchScope};
 
 use super::{Ctx, ServerStream};
 use crate::convert::{self, nodes_to_pb};
@@ -57,13 +57,9 @@ pub fn get_document(
     ctx: &Ctx,
     r: pb::GetDocumentRequest,
 ) -> Result<pb::GetDocumentResponse, Status> {
-    let reader = ctx.store.read();
-    let version = reader
-        .resolve_version(&r.policy_id, opt(&r.version_id))
-        .map_err(from_error)?;
-    let (doc, nodes) = reader
-        .get_document(&r.policy_id, Some(&version))
-        .map_err(from_error)?;
+    let (version, (doc, nodes)) = at_version(ctx, &r.policy_id, &r.version_id, |reader, v| {
+        reader.get_document(&r.policy_id, Some(v))
+    })?;
     Ok(pb::GetDocumentResponse {
         document: Some(convert::document_to_pb(doc)),
         nodes: nodes_to_pb(nodes, &r.policy_id, &version),
@@ -90,26 +86,19 @@ pub fn delete_document(
 }
 
 pub fn get_node(ctx: &Ctx, r: pb::GetNodeRequest) -> Result<pb::GetNodeResponse, Status> {
-    let reader = ctx.store.read();
-    let version = reader
-        .resolve_version(&r.policy_id, opt(&r.version_id))
-        .map_err(from_error)?;
-    let node = reader
-        .get_node(&r.policy_id, Some(&version), &r.node_id)
-        .map_err(from_error)?;
+    let (version, node) = at_version(ctx, &r.policy_id, &r.version_id, |reader, v| {
+        reader.get_node(&r.policy_id, Some(v), &r.node_id)
+    })?;
     Ok(pb::GetNodeResponse {
         node: Some(convert::node_to_pb(node, &r.policy_id, &version)),
     })
 }
 
 pub fn get_nodes(ctx: &Ctx, r: pb::GetNodesRequest) -> Result<pb::GetNodesResponse, Status> {
-    let reader = ctx.store.read();
-    let version = reader
-        .resolve_version(&r.policy_id, opt(&r.version_id))
-        .map_err(from_error)?;
-    let (nodes, missing_ids) = reader
-        .get_nodes(&r.policy_id, Some(&version), &r.node_ids)
-        .map_err(from_error)?;
+    let (version, (nodes, missing_ids)) =
+        at_version(ctx, &r.policy_id, &r.version_id, |reader, v| {
+            reader.get_nodes(&r.policy_id, Some(v), &r.node_ids)
+        })?;
     Ok(pb::GetNodesResponse {
         nodes: nodes_to_pb(nodes, &r.policy_id, &version),
         missing_ids,
@@ -120,13 +109,9 @@ pub fn get_children(
     ctx: &Ctx,
     r: pb::GetChildrenRequest,
 ) -> Result<pb::GetChildrenResponse, Status> {
-    let reader = ctx.store.read();
-    let version = reader
-        .resolve_version(&r.policy_id, opt(&r.version_id))
-        .map_err(from_error)?;
-    let nodes = reader
-        .get_children(&r.policy_id, Some(&version), opt(&r.parent_id))
-        .map_err(from_error)?;
+    let (version, nodes) = at_version(ctx, &r.policy_id, &r.version_id, |reader, v| {
+        reader.get_children(&r.policy_id, Some(v), opt(&r.parent_id))
+    })?;
     Ok(pb::GetChildrenResponse {
         children: nodes_to_pb(nodes, &r.policy_id, &version),
     })
@@ -138,13 +123,9 @@ fn max_depth(v: i32) -> Result<u32, Status> {
 
 pub fn get_subtree(ctx: &Ctx, r: pb::GetSubtreeRequest) -> Result<pb::GetSubtreeResponse, Status> {
     let depth = max_depth(r.max_depth)?;
-    let reader = ctx.store.read();
-    let version = reader
-        .resolve_version(&r.policy_id, opt(&r.version_id))
-        .map_err(from_error)?;
-    let nodes = reader
-        .get_subtree(&r.policy_id, Some(&version), &r.node_id, depth)
-        .map_err(from_error)?;
+    let (version, nodes) = at_version(ctx, &r.policy_id, &r.version_id, |reader, v| {
+        reader.get_subtree(&r.policy_id, Some(v), &r.node_id, depth)
+    })?;
     Ok(pb::GetSubtreeResponse {
         nodes: nodes_to_pb(nodes, &r.policy_id, &version),
     })
@@ -154,13 +135,9 @@ pub fn get_ancestor_path(
     ctx: &Ctx,
     r: pb::GetAncestorPathRequest,
 ) -> Result<pb::GetAncestorPathResponse, Status> {
-    let reader = ctx.store.read();
-    let version = reader
-        .resolve_version(&r.policy_id, opt(&r.version_id))
-        .map_err(from_error)?;
-    let nodes = reader
-        .get_ancestor_path(&r.policy_id, Some(&version), &r.node_id)
-        .map_err(from_error)?;
+    let (version, nodes) = at_version(ctx, &r.policy_id, &r.version_id, |reader, v| {
+        reader.get_ancestor_path(&r.policy_id, Some(v), &r.node_id)
+    })?;
     Ok(pb::GetAncestorPathResponse {
         ancestors: nodes_to_pb(nodes, &r.policy_id, &version),
     })
@@ -172,13 +149,9 @@ pub fn get_nodes_by_page(
 ) -> Result<pb::GetNodesByPageResponse, Status> {
     let page = u32::try_from(r.page_number)
         .map_err(|_| invalid("page_number", format!("{} is negative", r.page_number)))?;
-    let reader = ctx.store.read();
-    let version = reader
-        .resolve_version(&r.policy_id, opt(&r.version_id))
-        .map_err(from_error)?;
-    let nodes = reader
-        .get_nodes_by_page(&r.policy_id, Some(&version), page)
-        .map_err(from_error)?;
+    let (version, nodes) = at_version(ctx, &r.policy_id, &r.version_id, |reader, v| {
+        reader.get_nodes_by_page(&r.policy_id, Some(v), page)
+    })?;
     Ok(pb::GetNodesByPageResponse {
         nodes: nodes_to_pb(nodes, &r.policy_id, &version),
     })
@@ -189,13 +162,9 @@ pub fn get_by_section_path(
     r: pb::GetBySectionPathRequest,
 ) -> Result<pb::GetNodeResponse, Status> {
     crate::status::require("section_path", &r.section_path)?;
-    let reader = ctx.store.read();
-    let version = reader
-        .resolve_version(&r.policy_id, opt(&r.version_id))
-        .map_err(from_error)?;
-    let nodes = reader
-        .get_by_section_path(&r.policy_id, Some(&version), &r.section_path)
-        .map_err(from_error)?;
+    let (version, nodes) = at_version(ctx, &r.policy_id, &r.version_id, |reader, v| {
+        reader.get_by_section_path(&r.policy_id, Some(v), &r.section_path)
+    })?;
     let node = nodes.into_iter().next().ok_or_else(|| {
         Status::not_found(format!(
             "no node with section path {:?} in policy {:?} version {version:?}",
@@ -259,6 +228,23 @@ pub fn insert_nodes(
     })
 }
 
+/// Runs `query` on one snapshot at the version a request addresses (the one
+/// named, or the one in force now); returns that version with the result, so
+/// every node of a reply is labelled with the version it came from.
+fn at_version<T>(
+    ctx: &Ctx,
+    policy: &str,
+    version: &str,
+    query: impl FnOnce(&Reader<'_>, &str) -> treestore::Result<T>,
+) -> Result<(String, T), Status> {
+    let reader = ctx.store.read();
+    let v = reader
+        .resolve_version(policy, opt(version))
+        .map_err(from_error)?;
+    let out = query(&reader, &v).map_err(from_error)?;
+    Ok((v, out))
+}
+
 /// Approximate encoded size of a node (for the stream byte budget).
 fn node_bytes(n: &pb::Node) -> usize {
     n.text.len() + n.summary.len() + n.title.len() + 64 * (1 + n.child_ids.len())
@@ -320,21 +306,16 @@ pub fn stream_subtree(
     let depth = max_depth(r.max_depth)?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::NodeBatch, Status>>(4);
     tokio::task::spawn_blocking(move || {
-        let reader = ctx.store.read();
-        let nodes = reader
-            .resolve_version(&r.policy_id, opt(&r.version_id))
-            .and_then(|v| {
-                let nodes = reader.get_subtree(&r.policy_id, Some(&v), &r.node_id, depth)?;
-                Ok((v, nodes))
-            });
-        let (version, nodes) = match nodes {
+        let subtree = at_version(&ctx, &r.policy_id, &r.version_id, |reader, v| {
+            reader.get_subtree(&r.policy_id, Some(v), &r.node_id, depth)
+        });
+        let (version, nodes) = match subtree {
             Ok(x) => x,
-            Err(e) => {
-                let _ = tx.blocking_send(Err(from_error(e)));
+            Err(status) => {
+                let _ = tx.blocking_send(Err(status));
                 return;
             }
         };
-        drop(reader);
         let mut batch = pb::NodeBatch::default();
         let mut bytes = 0;
         for n in nodes {

@@ -165,17 +165,9 @@ fn index_keys(c: &Contradiction) -> Vec<Vec<u8>> {
 
 /// Writes a prepared contradiction (an upsert by id).
 pub(crate) fn write(txn: &mut WriteTxn, c: &Contradiction) -> Result<()> {
-    let key = record_key(&c.contradiction_id);
-    if let Some(old) = records::get_in::<Contradiction>(txn, &key)? {
-        for k in index_keys(&old) {
-            txn.delete(&k)?;
-        }
-    }
-    txn.put(&key, &records::encode(c)?)?;
-    for k in index_keys(c) {
-        txn.put(&k, &[])?;
-    }
-    Ok(())
+    records::upsert(txn, &record_key(&c.contradiction_id), c, |c| {
+        index_keys(c).into_iter().map(|k| (k, Vec::new())).collect()
+    })
 }
 
 pub(crate) fn get(txn: &ReadTxn, id: &str) -> Result<Option<Contradiction>> {

@@ -95,17 +95,9 @@ fn index_keys(r: &CrossReference) -> [Vec<u8>; 2] {
 
 /// Writes a prepared reference (an upsert by id).
 pub(crate) fn write(txn: &mut WriteTxn, r: &CrossReference) -> Result<()> {
-    let key = record_key(&r.reference_id);
-    if let Some(old) = records::get_in::<CrossReference>(txn, &key)? {
-        for k in index_keys(&old) {
-            txn.delete(&k)?;
-        }
-    }
-    txn.put(&key, &records::encode(r)?)?;
-    for k in index_keys(r) {
-        txn.put(&k, &[])?;
-    }
-    Ok(())
+    records::upsert(txn, &record_key(&r.reference_id), r, |r| {
+        index_keys(r).into_iter().map(|k| (k, Vec::new())).collect()
+    })
 }
 
 /// A node's references in `direction`, optionally only of one type and

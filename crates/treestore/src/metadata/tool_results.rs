@@ -129,17 +129,7 @@ fn index_entries(r: &ToolResult) -> Vec<(Vec<u8>, Vec<u8>)> {
 
 /// Writes a prepared result (an upsert by execution id).
 pub(crate) fn write(txn: &mut WriteTxn, r: &ToolResult) -> Result<()> {
-    let key = record_key(&r.execution_id);
-    if let Some(old) = records::get_in::<ToolResult>(txn, &key)? {
-        for (k, _) in index_entries(&old) {
-            txn.delete(&k)?;
-        }
-    }
-    txn.put(&key, &records::encode(r)?)?;
-    for (k, v) in index_entries(r) {
-        txn.put(&k, &v)?;
-    }
-    Ok(())
+    records::upsert(txn, &record_key(&r.execution_id), r, index_entries)
 }
 
 /// One result by id.

@@ -188,17 +188,7 @@ fn index_entries(t: &Trajectory) -> Vec<(Vec<u8>, Vec<u8>)> {
 
 /// Writes a prepared trajectory (an upsert by id).
 pub(crate) fn write(txn: &mut WriteTxn, t: &Trajectory) -> Result<()> {
-    let key = record_key(&t.trajectory_id);
-    if let Some(old) = records::get_in::<Trajectory>(txn, &key)? {
-        for (k, _) in index_entries(&old) {
-            txn.delete(&k)?;
-        }
-    }
-    txn.put(&key, &records::encode(t)?)?;
-    for (k, v) in index_entries(t) {
-        txn.put(&k, &v)?;
-    }
-    Ok(())
+    records::upsert(txn, &record_key(&t.trajectory_id), t, index_entries)
 }
 
 pub(crate) fn get(txn: &ReadTxn, id: &str) -> Result<Option<Trajectory>> {
