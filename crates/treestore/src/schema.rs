@@ -15,7 +15,7 @@
 //! | 0x10  | (policy, version) `p` (term)                      | posting list          |
 //! | 0x11  | (policy, effective_start, registered_at)            | version index entry   |
 //! | 0x12  | (policy, version)                                 | version record (JSON) |
-//! | 0x13  | (term, policy, version)                           | term summary          |
+//! | 0x13  | bucket(policy) (term, policy, version)            | term summary          |
 //! | 0x20  | (execution_id)                                    | tool result (JSON)    |
 //! | 0x21  | (case_id, executed_at, execution_id)              | execution_id          |
 //! | 0x22  | (tool_name, executed_at, execution_id)            | success, latency      |
@@ -40,7 +40,7 @@
 //! All keys of one document share the prefix `0x10 (policy, version)`, so
 //! deleting a document is one prefix scan; a subtree is the contiguous ord range
 //! `[ord, ord + subtree_size)` of the node table. Space 0x13 is the term-major
-//! index cross-policy search reads.
+//! index cross-policy search reads; `bucket` is 2 bytes ([`term_bucket`]).
 
 use crate::key::{self, Elem, KeyBuilder};
 
@@ -217,18 +217,37 @@ pub fn version_of_key(prefix: &[u8], key: &[u8]) -> Option<String> {
 }
 
 /// The summary of a term's postings in one document version.
+/// Buckets of the term-major index. A document's term summaries go to the
+/// bucket of its policy, so storing a document inserts into one bucket's
+/// region of the table (which holds about 1/`TERM_BUCKETS` of all documents)
+/// instead of at random places across the whole table; a cross-policy search
+/// reads each query term once per bucket that holds a policy in scope.
+pub const TERM_BUCKETS: u16 = 1024;
+
+/// The term-index bucket of a policy: FNV-1a of its id, so it is the same in
+/// every process and release.
+pub fn term_bucket(policy: &str) -> u16 {
+    let hash = policy.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (hash % u64::from(TERM_BUCKETS)) as u16
+}
+
+/// The key of a document's summary of `term`: `0x13 bucket (term, policy, version)`.
 pub fn term(term: &str, policy: &str, version: &str) -> Vec<u8> {
-    KeyBuilder::new()
-        .raw(&[SPACE_TERMS])
-        .str(term)
+    KeyBuilder::from(terms(term_bucket(policy), term))
         .str(policy)
         .str(version)
         .finish()
 }
 
-/// Prefix of a term's summaries across all documents.
-pub fn terms(term: &str) -> Vec<u8> {
-    KeyBuilder::new().raw(&[SPACE_TERMS]).str(term).finish()
+/// Prefix of a term's summaries in one bucket.
+pub fn terms(bucket: u16, term: &str) -> Vec<u8> {
+    let b = bucket.to_be_bytes();
+    KeyBuilder::new()
+        .raw(&[SPACE_TERMS, b[0], b[1]])
+        .str(term)
+        .finish()
 }
 
 /// The (policy, version) of a term-summary key under `prefix` ([`terms`]).
@@ -271,11 +290,24 @@ mod tests {
             version_of_key(&vp, &version("p", "v2")).as_deref(),
             Some("v2")
         );
-        let tp = terms("mri");
+        let tp = terms(term_bucket("p"), "mri");
         assert_eq!(
             policy_version_of_term_key(&tp, &term("mri", "p", "v")),
             Some(("p".into(), "v".into()))
         );
         assert!(d.node(5) < d.node(6) && d.node(255) < d.node(256));
+    }
+
+    #[test]
+    fn term_buckets_are_stable_and_spread() {
+        // Stored keys depend on these values: a changed hash would hide every
+        // stored summary from cross-policy search.
+        assert_eq!(term_bucket(""), (0xcbf2_9ce4_8422_2325u64 % 1024) as u16);
+        assert_eq!(term_bucket("policy-7"), 659);
+        let used: std::collections::HashSet<u16> =
+            (0..4096).map(|i| term_bucket(&format!("policy-{i}"))).collect();
+        assert!(used.len() > 900, "{} buckets used", used.len());
+        assert!(used.iter().all(|&b| b < TERM_BUCKETS));
+        assert!(term("t", "p", "v").starts_with(&terms(term_bucket("p"), "t")));
     }
 }

@@ -332,21 +332,25 @@ pub(crate) fn search_all(
     // Per candidate document: the summaries of the query terms it contains.
     let mut candidates: HashMap<usize, Vec<(usize, TermSummary)>> = HashMap::new();
     let mut df = vec![0u64; terms.len()];
+    let mut buckets: Vec<u16> = docs.iter().map(|(p, _)| schema::term_bucket(p)).collect();
+    buckets.sort_unstable();
+    buckets.dedup();
     for (t, term) in terms.iter().enumerate() {
-        let prefix = schema::terms(term);
-        for item in txn.prefix(&prefix, false) {
-            let (k, v) = item?;
-            let (policy, version) = schema::policy_version_of_term_key(&prefix, &k)
-                .ok_or_else(|| Error::corrupt(&k, "malformed key"))?;
-            let Some(&d) = by_policy.get(policy.as_str()) else {
-                continue;
-            };
-            if docs[d].1.version_id != version {
-                continue;
+        for prefix in buckets.iter().map(|&b| schema::terms(b, term)) {
+            for item in txn.prefix(&prefix, false) {
+                let (k, v) = item?;
+                let (policy, version) = schema::policy_version_of_term_key(&prefix, &k)
+                    .ok_or_else(|| Error::corrupt(&k, "malformed key"))?;
+                let Some(&d) = by_policy.get(policy.as_str()) else {
+                    continue;
+                };
+                if docs[d].1.version_id != version {
+                    continue;
+                }
+                let s = codec::decode_summary(&v).map_err(|e| Error::corrupt(&k, e))?;
+                df[t] += u64::from(s.count);
+                candidates.entry(d).or_default().push((t, s));
             }
-            let s = codec::decode_summary(&v).map_err(|e| Error::corrupt(&k, e))?;
-            df[t] += u64::from(s.count);
-            candidates.entry(d).or_default().push((t, s));
         }
     }
     let idfs: Vec<f64> = df.iter().map(|&d| idf(n, d)).collect();
