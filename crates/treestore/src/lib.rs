@@ -7,7 +7,8 @@
 //! - [`reader`]: queries on a consistent snapshot.
 //! - [`plan`]: validation and derived fields.
 //! - [`schema`]: the key layout; [`codec`]: the record encodings; [`key`]: tuple keys.
-//! - [`analyzer`] and [`search`]: text analysis and BM25.
+//! - [`analyzer`] and [`search`]: text analysis and BM25; `term_cache`: the
+//!   word-to-term cache indexing uses.
 //! - [`pageindex`]: import of PageIndex JSON (both shapes).
 //! - [`versions`]: the version store (effective periods, as-of queries, diffs).
 //! - [`metadata`]: tool results, trajectories, cross-references, contradictions.
@@ -32,6 +33,7 @@ mod records;
 pub mod schema;
 pub mod search;
 pub mod store;
+mod term_cache;
 pub mod time;
 pub mod versions;
 

@@ -304,8 +304,9 @@ mod tests {
         // stored summary from cross-policy search.
         assert_eq!(term_bucket(""), (0xcbf2_9ce4_8422_2325u64 % 1024) as u16);
         assert_eq!(term_bucket("policy-7"), 659);
-        let used: std::collections::HashSet<u16> =
-            (0..4096).map(|i| term_bucket(&format!("policy-{i}"))).collect();
+        let used: std::collections::HashSet<u16> = (0..4096)
+            .map(|i| term_bucket(&format!("policy-{i}")))
+            .collect();
         assert!(used.len() > 900, "{} buckets used", used.len());
         assert!(used.iter().all(|&b| b < TERM_BUCKETS));
         assert!(term("t", "p", "v").starts_with(&terms(term_bucket("p"), "t")));

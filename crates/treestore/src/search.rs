@@ -14,7 +14,8 @@
 //! Results are ordered by score, best first; equal scores by (policy, version,
 //! document order), so the order is deterministic.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use treestore_storage::ReadTxn;
 
@@ -23,6 +24,7 @@ use crate::codec::{self, Current, DocStats, Posting, TermSummary};
 use crate::error::{Error, Result};
 use crate::model::Node;
 use crate::schema::{self, DocKeys};
+use crate::term_cache::TermCache;
 
 pub const K1: f64 = 1.2;
 pub const B: f64 = 0.75;
@@ -37,72 +39,119 @@ pub const DEFAULT_LIMIT: usize = 10;
 pub const MAX_LIMIT: usize = 10_000;
 
 /// Posting lists of one document, built before it is stored.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub(crate) struct DocIndex {
-    /// Term to postings in increasing ord.
-    pub postings: BTreeMap<String, Vec<Posting>>,
+    /// The document's terms, sorted, each with the end of its postings in
+    /// `postings` (a term's postings start where the previous term's end).
+    terms: Vec<(String, u32)>,
+    /// Every term's postings, term after term, each term's in increasing ord.
+    postings: Vec<Posting>,
     /// Sum of the weighted node lengths.
     pub total_len: u64,
 }
 
-/// FxHash (rustc's hasher): fast for the short keys of the term maps; the
-/// maps only ever hold one document's words, so hash flooding is not a concern.
-#[derive(Default, Clone, Copy)]
-struct FxHasher(u64);
-
-impl std::hash::Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(b))
-                .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-        }
+impl DocIndex {
+    /// Number of distinct terms.
+    pub fn term_count(&self) -> usize {
+        self.terms.len()
     }
-    fn write_u8(&mut self, i: u8) {
-        self.0 = (self.0.rotate_left(5) ^ u64::from(i)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+
+    /// Each term with its postings, in term order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[Posting])> {
+        let mut start = 0usize;
+        self.terms.iter().map(move |(t, end)| {
+            let list = &self.postings[start..*end as usize];
+            start = *end as usize;
+            (t.as_str(), list)
+        })
     }
-    fn finish(&self) -> u64 {
-        self.0
+
+    /// The postings of `term`.
+    #[cfg(test)]
+    pub fn get(&self, term: &str) -> Option<&[Posting]> {
+        self.iter().find(|(t, _)| *t == term).map(|(_, l)| l)
     }
-}
 
-type FxMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FxHasher>>;
-
-/// Maps the words of one document to dense term ids, stemming each distinct
-/// word once.
-#[derive(Default)]
-struct Terms {
-    /// Folded word to its term id (`None`: not indexed).
-    words: FxMap<Box<str>, Option<u32>>,
-    ids: FxMap<String, u32>,
-    terms: Vec<String>,
-}
-
-impl Terms {
-    fn id(&mut self, analyzer: &Analyzer, word: &str) -> Option<u32> {
-        if let Some(&id) = self.words.get(word) {
-            return id;
-        }
-        let id = analyzer
-            .term_of(word)
-            .map(|term| match self.ids.get(&term) {
-                Some(&id) => id,
-                None => {
-                    let id = self.terms.len() as u32;
-                    self.ids.insert(term.clone(), id);
-                    self.terms.push(term);
-                    id
+    /// This index followed by `later`, whose nodes all come after this one's.
+    fn append(self, later: DocIndex) -> DocIndex {
+        let mut out = DocIndex {
+            terms: Vec::with_capacity(self.terms.len().max(later.terms.len())),
+            postings: Vec::with_capacity(self.postings.len() + later.postings.len()),
+            total_len: self.total_len + later.total_len,
+        };
+        let mut a = self.iter().peekable();
+        let mut b = later.iter().peekable();
+        loop {
+            let (term, first, second) = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) if x.0 == y.0 => {
+                    let (x, y) = (a.next().expect("peeked"), b.next().expect("peeked"));
+                    (x.0, x.1, y.1)
                 }
-            });
-        self.words.insert(word.into(), id);
-        id
+                (Some(x), Some(y)) if x.0 < y.0 => {
+                    let x = a.next().expect("peeked");
+                    (x.0, x.1, &[][..])
+                }
+                (_, Some(_)) => {
+                    let y = b.next().expect("peeked");
+                    (y.0, y.1, &[][..])
+                }
+                (Some(_), None) => {
+                    let x = a.next().expect("peeked");
+                    (x.0, x.1, &[][..])
+                }
+                (None, None) => break,
+            };
+            out.postings.extend_from_slice(first);
+            out.postings.extend_from_slice(second);
+            out.terms
+                .push((term.to_string(), out.postings.len() as u32));
+        }
+        out
     }
 }
 
-fn index_range(analyzer: &Analyzer, nodes: &[Node], first_ord: u32) -> DocIndex {
-    let mut terms = Terms::default();
-    let mut postings: Vec<Vec<Posting>> = Vec::new();
+/// The first 8 bytes of `s`, zero padded, as a big-endian number: comparing
+/// these orders strings as comparing the strings would, except that equal
+/// numbers need the whole strings compared.
+fn sort_prefix(s: &str) -> u64 {
+    let mut b = [0u8; 8];
+    let n = s.len().min(8);
+    b[..n].copy_from_slice(&s.as_bytes()[..n]);
+    u64::from_be_bytes(b)
+}
+
+/// Term caches kept between documents, one per indexing thread.
+#[derive(Default)]
+pub(crate) struct Indexer {
+    caches: Mutex<Vec<TermCache>>,
+}
+
+impl Indexer {
+    fn take(&self) -> TermCache {
+        self.caches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_default()
+    }
+
+    fn give_back(&self, cache: TermCache) {
+        self.caches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(cache);
+    }
+}
+
+fn index_range(
+    analyzer: &Analyzer,
+    terms: &mut TermCache,
+    nodes: &[Node],
+    first_ord: u32,
+) -> DocIndex {
+    terms.begin_document();
+    // (document term id, posting), node after node.
+    let mut raw: Vec<(u32, Posting)> = Vec::new();
     // Per-node term frequencies, by term id, and the ids touched.
     let mut tf: Vec<u32> = Vec::new();
     let mut touched: Vec<u32> = Vec::new();
@@ -133,58 +182,94 @@ fn index_range(analyzer: &Analyzer, nodes: &[Node], first_ord: u32) -> DocIndex 
         }
         total_len += u64::from(len);
         let ord = first_ord + i as u32;
-        if postings.len() < terms.terms.len() {
-            postings.resize_with(terms.terms.len(), Vec::new);
-        }
         for id in touched.drain(..) {
-            let id = id as usize;
-            postings[id].push(Posting {
-                ord,
-                tf: tf[id],
-                len,
-            });
-            tf[id] = 0;
+            let slot = &mut tf[id as usize];
+            raw.push((
+                id,
+                Posting {
+                    ord,
+                    tf: *slot,
+                    len,
+                },
+            ));
+            *slot = 0;
         }
     }
+    // Sort the document's terms, then place each posting in its term's
+    // range (in node order, so each list stays in increasing ord).
+    let count = terms.doc_term_count();
+    let prefixes: Vec<u64> = (0..count as u32)
+        .map(|id| sort_prefix(terms.doc_term(id)))
+        .collect();
+    let mut order: Vec<u32> = (0..count as u32).collect();
+    order.sort_unstable_by(|&a, &b| {
+        prefixes[a as usize]
+            .cmp(&prefixes[b as usize])
+            .then_with(|| terms.doc_term(a).cmp(terms.doc_term(b)))
+    });
+    let mut sizes = vec![0u32; count];
+    for (id, _) in &raw {
+        sizes[*id as usize] += 1;
+    }
+    let mut next = vec![0u32; count];
+    let mut end = 0u32;
+    let mut sorted_terms = Vec::with_capacity(count);
+    for &id in &order {
+        next[id as usize] = end;
+        end += sizes[id as usize];
+        sorted_terms.push((terms.doc_term(id).to_string(), end));
+    }
+    let mut postings = vec![
+        Posting {
+            ord: 0,
+            tf: 0,
+            len: 0
+        };
+        raw.len()
+    ];
+    for (id, p) in raw {
+        let at = &mut next[id as usize];
+        postings[*at as usize] = p;
+        *at += 1;
+    }
     DocIndex {
-        postings: terms.terms.into_iter().zip(postings).collect(),
+        terms: sorted_terms,
+        postings,
         total_len,
     }
 }
 
 /// Builds the posting lists of a document whose nodes are in document order
 /// (`nodes[ord]`), on up to four threads for large documents.
-pub(crate) fn index_document(analyzer: &Analyzer, nodes: &[Node]) -> DocIndex {
+pub(crate) fn index_document(analyzer: &Analyzer, indexer: &Indexer, nodes: &[Node]) -> DocIndex {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(4);
+    let run = |analyzer: &Analyzer, part: &[Node], first_ord: u32| {
+        let mut cache = indexer.take();
+        let index = index_range(analyzer, &mut cache, part, first_ord);
+        indexer.give_back(cache);
+        index
+    };
     if threads < 2 || nodes.len() < 64 {
-        return index_range(analyzer, nodes, 0);
+        return run(analyzer, nodes, 0);
     }
     let chunk = nodes.len().div_ceil(threads);
     let parts: Vec<DocIndex> = std::thread::scope(|s| {
         let handles: Vec<_> = nodes
             .chunks(chunk)
             .enumerate()
-            .map(|(i, part)| {
-                s.spawn(move || index_range(&Analyzer::new(), part, (i * chunk) as u32))
-            })
+            .map(|(i, part)| s.spawn(move || run(&Analyzer::new(), part, (i * chunk) as u32)))
             .collect();
         handles
             .into_iter()
             .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect()
     });
-    let mut parts = parts.into_iter();
-    let mut out = parts.next().unwrap_or_default();
-    for part in parts {
-        // Later parts hold higher ords, so appending keeps each list sorted.
-        out.total_len += part.total_len;
-        for (term, list) in part.postings {
-            out.postings.entry(term).or_default().extend(list);
-        }
-    }
-    out
+    parts
+        .into_iter()
+        .reduce(DocIndex::append)
+        .unwrap_or_default()
 }
 
 pub(crate) fn idf(n: u64, df: u64) -> f64 {
@@ -425,12 +510,12 @@ mod tests {
         n.summary = "knee".into();
         n.text = "mri mri knee".into();
         n.keywords = vec!["knee".into()];
-        let idx = index_document(&a, &[n]);
+        let idx = index_document(&a, &Indexer::default(), &[n]);
         // knee: title 4 + summary 2 + text 1 + keywords 3 = 10
-        assert_eq!(idx.postings["knee"][0].tf, 10);
-        assert_eq!(idx.postings["mri"][0].tf, 4 + 2);
+        assert_eq!(idx.get("knee").expect("knee")[0].tf, 10);
+        assert_eq!(idx.get("mri").expect("mri")[0].tf, 4 + 2);
         // 2 title terms x4 + 1 x2 + 3 x1 + 1 x3
-        assert_eq!(idx.postings["mri"][0].len, 16);
+        assert_eq!(idx.get("mri").expect("mri")[0].len, 16);
         assert_eq!(idx.total_len, 16);
     }
 
@@ -444,10 +529,17 @@ mod tests {
                 n
             })
             .collect();
-        let par = index_document(&a, &nodes);
-        let seq = index_range(&a, &nodes, 0);
-        assert_eq!(par.postings, seq.postings);
-        assert_eq!(par.total_len, seq.total_len);
+        let indexer = Indexer::default();
+        let par = index_document(&a, &indexer, &nodes);
+        let seq = index_range(&a, &mut TermCache::default(), &nodes, 0);
+        let again = index_document(&a, &indexer, &nodes);
+        assert_eq!(again, seq, "with warm caches");
+        assert_eq!(par, seq);
+        let terms: Vec<&str> = seq.iter().map(|(t, _)| t).collect();
+        assert!(terms.windows(2).all(|w| w[0] < w[1]), "terms sorted");
+        assert!(seq
+            .iter()
+            .all(|(_, l)| !l.is_empty() && l.windows(2).all(|w| w[0].ord < w[1].ord)));
     }
 
     #[test]

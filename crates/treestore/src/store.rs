@@ -30,6 +30,7 @@ const MAX_ATTEMPTS: usize = 8;
 pub struct TreeStore {
     db: Db,
     analyzer: Analyzer,
+    indexer: search::Indexer,
 }
 
 impl TreeStore {
@@ -43,6 +44,7 @@ impl TreeStore {
         TreeStore {
             db,
             analyzer: Analyzer::new(),
+            indexer: search::Indexer::default(),
         }
     }
 
@@ -80,8 +82,14 @@ impl TreeStore {
         nodes: Vec<Node>,
         spec: Option<&VersionSpec>,
     ) -> Result<StoreReport> {
+        let t0 = std::time::Instant::now();
         let prepared = self.prepare_document(doc, nodes, spec)?;
-        records::write(&self.db, |txn| prepared.write(txn))
+        let t1 = std::time::Instant::now();
+        let r = records::write(&self.db, |txn| prepared.write(txn));
+        if std::env::var_os("TS_TIMING").is_some() {
+            eprintln!("prepare {:?} write+commit {:?}", t1 - t0, t1.elapsed());
+        }
+        r
     }
 
     /// Creates or replaces `nodes` in an existing document version, in one
@@ -128,6 +136,7 @@ impl TreeStore {
         spec: Option<&VersionSpec>,
     ) -> Result<PreparedDocument> {
         let now = Timestamp::now_monotonic();
+        let now_i = std::time::Instant::now();
         let plan = plan::plan(&doc, nodes, now)?;
         if let Some(spec) = spec {
             // Without a start, the start kept from an earlier registration is
@@ -147,9 +156,19 @@ impl TreeStore {
             );
             versions::validate(&probe)?;
         }
-        let index = search::index_document(&self.analyzer, &plan.nodes);
+        let ta = std::time::Instant::now();
+        let index = search::index_document(&self.analyzer, &self.indexer, &plan.nodes);
+        let tb = std::time::Instant::now();
         let keys = DocKeys::new(&doc.policy_id, &doc.version_id);
         let records = Records::encode(&keys, &plan, &index);
+        if std::env::var_os("TS_TIMING").is_some() {
+            eprintln!(
+                "plan {:?} index {:?} encode {:?}",
+                ta - now_i,
+                tb - ta,
+                tb.elapsed()
+            );
+        }
         Ok(PreparedDocument {
             keep_registration: false,
             doc,
@@ -158,7 +177,7 @@ impl TreeStore {
             node_count: plan.nodes.len(),
             top_ords: plan.top_ords,
             total_len: index.total_len,
-            terms: index.postings.len(),
+            terms: index.term_count(),
             keys,
             records,
         })
@@ -359,7 +378,7 @@ struct Records {
 
 impl Records {
     fn encode(keys: &DocKeys, plan: &Plan, index: &DocIndex) -> Records {
-        let mut entries = Vec::with_capacity(plan.nodes.len() * 4 + index.postings.len());
+        let mut entries = Vec::with_capacity(plan.nodes.len() * 4 + index.term_count());
         for (ord, (node, header)) in plan.nodes.iter().zip(&plan.headers).enumerate() {
             let ord = ord as u32;
             entries.push((keys.node(ord), codec::encode_node(header, node)));
@@ -371,10 +390,10 @@ impl Records {
                 entries.push((keys.section(&node.section_path, ord), Vec::new()));
             }
         }
-        let mut summaries = Vec::with_capacity(index.postings.len());
-        for (term, list) in &index.postings {
+        let mut summaries = Vec::with_capacity(index.term_count());
+        for (term, list) in index.iter() {
             let summary = codec::TermSummary::of(list);
-            summaries.push((term.clone(), codec::encode_summary(&summary)));
+            summaries.push((term.to_string(), codec::encode_summary(&summary)));
             entries.push((keys.posting(term), codec::encode_postings(list)));
         }
         Records { entries, summaries }

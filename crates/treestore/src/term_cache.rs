@@ -1,0 +1,246 @@
+//! The word-to-term cache used when indexing documents for search.
+//!
+//! Indexing a document looks up every word of its text (about a thousand per
+//! node). [`TermCache`] remembers, across documents, what each folded word
+//! stems to, so each distinct word is stemmed once per cache rather than once
+//! per document, and numbers terms densely within the document being indexed.
+//! Keys live in one byte arena with an open-addressing table of small
+//! entries over it, so a lookup touches a few cache lines and never allocates.
+//! A cache grows to at most [`MAX_WORDS`] words and then starts afresh.
+
+use crate::analyzer::{Analyzer, MAX_TERM_LEN};
+
+/// Distinct words a cache remembers before it is cleared.
+pub const MAX_WORDS: usize = 1 << 20;
+
+/// Value of a word that is not indexed (stop word, overlong word).
+const NOT_INDEXED: u32 = u32::MAX;
+const EMPTY: u32 = u32::MAX;
+
+/// Hash of a short byte string: 8 bytes at a time, multiplied and rotated,
+/// with the length mixed in; the table takes the high bits.
+fn hash(key: &[u8]) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut h = (key.len() as u64).wrapping_mul(K);
+    let mut chunks = key.chunks_exact(8);
+    for c in &mut chunks {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(c);
+        h = (h.rotate_left(23) ^ u64::from_le_bytes(b)).wrapping_mul(K);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut b = [0u8; 8];
+        b[..rest.len()].copy_from_slice(rest);
+        h = (h.rotate_left(23) ^ u64::from_le_bytes(b)).wrapping_mul(K);
+    }
+    h ^ (h >> 29)
+}
+
+#[derive(Clone, Copy)]
+struct Entry {
+    hash: u64,
+    start: u32,
+    len: u32,
+    value: u32,
+}
+
+/// A map from byte strings to `u32`, insert-only (until cleared).
+#[derive(Default)]
+struct BytesMap {
+    /// Index into `entries`, or `EMPTY`; a power of two long, at most half full.
+    slots: Vec<u32>,
+    entries: Vec<Entry>,
+    arena: Vec<u8>,
+}
+
+impl BytesMap {
+    fn slot_of(&self, key: &[u8], h: u64) -> Result<usize, usize> {
+        let mask = self.slots.len() - 1;
+        let mut i = (h >> 32) as usize & mask;
+        loop {
+            let e = self.slots[i];
+            if e == EMPTY {
+                return Err(i);
+            }
+            let entry = &self.entries[e as usize];
+            if entry.hash == h && self.key_of(entry) == key {
+                return Ok(e as usize);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn key_of(&self, e: &Entry) -> &[u8] {
+        &self.arena[e.start as usize..(e.start + e.len) as usize]
+    }
+
+    fn get(&self, key: &[u8], h: u64) -> Option<u32> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        self.slot_of(key, h).ok().map(|e| self.entries[e].value)
+    }
+
+    /// Inserts `key` (which must be absent) and returns its entry index.
+    fn insert(&mut self, key: &[u8], h: u64, value: u32) -> u32 {
+        if (self.entries.len() + 1) * 2 > self.slots.len() {
+            self.grow();
+        }
+        let slot = match self.slot_of(key, h) {
+            Ok(e) => return e as u32,
+            Err(slot) => slot,
+        };
+        let index = self.entries.len() as u32;
+        self.entries.push(Entry {
+            hash: h,
+            start: self.arena.len() as u32,
+            len: key.len() as u32,
+            value,
+        });
+        self.arena.extend_from_slice(key);
+        self.slots[slot] = index;
+        index
+    }
+
+    fn grow(&mut self) {
+        let size = (self.slots.len() * 2).max(1024);
+        self.slots = vec![EMPTY; size];
+        let mask = size - 1;
+        for (index, e) in self.entries.iter().enumerate() {
+            let mut i = (e.hash >> 32) as usize & mask;
+            while self.slots[i] != EMPTY {
+                i = (i + 1) & mask;
+            }
+            self.slots[i] = index as u32;
+        }
+    }
+
+    fn key(&self, index: u32) -> &[u8] {
+        self.key_of(&self.entries[index as usize])
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+/// Word to term, across documents, and term to its dense id in the document
+/// being indexed.
+#[derive(Default)]
+pub(crate) struct TermCache {
+    /// Folded word to global term id (or [`NOT_INDEXED`]).
+    words: BytesMap,
+    /// Term text to global term id (its entry index).
+    terms: BytesMap,
+    /// Per global term id: the document stamp and the id in that document.
+    local: Vec<(u32, u32)>,
+    stamp: u32,
+    /// Global ids of the current document's terms, by document id.
+    doc_terms: Vec<u32>,
+}
+
+impl TermCache {
+    /// Starts numbering the terms of a new document from 0.
+    pub fn begin_document(&mut self) {
+        if self.words.len() > MAX_WORDS {
+            *self = TermCache::default();
+        }
+        self.doc_terms.clear();
+        self.stamp = self.stamp.wrapping_add(1);
+        if self.stamp == 0 {
+            self.local.iter_mut().for_each(|l| *l = (0, 0));
+            self.stamp = 1;
+        }
+    }
+
+    /// The document-local id of the term a folded word is indexed under, or
+    /// `None` when it is not indexed.
+    pub fn id(&mut self, analyzer: &Analyzer, word: &str) -> Option<u32> {
+        if word.len() > MAX_TERM_LEN {
+            return None;
+        }
+        let h = hash(word.as_bytes());
+        let global = match self.words.get(word.as_bytes(), h) {
+            Some(g) => g,
+            None => {
+                let g = match analyzer.term_of(word) {
+                    None => NOT_INDEXED,
+                    Some(term) => {
+                        let th = hash(term.as_bytes());
+                        match self.terms.get(term.as_bytes(), th) {
+                            Some(g) => g,
+                            None => {
+                                let g = self.terms.len() as u32;
+                                self.terms.insert(term.as_bytes(), th, g);
+                                self.local.push((0, 0));
+                                g
+                            }
+                        }
+                    }
+                };
+                self.words.insert(word.as_bytes(), h, g);
+                g
+            }
+        };
+        if global == NOT_INDEXED {
+            return None;
+        }
+        let slot = &mut self.local[global as usize];
+        if slot.0 != self.stamp {
+            *slot = (self.stamp, self.doc_terms.len() as u32);
+            self.doc_terms.push(global);
+        }
+        Some(slot.1)
+    }
+
+    /// Number of distinct terms in the current document.
+    pub fn doc_term_count(&self) -> usize {
+        self.doc_terms.len()
+    }
+
+    /// The text of the current document's term `id`.
+    pub fn doc_term(&self, id: u32) -> &str {
+        let bytes = self.terms.key(self.doc_terms[id as usize]);
+        // Terms are inserted from `&str` only.
+        std::str::from_utf8(bytes).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_terms_per_document_and_remembers_words() {
+        let a = Analyzer::new();
+        let mut c = TermCache::default();
+        c.begin_document();
+        assert_eq!(c.id(&a, "scans"), Some(0));
+        assert_eq!(c.id(&a, "the"), None);
+        assert_eq!(c.id(&a, "scan"), Some(0), "same stem, same id");
+        assert_eq!(c.id(&a, "knee"), Some(1));
+        assert_eq!(
+            (c.doc_term_count(), c.doc_term(0), c.doc_term(1)),
+            (2, "scan", "knee")
+        );
+        c.begin_document();
+        assert_eq!(c.id(&a, "knee"), Some(0), "ids restart per document");
+        assert_eq!(c.doc_term(0), "knee");
+        assert_eq!(c.doc_term_count(), 1);
+    }
+
+    #[test]
+    fn many_words_survive_growth() {
+        let a = Analyzer::new();
+        let mut c = TermCache::default();
+        c.begin_document();
+        let words: Vec<String> = (0..20_000).map(|i| format!("w{i}x")).collect();
+        let ids: Vec<_> = words.iter().map(|w| c.id(&a, w)).collect();
+        for (w, id) in words.iter().zip(&ids) {
+            assert_eq!(c.id(&a, w), *id);
+            let id = id.expect("indexed");
+            assert_eq!(Some(c.doc_term(id).to_string()), a.term_of(w));
+        }
+    }
+}
