@@ -1,5 +1,6 @@
 //! The document-layer benchmark: ingests a generated corpus (durable
-//! `store_document` per document, every index and posting included), then
+//! `store_document` per document, or atomic batches of documents with
+//! `--batch`; every index and posting included), then
 //! measures queries with a warm cache: each sampled query runs once to warm up,
 //! then again timed, each on a fresh snapshot, with no version given (so the
 //! current-version lookup is included).
@@ -8,7 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use treestore::{Options, SearchScope, TreeStore};
+use treestore::{Options, SearchScope, TreeStore, WriteOp};
 
 use crate::corpus::{Corpus, CorpusSpec, Rng, Vocab};
 
@@ -21,6 +22,10 @@ pub struct DocBenchOptions {
     /// Timed queries per kind (cross-policy search uses a tenth).
     pub samples: usize,
     pub cache_bytes: usize,
+    /// Documents per transaction: 1 = one durable `store_document` each;
+    /// more = atomic batches through `TreeStore::apply` (documents of a batch
+    /// are indexed in parallel).
+    pub batch: usize,
 }
 
 /// Latency summary of one query kind, in microseconds.
@@ -44,6 +49,8 @@ pub struct DocBenchReport {
     pub ingest: Duration,
     pub generate: Duration,
     pub data_bytes: u64,
+    /// Documents per ingest transaction.
+    pub batch: usize,
     pub stats: Vec<Stat>,
 }
 
@@ -57,6 +64,7 @@ impl DocBenchReport {
             "nodes": self.nodes,
             "documents": self.documents,
             "ingest_seconds": self.ingest.as_secs_f64(),
+            "documents_per_transaction": self.batch,
             "generate_seconds": self.generate.as_secs_f64(),
             "ingest_nodes_per_sec": self.ingest_nodes_per_sec(),
             "data_bytes": self.data_bytes,
@@ -69,9 +77,10 @@ impl DocBenchReport {
 
     pub fn to_markdown(&self) -> String {
         let mut s = format!(
-            "{} nodes in {} documents: ingest {:.1} s = {:.0} nodes/s (generation {:.1} s, not counted); data directory {:.0} MiB\n\n",
+            "{} nodes in {} documents, {} per transaction: ingest {:.1} s = {:.0} nodes/s (generation {:.1} s, not counted); data directory {:.0} MiB\n\n",
             self.nodes,
             self.documents,
+            self.batch.max(1),
             self.ingest.as_secs_f64(),
             self.ingest_nodes_per_sec(),
             self.generate.as_secs_f64(),
@@ -171,6 +180,7 @@ pub fn run(opts: &DocBenchOptions) -> treestore::Result<DocBenchReport> {
     let mut corpus = Corpus::new(CorpusSpec::new(opts.seed, opts.nodes));
     let mut docs: Vec<DocInfo> = Vec::new();
     let (mut ingest, mut generate) = (Duration::ZERO, Duration::ZERO);
+    let mut pending = Vec::new();
     loop {
         let t = Instant::now();
         let Some(doc) = corpus.next() else { break };
@@ -189,7 +199,23 @@ pub fn run(opts: &DocBenchOptions) -> treestore::Result<DocBenchReport> {
             deepest,
         });
         let t = Instant::now();
-        store.store_document(doc.document, doc.nodes)?;
+        if opts.batch <= 1 {
+            store.store_document(doc.document, doc.nodes)?;
+        } else {
+            pending.push(WriteOp::StoreDocument {
+                document: doc.document,
+                nodes: doc.nodes,
+                version: None,
+            });
+            if pending.len() >= opts.batch {
+                store.apply(std::mem::take(&mut pending))?;
+            }
+        }
+        ingest += t.elapsed();
+    }
+    if !pending.is_empty() {
+        let t = Instant::now();
+        store.apply(pending)?;
         ingest += t.elapsed();
     }
     let data_bytes = dir_size(&opts.dir);
@@ -281,6 +307,7 @@ pub fn run(opts: &DocBenchOptions) -> treestore::Result<DocBenchReport> {
         nodes: opts.nodes,
         documents: docs.len(),
         ingest,
+        batch: opts.batch.max(1),
         generate,
         data_bytes,
         stats,

@@ -37,6 +37,10 @@ enum Command {
         /// Buffer pool size in MiB.
         #[arg(long, default_value_t = 4_096)]
         cache_mib: usize,
+        /// Documents per ingest transaction (1: one durable store_document
+        /// each; more: atomic batches, documents indexed in parallel).
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
         /// Write the results as JSON here.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -137,6 +141,7 @@ fn main() -> Result<()> {
             dir,
             samples,
             cache_mib,
+            batch,
             out,
         } => {
             let (_tmp, dir) = data_dir(dir)?;
@@ -146,6 +151,7 @@ fn main() -> Result<()> {
                 dir,
                 samples,
                 cache_bytes: cache_mib << 20,
+                batch,
             };
             let report = docbench::run(&opts).context("document benchmark")?;
             print!("{}", report.to_markdown());

@@ -6,6 +6,9 @@
 //! transaction starts, so a bad operation anywhere in the batch rejects the
 //! whole batch with the error of the first bad one and writes nothing.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
 use crate::error::{Error, Result};
 use crate::metadata::{
     contradictions, cross_refs, tool_results, trajectories, Contradiction, CrossReference,
@@ -80,11 +83,7 @@ impl TreeStore {
                 format!("{} operations, at most {MAX_BATCH_OPS} allowed", ops.len()),
             ));
         }
-        let prepared = ops
-            .into_iter()
-            .enumerate()
-            .map(|(i, op)| self.prepare_op(op).map_err(|e| in_op(i, e)))
-            .collect::<Result<Vec<_>>>()?;
+        let prepared = self.prepare_ops(ops)?;
         let now = Timestamp::now();
         store::retry(|| {
             let mut txn = self.db().begin_write();
@@ -141,7 +140,58 @@ impl TreeStore {
         })
     }
 
-    fn prepare_op(&self, op: WriteOp) -> Result<Prepared> {
+    /// Checks every op and indexes every document. With several documents
+    /// they are prepared on parallel threads (each document on one), so a
+    /// bulk load uses every core; the error reported is the first op's.
+    fn prepare_ops(&self, ops: Vec<WriteOp>) -> Result<Vec<Prepared>> {
+        let documents = ops
+            .iter()
+            .filter(|op| matches!(op, WriteOp::StoreDocument { .. }))
+            .count();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(documents);
+        if threads < 2 {
+            return ops
+                .into_iter()
+                .enumerate()
+                .map(|(i, op)| self.prepare_op(op, true).map_err(|e| in_op(i, e)))
+                .collect();
+        }
+        let count = ops.len();
+        let queue: Vec<Mutex<Option<WriteOp>>> =
+            ops.into_iter().map(|op| Mutex::new(Some(op))).collect();
+        let done: Vec<Mutex<Option<Result<Prepared>>>> =
+            (0..count).map(|_| Mutex::new(None)).collect();
+        let next = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= count {
+                        break;
+                    }
+                    let Some(op) = lock(&queue[i]).take() else {
+                        continue;
+                    };
+                    *lock(&done[i]) = Some(self.prepare_op(op, false));
+                });
+            }
+        });
+        done.into_iter()
+            .enumerate()
+            .map(|(i, slot)| {
+                slot.into_inner()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .unwrap_or_else(|| Err(Error::invalid("ops", "operation was not prepared")))
+                    .map_err(|e| in_op(i, e))
+            })
+            .collect()
+    }
+
+    /// Checks one op; `split` lets a large document be indexed on several
+    /// threads.
+    fn prepare_op(&self, op: WriteOp, split: bool) -> Result<Prepared> {
         Ok(match op {
             WriteOp::StoreDocument {
                 document,
@@ -151,6 +201,7 @@ impl TreeStore {
                 document,
                 nodes,
                 version.as_ref(),
+                split,
             )?)),
             WriteOp::DeleteDocument {
                 policy_id,
@@ -182,6 +233,10 @@ impl TreeStore {
             WriteOp::PromptUsage(u) => Prepared::Usage(prompts::prepare_usage(u)?),
         })
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Prefixes an invalid-argument field with the operation's position.

@@ -241,10 +241,18 @@ fn index_range(
 
 /// Builds the posting lists of a document whose nodes are in document order
 /// (`nodes[ord]`), on up to four threads for large documents.
-pub(crate) fn index_document(analyzer: &Analyzer, indexer: &Indexer, nodes: &[Node]) -> DocIndex {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(4);
+pub(crate) fn index_document(
+    analyzer: &Analyzer,
+    indexer: &Indexer,
+    nodes: &[Node],
+    split: bool,
+) -> DocIndex {
+    let threads = match split {
+        true => std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(4),
+        false => 1,
+    };
     let run = |analyzer: &Analyzer, part: &[Node], first_ord: u32| {
         let mut cache = indexer.take();
         let index = index_range(analyzer, &mut cache, part, first_ord);
@@ -510,7 +518,7 @@ mod tests {
         n.summary = "knee".into();
         n.text = "mri mri knee".into();
         n.keywords = vec!["knee".into()];
-        let idx = index_document(&a, &Indexer::default(), &[n]);
+        let idx = index_document(&a, &Indexer::default(), &[n], true);
         // knee: title 4 + summary 2 + text 1 + keywords 3 = 10
         assert_eq!(idx.get("knee").expect("knee")[0].tf, 10);
         assert_eq!(idx.get("mri").expect("mri")[0].tf, 4 + 2);
@@ -530,9 +538,9 @@ mod tests {
             })
             .collect();
         let indexer = Indexer::default();
-        let par = index_document(&a, &indexer, &nodes);
+        let par = index_document(&a, &indexer, &nodes, true);
         let seq = index_range(&a, &mut TermCache::default(), &nodes, 0);
-        let again = index_document(&a, &indexer, &nodes);
+        let again = index_document(&a, &indexer, &nodes, false);
         assert_eq!(again, seq, "with warm caches");
         assert_eq!(par, seq);
         let terms: Vec<&str> = seq.iter().map(|(t, _)| t).collect();

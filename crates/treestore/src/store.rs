@@ -82,14 +82,8 @@ impl TreeStore {
         nodes: Vec<Node>,
         spec: Option<&VersionSpec>,
     ) -> Result<StoreReport> {
-        let t0 = std::time::Instant::now();
-        let prepared = self.prepare_document(doc, nodes, spec)?;
-        let t1 = std::time::Instant::now();
-        let r = records::write(&self.db, |txn| prepared.write(txn));
-        if std::env::var_os("TS_TIMING").is_some() {
-            eprintln!("prepare {:?} write+commit {:?}", t1 - t0, t1.elapsed());
-        }
-        r
+        let prepared = self.prepare_document(doc, nodes, spec, true)?;
+        records::write(&self.db, |txn| prepared.write(txn))
     }
 
     /// Creates or replaces `nodes` in an existing document version, in one
@@ -107,7 +101,8 @@ impl TreeStore {
         retry(|| {
             let (doc, existing) = self.read().get_document(policy, Some(version))?;
             let seen_update = doc.updated_at;
-            let mut prepared = self.prepare_document(doc, merge_nodes(existing, &nodes), None)?;
+            let mut prepared =
+                self.prepare_document(doc, merge_nodes(existing, &nodes), None, true)?;
             prepared.keep_registration = true;
             let mut txn = self.db.begin_write();
             let key = prepared.keys.document();
@@ -128,15 +123,16 @@ impl TreeStore {
     }
 
     /// Validates and indexes a document for [`PreparedDocument::write`]
-    /// (outside any transaction: it is the expensive part of storing).
+    /// (outside any transaction: it is the expensive part of storing); with
+    /// `split`, a large document is indexed on several threads.
     pub(crate) fn prepare_document(
         &self,
         doc: Document,
         nodes: Vec<Node>,
         spec: Option<&VersionSpec>,
+        split: bool,
     ) -> Result<PreparedDocument> {
         let now = Timestamp::now_monotonic();
-        let now_i = std::time::Instant::now();
         let plan = plan::plan(&doc, nodes, now)?;
         if let Some(spec) = spec {
             // Without a start, the start kept from an earlier registration is
@@ -156,19 +152,9 @@ impl TreeStore {
             );
             versions::validate(&probe)?;
         }
-        let ta = std::time::Instant::now();
-        let index = search::index_document(&self.analyzer, &self.indexer, &plan.nodes);
-        let tb = std::time::Instant::now();
+        let index = search::index_document(&self.analyzer, &self.indexer, &plan.nodes, split);
         let keys = DocKeys::new(&doc.policy_id, &doc.version_id);
         let records = Records::encode(&keys, &plan, &index);
-        if std::env::var_os("TS_TIMING").is_some() {
-            eprintln!(
-                "plan {:?} index {:?} encode {:?}",
-                ta - now_i,
-                tb - ta,
-                tb.elapsed()
-            );
-        }
         Ok(PreparedDocument {
             keep_registration: false,
             doc,

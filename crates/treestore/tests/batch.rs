@@ -355,3 +355,60 @@ fn batch_writes_survive_close_and_reopen() {
     assert_eq!(store.prompts().usages_by_case("case", 0).unwrap().len(), 1);
     store.close().unwrap();
 }
+
+/// Several documents in one batch are indexed on parallel threads: all are
+/// stored and searchable after the commit, and one invalid document among
+/// them (not the first) is the error reported, with nothing written.
+#[test]
+fn a_batch_of_many_documents_is_indexed_in_parallel() {
+    let (_dir, store) = open();
+    let doc_ops = |bad: Option<usize>| -> Vec<WriteOp> {
+        (0..12)
+            .map(|i| {
+                let mut ns = nodes(&format!("knee arthroscopy policy{i} uniqueword{i}"));
+                if bad == Some(i) {
+                    ns.push(Node::new("stray", Some("missing"), "t", (1, 1)));
+                }
+                WriteOp::StoreDocument {
+                    document: Document::new(format!("bulk{i}"), "v1"),
+                    nodes: ns,
+                    version: None,
+                }
+            })
+            .collect()
+    };
+    let mut ops = doc_ops(Some(7));
+    ops.push(WriteOp::ToolResult(tool_result("t-bad", "case", "{")));
+    let e = store.apply(ops).unwrap_err();
+    assert_eq!(field_of(&e), "ops[7].store_document", "{e}");
+    assert!(e.to_string().contains("stray"), "{e}");
+    assert!(store
+        .read()
+        .get_document("bulk0", None)
+        .unwrap_err()
+        .is_not_found());
+
+    let ids = store.apply(doc_ops(None)).unwrap();
+    assert_eq!(ids[11], "bulk11/v1");
+    let r = store.read();
+    for i in 0..12 {
+        let (_, ns) = r.get_document(&format!("bulk{i}"), None).unwrap();
+        assert_eq!(ns.len(), 2);
+        let policy = format!("bulk{i}");
+        let hits = r
+            .search(
+                treestore::SearchScope::Document {
+                    policy: &policy,
+                    version: None,
+                },
+                &format!("uniqueword{i}"),
+                10,
+            )
+            .unwrap();
+        assert_eq!(hits.len(), 2, "document {i}");
+    }
+    let all = r
+        .search(treestore::SearchScope::AllPolicies, "arthroscopy", 100)
+        .unwrap();
+    assert_eq!(all.len(), 24);
+}
