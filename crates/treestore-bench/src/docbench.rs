@@ -26,6 +26,9 @@ pub struct DocBenchOptions {
     /// more = atomic batches through `TreeStore::apply` (documents of a batch
     /// are indexed in parallel).
     pub batch: usize,
+    /// `dir` already holds this corpus (from an earlier run with the same
+    /// seed and node count): skip the ingest, measure the queries.
+    pub preloaded: bool,
 }
 
 /// Latency summary of one query kind, in microseconds.
@@ -198,6 +201,9 @@ pub fn run(opts: &DocBenchOptions) -> treestore::Result<DocBenchReport> {
             internal,
             deepest,
         });
+        if opts.preloaded {
+            continue;
+        }
         let t = Instant::now();
         if opts.batch <= 1 {
             store.store_document(doc.document, doc.nodes)?;

@@ -1,6 +1,7 @@
 //! `treestore-bench grpc`: the server end to end. Starts the real `treestore
 //! serve` binary on a fresh data directory, stores a generated corpus over
-//! gRPC (StoreDocument), then drives GetNode, GetChildren, GetSubtree (a whole
+//! gRPC (StoreDocument; or, with `--preloaded`, serves a directory the `docs`
+//! benchmark filled with the same corpus), then drives GetNode, GetChildren, GetSubtree (a whole
 //! ~300-node document) and SearchByKeyword (one policy) with 1, 8 and 32
 //! concurrent clients over loopback, each client on its own connection, for a
 //! fixed time per cell: throughput, p50 and p99 latency.
@@ -29,6 +30,11 @@ pub struct GrpcBenchOptions {
     /// Measuring time per (RPC, clients) cell.
     pub seconds: f64,
     pub port: u16,
+    /// The data directory already holds this corpus (stored by `docs` with
+    /// the same seed and node count): skip the ingest over gRPC.
+    pub preloaded: bool,
+    /// The server's buffer pool, MiB.
+    pub cache_mib: usize,
 }
 
 /// One (RPC, clients) cell.
@@ -135,15 +141,19 @@ async fn connect(port: u16) -> Result<TreeStoreServiceClient<Channel>> {
 }
 
 pub fn run(opts: &GrpcBenchOptions) -> Result<GrpcBenchReport> {
-    if opts.dir.exists() {
-        bail!("{} exists; give a new directory", opts.dir.display());
+    if opts.dir.exists() != opts.preloaded {
+        match opts.preloaded {
+            true => bail!("{} does not exist", opts.dir.display()),
+            false => bail!("{} exists; give a new directory", opts.dir.display()),
+        }
     }
     let server = Server(
         Command::new(&opts.bin)
             .args(["serve", "--data"])
             .arg(&opts.dir)
             .args(["--port", &opts.port.to_string(), "--metrics-port", "0"])
-            .args(["--log-level", "warn", "--cache-mib", "2048"])
+            .args(["--log-level", "warn", "--cache-mib"])
+            .arg(opts.cache_mib.to_string())
             .stdout(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {}", opts.bin.display()))?,
@@ -190,6 +200,9 @@ async fn bench(opts: &GrpcBenchOptions) -> Result<GrpcBenchReport> {
                 .map(|n| n.node_id.clone())
                 .collect(),
         });
+        if opts.preloaded {
+            continue;
+        }
         let req = to_pb(&doc);
         let mut c = client.clone();
         pending.spawn(async move { c.store_document(req).await.map(|_| ()) });

@@ -41,6 +41,10 @@ enum Command {
         /// each; more: atomic batches, documents indexed in parallel).
         #[arg(long, default_value_t = 1)]
         batch: usize,
+        /// `--dir` already holds this corpus (from a run with the same --seed
+        /// and --nodes): skip the ingest and measure the queries only.
+        #[arg(long)]
+        preloaded: bool,
         /// Write the results as JSON here.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -68,6 +72,13 @@ enum Command {
         seconds: f64,
         #[arg(long, default_value_t = 50_551)]
         port: u16,
+        /// `--dir` already holds this corpus (from `docs --dir` with the same
+        /// --seed and --nodes): measure queries without storing it again.
+        #[arg(long)]
+        preloaded: bool,
+        /// The server's buffer pool in MiB.
+        #[arg(long, default_value_t = 2_048)]
+        cache_mib: usize,
         /// Write the results as JSON here.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -142,9 +153,14 @@ fn main() -> Result<()> {
             samples,
             cache_mib,
             batch,
+            preloaded,
             out,
         } => {
-            let (_tmp, dir) = data_dir(dir)?;
+            let (_tmp, dir) = match (preloaded, dir) {
+                (true, Some(d)) => (None, d),
+                (true, None) => anyhow::bail!("--preloaded needs --dir"),
+                (false, dir) => data_dir(dir)?,
+            };
             let opts = DocBenchOptions {
                 nodes,
                 seed,
@@ -152,6 +168,7 @@ fn main() -> Result<()> {
                 samples,
                 cache_bytes: cache_mib << 20,
                 batch,
+                preloaded,
             };
             let report = docbench::run(&opts).context("document benchmark")?;
             print!("{}", report.to_markdown());
@@ -165,9 +182,15 @@ fn main() -> Result<()> {
             clients,
             seconds,
             port,
+            preloaded,
+            cache_mib,
             out,
         } => {
-            let (_tmp, dir) = data_dir(dir)?;
+            let (_tmp, dir) = match (preloaded, dir) {
+                (true, Some(d)) => (None, d),
+                (true, None) => anyhow::bail!("--preloaded needs --dir"),
+                (false, dir) => data_dir(dir)?,
+            };
             let bin = match bin {
                 Some(b) => b,
                 None => std::env::current_exe()?
@@ -183,6 +206,8 @@ fn main() -> Result<()> {
                 clients,
                 seconds,
                 port,
+                preloaded,
+                cache_mib,
             };
             let report = grpcbench::run(&opts).context("gRPC benchmark")?;
             print!("{}", report.to_markdown());

@@ -142,6 +142,45 @@ impl ReadTxn {
         Iter::Tree(self.handle.range(owned(lower), owned(upper), true))
     }
 
+    /// Calls `f` with each entry of [`range`](Self::range) in key order,
+    /// borrowing keys and values from the pages instead of copying each into
+    /// new buffers (values in overflow chains are assembled in one buffer
+    /// reused for every entry). Stops when `f` returns false.
+    pub fn for_each_in(
+        &self,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        f: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        self.for_each_between(owned(lower), owned(upper), f)
+    }
+
+    /// [`for_each_in`](Self::for_each_in) over the keys starting with `prefix`.
+    pub fn for_each_prefix(
+        &self,
+        prefix: &[u8],
+        f: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        let (lower, upper) = prefix_bounds(prefix);
+        self.for_each_between(lower, upper, f)
+    }
+
+    fn for_each_between(
+        &self,
+        lower: Bound<Vec<u8>>,
+        upper: Bound<Vec<u8>>,
+        mut f: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        let mut it = self.handle.range(lower, upper, false);
+        let mut scratch = Vec::new();
+        while let Some(go_on) = it.next_with(&mut scratch, &mut f)? {
+            if !go_on {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Entries whose key starts with `prefix`, in key order (or reversed).
     pub fn prefix(&self, prefix: &[u8], reverse: bool) -> Iter<'_> {
         let (lower, upper) = prefix_bounds(prefix);

@@ -105,6 +105,26 @@ fn run(ops: Vec<Op>) {
                     .range::<Vec<u8>, _>((Bound::Included(&a), Bound::Excluded(&b)))
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
+                if !reverse {
+                    // The borrowing scan sees the same entries (overflow
+                    // values assembled in its reused buffer), and stops
+                    // when told to.
+                    let mut seen = Vec::new();
+                    txn.for_each_in(bounds.0, bounds.1, |k, v| {
+                        seen.push((k.to_vec(), v.to_vec()));
+                        true
+                    })
+                    .unwrap();
+                    assert_eq!(seen, want);
+                    let mut first = Vec::new();
+                    txn.for_each_in(bounds.0, bounds.1, |k, _| {
+                        first.push(k.to_vec());
+                        first.len() < 3
+                    })
+                    .unwrap();
+                    let want_first: Vec<_> = want.iter().take(3).map(|(k, _)| k.clone()).collect();
+                    assert_eq!(first, want_first);
+                }
                 if reverse {
                     want.reverse();
                 }
@@ -122,6 +142,14 @@ fn run(ops: Vec<Op>) {
                     .filter(|(k, _)| k.starts_with(&prefix))
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
+                let mut seen = Vec::new();
+                db.begin_read()
+                    .for_each_prefix(&prefix, |k, v| {
+                        seen.push((k.to_vec(), v.to_vec()));
+                        true
+                    })
+                    .unwrap();
+                assert_eq!(seen, want);
                 if reverse {
                     want.reverse();
                 }

@@ -301,6 +301,9 @@ pub struct Current {
     pub total_len: u64,
 }
 
+/// Most (tf, len) points a term summary keeps.
+pub const MAX_PEAKS: usize = 4;
+
 /// Summary of one term's postings in one document: enough to bound the score
 /// any of its nodes can reach.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -311,15 +314,60 @@ pub struct TermSummary {
     pub max_tf: u32,
     /// Shortest weighted length among them.
     pub min_len: u32,
+    /// Up to [`MAX_PEAKS`] (tf, len) points such that every posting has a
+    /// point with at least its tf and at most its length: BM25 grows with tf
+    /// and falls with length, so the best score any node reaches for the term
+    /// is at most the best over these points, and equal to it when the points
+    /// are the postings no other posting beats on both. Empty (`peak_count`
+    /// 0) in summaries written before peaks existed: then `(max_tf, min_len)`
+    /// is the bound.
+    pub peaks: [(u32, u32); MAX_PEAKS],
+    pub peak_count: u8,
 }
 
 impl TermSummary {
     /// The summary of a posting list.
     pub fn of(postings: &[Posting]) -> Self {
-        TermSummary {
+        let max_tf = postings.iter().map(|p| p.tf).max().unwrap_or(0);
+        let min_len = postings.iter().map(|p| p.len).min().unwrap_or(0);
+        let mut s = TermSummary {
             count: postings.len() as u32,
-            max_tf: postings.iter().map(|p| p.tf).max().unwrap_or(0),
-            min_len: postings.iter().map(|p| p.len).min().unwrap_or(0),
+            max_tf,
+            min_len,
+            // Unused slots hold the corner point, as decoding fills them.
+            peaks: [(max_tf, min_len); MAX_PEAKS],
+            peak_count: 0,
+        };
+        // The postings no other beats on both tf and length: by length, each
+        // one whose tf exceeds every shorter posting's.
+        let mut by_len: Vec<(u32, u32)> = postings.iter().map(|p| (p.len, p.tf)).collect();
+        by_len.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        let mut front: Vec<(u32, u32)> = Vec::new();
+        for (len, tf) in by_len {
+            if front.last().is_none_or(|&(best, _)| tf > best) {
+                front.push((tf, len));
+            }
+        }
+        // Too many: the shortest ones stay, the rest become one point that
+        // dominates them all (their highest tf, their shortest length).
+        if front.len() > MAX_PEAKS {
+            let rest = front.split_off(MAX_PEAKS - 1);
+            let tf = rest.iter().map(|p| p.0).max().unwrap_or(0);
+            let len = rest.iter().map(|p| p.1).min().unwrap_or(0);
+            front.push((tf, len));
+        }
+        for (i, p) in front.iter().enumerate() {
+            s.peaks[i] = *p;
+        }
+        s.peak_count = front.len() as u8;
+        s
+    }
+
+    /// The points that bound the term's score in this document.
+    pub fn bound_points(&self) -> &[(u32, u32)] {
+        match self.peak_count {
+            0 => std::slice::from_ref(&self.peaks[0]),
+            n => &self.peaks[..n as usize],
         }
     }
 }
@@ -334,25 +382,46 @@ pub struct Posting {
     pub len: u32,
 }
 
+/// A term-index entry: count, max tf, min length, then the peaks.
 pub fn encode_summary(s: &TermSummary) -> Vec<u8> {
     let mut e = Enc::with_format();
     e.u64(s.count.into())
         .u64(s.max_tf.into())
-        .u64(s.min_len.into());
+        .u64(s.min_len.into())
+        .u64(s.peak_count.into());
+    for (tf, len) in &s.peaks[..usize::from(s.peak_count)] {
+        e.u64((*tf).into()).u64((*len).into());
+    }
     e.finish()
 }
 
 fn decode_summary_fields(d: &mut Dec<'_>) -> Result<TermSummary, CodecError> {
+    let (count, max_tf, min_len) = (d.u32()?, d.u32()?, d.u32()?);
     Ok(TermSummary {
-        count: d.u32()?,
-        max_tf: d.u32()?,
-        min_len: d.u32()?,
+        count,
+        max_tf,
+        min_len,
+        peaks: [(max_tf, min_len); MAX_PEAKS],
+        peak_count: 0,
     })
 }
 
+/// Decodes a term-index entry (entries without peaks, from before they
+/// existed, decode with none).
 pub fn decode_summary(buf: &[u8]) -> Result<TermSummary, CodecError> {
     let mut d = Dec::record(buf)?;
-    let s = decode_summary_fields(&mut d)?;
+    let mut s = decode_summary_fields(&mut d)?;
+    if d.at < d.buf.len() {
+        let at = d.at;
+        let n = d.u32()?;
+        if n as usize > MAX_PEAKS {
+            return Err(CodecError::OutOfRange(at));
+        }
+        for i in 0..n as usize {
+            s.peaks[i] = (d.u32()?, d.u32()?);
+        }
+        s.peak_count = n as u8;
+    }
     d.end()?;
     Ok(s)
 }
@@ -360,7 +429,11 @@ pub fn decode_summary(buf: &[u8]) -> Result<TermSummary, CodecError> {
 /// A posting list: the summary, then each posting with its ord as the
 /// difference from the previous one (ords strictly increase).
 pub fn encode_postings(postings: &[Posting]) -> Vec<u8> {
-    let mut e = Enc(encode_summary(&TermSummary::of(postings)));
+    let s = TermSummary::of(postings);
+    let mut e = Enc::with_format();
+    e.u64(s.count.into())
+        .u64(s.max_tf.into())
+        .u64(s.min_len.into());
     let mut prev = 0u32;
     for p in postings {
         e.u64((p.ord - prev).into())
@@ -492,21 +565,38 @@ mod tests {
         let mut out = Vec::new();
         let s = decode_postings(&buf, &mut out).unwrap();
         assert_eq!(out, ps);
-        assert_eq!(
-            s,
-            TermSummary {
-                count: 3,
-                max_tf: 12,
-                min_len: 9
-            }
-        );
-        let mut e = Enc(encode_summary(&TermSummary {
-            count: 2,
-            max_tf: 1,
-            min_len: 1,
-        }));
+        assert_eq!((s.count, s.max_tf, s.min_len), (3, 12, 9));
+        let mut e = Enc::with_format();
+        e.u64(2).u64(1).u64(1);
         e.u64(4).u64(1).u64(1).u64(0).u64(1).u64(1);
         assert!(decode_postings(&e.finish(), &mut out).is_err());
+    }
+
+    #[test]
+    fn summary_peaks_bound_every_posting_and_round_trip() {
+        let p = |tf, len| Posting { ord: 0, tf, len };
+        // (3, 40) and (1, 9) are peaks; (2, 50) is beaten by (3, 40).
+        let s = TermSummary::of(&[p(3, 40), p(1, 9), p(2, 50), p(12, 900)]);
+        assert_eq!(s.bound_points(), [(1, 9), (3, 40), (12, 900)]);
+        assert_eq!(decode_summary(&encode_summary(&s)).unwrap(), s);
+        // More peaks than kept: the longest merge into one dominating point.
+        let many: Vec<Posting> = (1..=10).map(|i| p(i, i * 10)).collect();
+        let s = TermSummary::of(&many);
+        assert_eq!(s.bound_points(), [(1, 10), (2, 20), (3, 30), (10, 40)]);
+        for q in &many {
+            assert!(s
+                .bound_points()
+                .iter()
+                .any(|&(tf, len)| tf >= q.tf && len <= q.len));
+        }
+        // A summary written before peaks: (max_tf, min_len) is the bound.
+        let mut e = Enc::with_format();
+        e.u64(2).u64(7).u64(5);
+        let old = decode_summary(&e.finish()).unwrap();
+        assert_eq!(old.bound_points(), [(7, 5)]);
+        let mut e = Enc::with_format();
+        e.u64(2).u64(7).u64(5).u64(9);
+        assert!(decode_summary(&e.finish()).is_err(), "too many peaks");
     }
 
     proptest! {

@@ -90,14 +90,35 @@ impl<'s> Reader<'s> {
         if !f(NodeItem::Document(document)) {
             return Ok(());
         }
-        for item in self.txn.prefix(&doc.keys.nodes(), false) {
-            let (k, v) = item?;
-            let node = codec::decode_node(&v).map_err(|e| Error::corrupt(&k, e))?.1;
-            if !f(NodeItem::Node(node)) {
-                break;
+        self.scan_nodes(&doc.keys.nodes(), None, |_, node| f(NodeItem::Node(node)))
+    }
+
+    /// Decodes the node records under `prefix` (or in `[prefix, end)` when
+    /// `end` is given), in document order, for `f` (false stops). Records
+    /// are decoded straight from the pages.
+    fn scan_nodes(
+        &self,
+        prefix: &[u8],
+        end: Option<&[u8]>,
+        mut f: impl FnMut(&codec::NodeHeader, Node) -> bool,
+    ) -> Result<()> {
+        let mut failed = None;
+        let mut visit = |k: &[u8], v: &[u8]| match codec::decode_node(v) {
+            Ok((h, n)) => f(&h, n),
+            Err(e) => {
+                failed = Some(Error::corrupt(k, e));
+                false
             }
+        };
+        match end {
+            None => self.txn.for_each_prefix(prefix, &mut visit)?,
+            Some(end) => self.txn.for_each_in(
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Excluded(end),
+                &mut visit,
+            )?,
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     fn resolve(&self, policy: &str, version: Option<&str>) -> Result<Doc> {
@@ -198,10 +219,10 @@ impl<'s> Reader<'s> {
         let doc = self.resolve(policy, version)?;
         let (document, stats) = self.doc_record(&doc)?;
         let mut nodes = Vec::with_capacity(stats.node_count as usize);
-        for item in self.txn.prefix(&doc.keys.nodes(), false) {
-            let (k, v) = item?;
-            nodes.push(codec::decode_node(&v).map_err(|e| Error::corrupt(&k, e))?.1);
-        }
+        self.scan_nodes(&doc.keys.nodes(), None, |_, n| {
+            nodes.push(n);
+            true
+        })?;
         Ok((document, nodes))
     }
 
@@ -293,18 +314,36 @@ impl<'s> Reader<'s> {
             .ok_or_else(|| Error::corrupt(&doc.keys.node(ord), "subtree size out of range"))?;
         let lower = doc.keys.node(ord.saturating_add(1));
         let upper = doc.keys.node(end);
-        let mut levels: Vec<(u32, Node)> = vec![(top.depth, first)];
-        for item in self.txn.range(
-            std::ops::Bound::Included(lower.as_slice()),
-            std::ops::Bound::Excluded(upper.as_slice()),
-        ) {
-            let (k, v) = item?;
-            let header = codec::decode_node_header(&v).map_err(|e| Error::corrupt(&k, e))?;
-            if header.depth > limit {
-                continue;
+        let mut levels: Vec<(u32, Node)> = Vec::with_capacity(top.subtree_size as usize);
+        levels.push((top.depth, first));
+        if limit == u32::MAX {
+            self.scan_nodes(&lower, Some(&upper), |h, n| {
+                levels.push((h.depth, n));
+                true
+            })?;
+        } else {
+            // Skip records below the depth limit by their header alone.
+            let mut failed = None;
+            self.txn.for_each_in(
+                std::ops::Bound::Included(lower.as_slice()),
+                std::ops::Bound::Excluded(upper.as_slice()),
+                |k, v| {
+                    let decoded =
+                        codec::decode_node_header(v).and_then(|h| match h.depth > limit {
+                            true => Ok(None),
+                            false => codec::decode_node(v).map(Some),
+                        });
+                    match decoded {
+                        Ok(Some((h, n))) => levels.push((h.depth, n)),
+                        Ok(None) => {}
+                        Err(e) => failed = Some(Error::corrupt(k, e)),
+                    }
+                    failed.is_none()
+                },
+            )?;
+            if let Some(e) = failed {
+                return Err(e);
             }
-            let (h, n) = codec::decode_node(&v).map_err(|e| Error::corrupt(&k, e))?;
-            levels.push((h.depth, n));
         }
         // Pre-order restricted to one level is that level in document order, so
         // a stable sort by depth gives breadth-first order.

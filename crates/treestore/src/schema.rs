@@ -241,6 +241,11 @@ pub fn term(term: &str, policy: &str, version: &str) -> Vec<u8> {
         .finish()
 }
 
+/// What follows [`terms`] in the key of a (policy, version)'s summary.
+pub fn term_key_suffix(policy: &str, version: &str) -> Vec<u8> {
+    KeyBuilder::new().str(policy).str(version).finish()
+}
+
 /// Prefix of a term's summaries in one bucket.
 pub fn terms(bucket: u16, term: &str) -> Vec<u8> {
     let b = bucket.to_be_bytes();
@@ -309,6 +314,8 @@ mod tests {
             .collect();
         assert!(used.len() > 900, "{} buckets used", used.len());
         assert!(used.iter().all(|&b| b < TERM_BUCKETS));
-        assert!(term("t", "p", "v").starts_with(&terms(term_bucket("p"), "t")));
+        let key = term("t", "p", "v");
+        let prefix = terms(term_bucket("p"), "t");
+        assert_eq!([prefix, term_key_suffix("p", "v")].concat(), key);
     }
 }

@@ -355,19 +355,54 @@ fn read_postings(txn: &ReadTxn, key: &[u8], out: &mut Vec<Posting>) -> Result<Op
     }
 }
 
+/// Per-node score sums of one document: a dense array by ord (documents are
+/// small) and the ords touched, reused from document to document.
+#[derive(Default)]
+struct Scores {
+    sums: Vec<f64>,
+    touched: Vec<u32>,
+    list: Vec<Posting>,
+}
+
+impl Scores {
+    fn add(&mut self, ord: u32, v: f64) {
+        let i = ord as usize;
+        if i >= self.sums.len() {
+            self.sums.resize(i + 1, 0.0);
+        }
+        if self.sums[i] == 0.0 {
+            self.touched.push(ord);
+        }
+        // Scores are positive, so 0 means "not touched yet" (a zero score
+        // pushed twice would only repeat an ord with score 0, which the
+        // drain skips).
+        self.sums[i] += v;
+    }
+
+    /// The scored nodes, each once, leaving the sums zeroed.
+    fn drain(&mut self, mut f: impl FnMut(u32, f64)) {
+        for ord in self.touched.drain(..) {
+            let sum = std::mem::take(&mut self.sums[ord as usize]);
+            if sum != 0.0 {
+                f(ord, sum);
+            }
+        }
+    }
+}
+
 /// Adds each node's score for `terms` to `scores`, with collection statistics
 /// `n` and `avgdl`; `idfs[i]` is the idf of `terms[i]`, or `None` to use the
 /// document's own df.
 fn score_document(
     txn: &ReadTxn,
     keys: &DocKeys,
-    terms: &[String],
+    terms: &[&str],
     idfs: Option<&[f64]>,
     n: u64,
     avgdl: f64,
-    scores: &mut HashMap<u32, f64>,
+    scores: &mut Scores,
 ) -> Result<()> {
-    let mut list = Vec::new();
+    let mut list = std::mem::take(&mut scores.list);
     for (i, term) in terms.iter().enumerate() {
         let Some(summary) = read_postings(txn, &keys.posting(term), &mut list)? else {
             continue;
@@ -377,9 +412,10 @@ fn score_document(
             None => idf(n, summary.count.into()),
         };
         for p in &list {
-            *scores.entry(p.ord).or_insert(0.0) += w * tf_part(p.tf, p.len, avgdl);
+            scores.add(p.ord, w * tf_part(p.tf, p.len, avgdl));
         }
     }
+    scores.list = list;
     Ok(())
 }
 
@@ -393,12 +429,11 @@ pub(crate) fn search_document(
 ) -> Result<Vec<Scored>> {
     let n = u64::from(stats.node_count);
     let avgdl = avg_len(stats.total_len, n);
-    let mut scores = HashMap::new();
-    score_document(txn, keys, terms, None, n, avgdl, &mut scores)?;
-    let hits = scores
-        .into_iter()
-        .map(|(ord, score)| Scored { doc: 0, ord, score })
-        .collect();
+    let mut scores = Scores::default();
+    let terms: Vec<&str> = terms.iter().map(String::as_str).collect();
+    score_document(txn, keys, &terms, None, n, avgdl, &mut scores)?;
+    let mut hits = Vec::new();
+    scores.drain(|ord, score| hits.push(Scored { doc: 0, ord, score }));
     Ok(top(hits, limit))
 }
 
@@ -413,10 +448,12 @@ pub(crate) fn search_all(
     terms: &[String],
     limit: usize,
 ) -> Result<Vec<Scored>> {
-    let by_policy: HashMap<&str, usize> = docs
+    // Term-index keys end with the encoded (policy, version): match the
+    // suffix bytes, without decoding each key.
+    let by_suffix: HashMap<Vec<u8>, usize> = docs
         .iter()
         .enumerate()
-        .map(|(i, (p, _))| (p.as_str(), i))
+        .map(|(i, (p, c))| (schema::term_key_suffix(p, &c.version_id), i))
         .collect();
     let n: u64 = docs.iter().map(|(_, c)| u64::from(c.node_count)).sum();
     let total: u64 = docs.iter().map(|(_, c)| c.total_len).sum();
@@ -430,19 +467,25 @@ pub(crate) fn search_all(
     buckets.dedup();
     for (t, term) in terms.iter().enumerate() {
         for prefix in buckets.iter().map(|&b| schema::terms(b, term)) {
-            for item in txn.prefix(&prefix, false) {
-                let (k, v) = item?;
-                let (policy, version) = schema::policy_version_of_term_key(&prefix, &k)
-                    .ok_or_else(|| Error::corrupt(&k, "malformed key"))?;
-                let Some(&d) = by_policy.get(policy.as_str()) else {
-                    continue;
+            let mut failed = None;
+            txn.for_each_prefix(&prefix, |k, v| {
+                let Some(&d) = by_suffix.get(&k[prefix.len()..]) else {
+                    return true;
                 };
-                if docs[d].1.version_id != version {
-                    continue;
+                match codec::decode_summary(v) {
+                    Ok(s) => {
+                        df[t] += u64::from(s.count);
+                        candidates.entry(d).or_default().push((t, s));
+                        true
+                    }
+                    Err(e) => {
+                        failed = Some(Error::corrupt(k, e));
+                        false
+                    }
                 }
-                let s = codec::decode_summary(&v).map_err(|e| Error::corrupt(&k, e))?;
-                df[t] += u64::from(s.count);
-                candidates.entry(d).or_default().push((t, s));
+            })?;
+            if let Some(e) = failed {
+                return Err(e);
             }
         }
     }
@@ -452,7 +495,14 @@ pub(crate) fn search_all(
         .map(|(&d, sums)| {
             let bound = sums
                 .iter()
-                .map(|(t, s)| idfs[*t] * tf_part(s.max_tf, s.min_len, avgdl))
+                .map(|(t, s)| {
+                    let best = s
+                        .bound_points()
+                        .iter()
+                        .map(|&(tf, len)| tf_part(tf, len, avgdl))
+                        .fold(0.0, f64::max);
+                    idfs[*t] * best
+                })
                 .sum::<f64>();
             (bound, d)
         })
@@ -461,7 +511,9 @@ pub(crate) fn search_all(
 
     let mut best: Vec<Scored> = Vec::new();
     let mut threshold = f64::NEG_INFINITY;
-    let mut scores = HashMap::new();
+    let mut scores = Scores::default();
+    let mut present: Vec<&str> = Vec::with_capacity(terms.len());
+    let mut present_idfs: Vec<f64> = Vec::with_capacity(terms.len());
     for (bound, d) in order {
         // The bound uses the same arithmetic as the scores; the margin absorbs
         // rounding in sums taken in a different order.
@@ -470,12 +522,12 @@ pub(crate) fn search_all(
         }
         let (policy, cur) = &docs[d];
         let keys = DocKeys::new(policy, &cur.version_id);
-        let present: Vec<String> = candidates[&d]
-            .iter()
-            .map(|(t, _)| terms[*t].clone())
-            .collect();
-        let present_idfs: Vec<f64> = candidates[&d].iter().map(|(t, _)| idfs[*t]).collect();
-        scores.clear();
+        present.clear();
+        present_idfs.clear();
+        for (t, _) in &candidates[&d] {
+            present.push(&terms[*t]);
+            present_idfs.push(idfs[*t]);
+        }
         score_document(
             txn,
             &keys,
@@ -485,11 +537,13 @@ pub(crate) fn search_all(
             avgdl,
             &mut scores,
         )?;
-        best.extend(
-            scores
-                .drain()
-                .map(|(ord, score)| Scored { doc: d, ord, score }),
-        );
+        // Below the current threshold a node cannot enter the top (equal
+        // scores can, by the tie order).
+        scores.drain(|ord, score| {
+            if best.len() < limit || score >= threshold {
+                best.push(Scored { doc: d, ord, score });
+            }
+        });
         if best.len() >= limit {
             best = top(best, limit);
             threshold = best[limit - 1].score;

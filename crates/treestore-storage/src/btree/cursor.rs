@@ -7,8 +7,8 @@
 
 use std::ops::Bound;
 
-use super::node::{BranchView, LeafView};
-use super::{load_value, TreeRoot};
+use super::node::{BranchView, LeafView, ValRef};
+use super::{load_value, overflow, TreeRoot};
 use crate::error::{Error, Result};
 use crate::page::{self, PageId, PageRef, PageType};
 use crate::pager::Pager;
@@ -184,6 +184,46 @@ impl<'p> RangeIter<'p> {
     }
 
     fn advance(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let Some((page, i)) = self.position_next()? else {
+            return Ok(None);
+        };
+        let leaf = LeafView::new(&page);
+        let value = load_value(self.pager, leaf.val(i))?;
+        Ok(Some((leaf.key(i).to_vec(), value)))
+    }
+
+    /// Hands the next entry to `f` without copying it out of its page (a
+    /// value in an overflow chain is assembled in `scratch`, which the caller
+    /// reuses across entries); `None` at the end of the range.
+    pub fn next_with<R>(
+        &mut self,
+        scratch: &mut Vec<u8>,
+        f: impl FnOnce(&[u8], &[u8]) -> R,
+    ) -> Result<Option<R>> {
+        if self.done {
+            return Ok(None);
+        }
+        let next = match self.position_next() {
+            Ok(Some(at)) => at,
+            other => {
+                self.done = true;
+                self.stack.clear();
+                return other.map(|_| None);
+            }
+        };
+        let (page, i) = next;
+        let leaf = LeafView::new(&page);
+        match leaf.val(i) {
+            ValRef::Inline(v) => Ok(Some(f(leaf.key(i), v))),
+            ValRef::Overflow { first, len } => {
+                overflow::read_into(self.pager, first, len, scratch)?;
+                Ok(Some(f(leaf.key(i), scratch)))
+            }
+        }
+    }
+
+    /// Moves to the next entry in range: its leaf and slot.
+    fn position_next(&mut self) -> Result<Option<(PageRef, usize)>> {
         if !self.started {
             self.start()?;
         }
@@ -208,13 +248,10 @@ impl<'p> RangeIter<'p> {
             match pos {
                 Some(i) => {
                     let page = top.page.clone();
-                    let leaf = LeafView::new(&page);
-                    let key = leaf.key(i);
-                    if !self.in_range(key) {
+                    if !self.in_range(LeafView::new(&page).key(i)) {
                         return Ok(None);
                     }
-                    let value = load_value(self.pager, leaf.val(i))?;
-                    return Ok(Some((key.to_vec(), value)));
+                    return Ok(Some((page, i)));
                 }
                 None => {
                     if !self.step_leaf()? {

@@ -93,15 +93,23 @@ fn walk(
 
 /// Reads a whole value.
 pub fn read(pager: &Pager, first: PageId, len: u64) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    read_into(pager, first, len, &mut out)?;
+    Ok(out)
+}
+
+/// Reads a chain's value into `out` (replacing its contents), so a scan can
+/// reuse one buffer for every value.
+pub fn read_into(pager: &Pager, first: PageId, len: u64, out: &mut Vec<u8>) -> Result<()> {
     let chunk = chunk_len(pager.page_size());
     let total =
         usize::try_from(len).map_err(|_| Error::corrupt(first, "overflow length too large"))?;
-    let mut out = Vec::with_capacity(total);
+    out.clear();
+    out.reserve(total);
     walk(pager, first, len, true, |_, page| {
         let take = (total - out.len()).min(chunk);
         out.extend_from_slice(&page[PAGE_HEADER_LEN..PAGE_HEADER_LEN + take]);
-    })?;
-    Ok(out)
+    })
 }
 
 /// Lists the pages of a chain (for freeing and for the checker).
