@@ -87,13 +87,13 @@ impl Analyzer {
             let mut simple = true;
             while i < bytes.len() && in_piece(bytes[i]) {
                 let b = bytes[i];
-                if b >= 0x80 || b == b'_' {
-                    simple = false;
-                } else if !b.is_ascii_alphanumeric()
+                // Non-ASCII, `_` (which joins on either side), or joining
+                // punctuation between two letters or digits.
+                let joins = !b.is_ascii_alphanumeric()
                     && i > start
                     && bytes[i - 1].is_ascii_alphanumeric()
-                    && bytes.get(i + 1).is_some_and(u8::is_ascii_alphanumeric)
-                {
+                    && bytes.get(i + 1).is_some_and(u8::is_ascii_alphanumeric);
+                if b >= 0x80 || b == b'_' || joins {
                     simple = false;
                 }
                 i += 1;
