@@ -120,6 +120,9 @@ fn sort_prefix(s: &str) -> u64 {
     u64::from_be_bytes(b)
 }
 
+/// Most term caches kept between documents.
+const MAX_CACHES: usize = 4;
+
 /// Term caches kept between documents, one per indexing thread.
 #[derive(Default)]
 pub(crate) struct Indexer {
@@ -135,11 +138,13 @@ impl Indexer {
             .unwrap_or_default()
     }
 
+    /// Keeps `cache` for a later document, unless enough are kept already
+    /// (many concurrent stores would otherwise leave one cache each).
     fn give_back(&self, cache: TermCache) {
-        self.caches
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(cache);
+        let mut caches = self.caches.lock().unwrap_or_else(|p| p.into_inner());
+        if caches.len() < MAX_CACHES {
+            caches.push(cache);
+        }
     }
 }
 

@@ -10,8 +10,9 @@
 
 use crate::analyzer::{Analyzer, MAX_TERM_LEN};
 
-/// Distinct words a cache remembers before it is cleared.
-pub const MAX_WORDS: usize = 1 << 20;
+/// Distinct words a cache remembers before it is cleared (a cache then
+/// holds at most about 16 MiB: arena, entries and slots of words and terms).
+pub const MAX_WORDS: usize = 1 << 18;
 
 /// Value of a word that is not indexed (stop word, overlong word).
 const NOT_INDEXED: u32 = u32::MAX;
@@ -228,6 +229,21 @@ mod tests {
         assert_eq!(c.id(&a, "knee"), Some(0), "ids restart per document");
         assert_eq!(c.doc_term(0), "knee");
         assert_eq!(c.doc_term_count(), 1);
+    }
+
+    #[test]
+    fn a_full_cache_starts_afresh_at_the_next_document() {
+        let a = Analyzer::new();
+        let mut c = TermCache::default();
+        c.begin_document();
+        for i in 0..=MAX_WORDS {
+            c.id(&a, &format!("w{i}x"));
+        }
+        assert!(c.words.len() > MAX_WORDS);
+        c.begin_document();
+        assert_eq!(c.words.len(), 0, "cleared");
+        assert_eq!(c.id(&a, "knees"), Some(0));
+        assert_eq!(c.doc_term(0), "knee");
     }
 
     #[test]
