@@ -79,6 +79,11 @@ enum Command {
         /// The server's buffer pool in MiB.
         #[arg(long, default_value_t = 2_048)]
         cache_mib: usize,
+        /// Query only the first N documents, each read once (GetDocument)
+        /// before measuring: a warm working set. Default: every document,
+        /// no warm-up read.
+        #[arg(long)]
+        working_set: Option<usize>,
         /// Write the results as JSON here.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -184,6 +189,7 @@ fn main() -> Result<()> {
             port,
             preloaded,
             cache_mib,
+            working_set,
             out,
         } => {
             let (_tmp, dir) = match (preloaded, dir) {
@@ -208,6 +214,7 @@ fn main() -> Result<()> {
                 port,
                 preloaded,
                 cache_mib,
+                working_set,
             };
             let report = grpcbench::run(&opts).context("gRPC benchmark")?;
             print!("{}", report.to_markdown());
