@@ -85,6 +85,11 @@ pub struct ServeArgs {
     /// Buffer pool size, MiB [default: 256]
     #[arg(long, value_name = "MIB", env = "TREESTORE_CACHE_MIB")]
     pub cache_mib: Option<usize>,
+    /// After SIGTERM or SIGINT, longest wait for in-flight requests and
+    /// streams to finish; then the server checkpoints and exits anyway,
+    /// seconds [default: 10]
+    #[arg(long, value_name = "SECS", env = "TREESTORE_SHUTDOWN_GRACE")]
+    pub shutdown_grace: Option<f64>,
 }
 
 /// The same settings in the TOML file.
@@ -109,6 +114,7 @@ struct FileConfig {
     request_timeout: Option<f64>,
     slow_request_ms: Option<u64>,
     cache_mib: Option<usize>,
+    shutdown_grace: Option<f64>,
 }
 
 /// TLS files.
@@ -140,6 +146,8 @@ pub struct Config {
     pub request_timeout: Duration,
     pub slow_request: Duration,
     pub cache_bytes: usize,
+    /// How long a shutdown waits for in-flight requests and streams.
+    pub shutdown_grace: Duration,
 }
 
 impl Config {
@@ -202,6 +210,10 @@ impl Config {
             bail!("max_concurrent_requests must be at least 1");
         }
         let metrics_port = pick!(metrics_port, 9090);
+        let grace = pick!(shutdown_grace, 10.0);
+        if !(grace.is_finite() && grace >= 0.0) {
+            bail!("shutdown_grace must be a number of seconds >= 0, not {grace}");
+        }
         Ok(Config {
             data: pick!(data, PathBuf::from("./treestore-data")),
             host: pick!(host, IpAddr::from([127, 0, 0, 1])),
@@ -219,6 +231,8 @@ impl Config {
                 .map_err(|e| anyhow::anyhow!("request_timeout {timeout}: {e}"))?,
             slow_request: Duration::from_millis(pick!(slow_request_ms, 1000)),
             cache_bytes: pick!(cache_mib, 256).saturating_mul(1024 * 1024),
+            shutdown_grace: Duration::try_from_secs_f64(grace)
+                .map_err(|e| anyhow::anyhow!("shutdown_grace {grace}: {e}"))?,
         })
     }
 }
@@ -250,7 +264,7 @@ mod tests {
         let file = dir.path().join("c.toml");
         std::fs::write(
             &file,
-            "port = 6000\nmetrics_port = 0\nlog_format = \"json\"\nauth_tokens = [\"abc\"]\nrate_limit = 5\n",
+            "port = 6000\nmetrics_port = 0\nlog_format = \"json\"\nauth_tokens = [\"abc\"]\nrate_limit = 5\nshutdown_grace = 3.5\n",
         )
         .unwrap();
         let args = ServeArgs {
@@ -266,6 +280,22 @@ mod tests {
         assert_eq!((c.rate_limit, c.rate_burst), (Some(5), 10));
         assert_eq!(c.host, IpAddr::from([127, 0, 0, 1]), "default");
         assert_eq!(c.data, PathBuf::from("./treestore-data"));
+        assert_eq!(c.shutdown_grace, Duration::from_millis(3500), "file");
+        let c = Config::resolve(ServeArgs {
+            config: Some(file.clone()),
+            shutdown_grace: Some(0.25),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.shutdown_grace, Duration::from_millis(250), "flag wins");
+        let c = Config::resolve(ServeArgs::default()).unwrap();
+        assert_eq!(c.shutdown_grace, Duration::from_secs(10), "default");
+        let e = Config::resolve(ServeArgs {
+            shutdown_grace: Some(-1.0),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("shutdown_grace"), "{e}");
         std::fs::write(&file, "prot = 1\n").unwrap();
         let e = Config::resolve(ServeArgs {
             config: Some(file),

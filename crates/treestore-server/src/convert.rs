@@ -30,7 +30,10 @@ pub fn opt_ts(t: Option<Timestamp>) -> Option<prost_types::Timestamp> {
     t.and_then(ts)
 }
 
-/// An incoming timestamp: unset = `None`; out of range = INVALID_ARGUMENT.
+/// An incoming timestamp: unset = `None`; nanos outside 0..1e9 or an
+/// instant outside the store's range ([`Timestamp::MIN`] to
+/// [`Timestamp::MAX`], 1677-09-22 to 2262-04-11) = INVALID_ARGUMENT naming
+/// `field`.
 pub fn from_ts(
     field: &str,
     t: Option<&prost_types::Timestamp>,
@@ -41,7 +44,18 @@ pub fn from_ts(
             .ok()
             .and_then(|n| Timestamp::from_unix_parts(t.seconds, n))
             .map(Some)
-            .ok_or_else(|| invalid(field, "timestamp out of range")),
+            .ok_or_else(|| {
+                invalid(
+                    field,
+                    format!(
+                        "timestamp ({} s, {} ns) out of range; instants from {} to {} are supported",
+                        t.seconds,
+                        t.nanos,
+                        Timestamp::MIN,
+                        Timestamp::MAX
+                    ),
+                )
+            }),
     }
 }
 
@@ -474,6 +488,24 @@ mod tests {
             from_ts("x", Some(&bad)).unwrap_err().code(),
             tonic::Code::InvalidArgument
         );
+        // 1677-09-21T12:00:00Z fits an i64 of nanoseconds, but records
+        // holding it could not be read back.
+        let early = prost_types::Timestamp {
+            seconds: -9_223_329_600,
+            nanos: 0,
+        };
+        let e = from_ts("result.executed_at", Some(&early)).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(
+            e.message().contains("result.executed_at"),
+            "{}",
+            e.message()
+        );
+        let first = prost_types::Timestamp {
+            seconds: Timestamp::MIN.unix_parts().0,
+            nanos: 0,
+        };
+        assert_eq!(from_ts("x", Some(&first)).unwrap(), Some(Timestamp::MIN));
     }
 
     #[test]

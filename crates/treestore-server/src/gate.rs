@@ -4,14 +4,14 @@
 //! server's request timeout, whichever is shorter: DEADLINE_EXCEEDED when it
 //! passes), and per-RPC metrics and request logs.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::body::Body;
 use tonic::codegen::http;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
@@ -152,12 +152,90 @@ fn response_code(res: &http::Response<Body>) -> Code {
         .unwrap_or(Code::Ok)
 }
 
-/// The RPC name of a request path (`/treestore.TreeStoreService/GetNode` ->
-/// `GetNode`; other services keep their full path).
+/// The full paths (`/package.Service/Method`) of every RPC the server
+/// serves: TreeStoreService, health and reflection (read from their
+/// descriptor sets, so the list follows the protos).
+fn known_methods() -> &'static HashSet<String> {
+    static KNOWN: OnceLock<HashSet<String>> = OnceLock::new();
+    KNOWN.get_or_init(|| {
+        let mut out = HashSet::new();
+        for set in [
+            crate::pb::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ] {
+            let Ok(set) = <prost_types::FileDescriptorSet as prost::Message>::decode(set) else {
+                continue;
+            };
+            for file in &set.file {
+                let package = file.package();
+                for service in &file.service {
+                    for method in &service.method {
+                        let service = service.name();
+                        let method = method.name();
+                        out.insert(if package.is_empty() {
+                            format!("/{service}/{method}")
+                        } else {
+                            format!("/{package}.{service}/{method}")
+                        });
+                    }
+                }
+            }
+        }
+        out
+    })
+}
+
+/// The `rpc` label and log name of a request path
+/// (`/treestore.TreeStoreService/GetNode` -> `GetNode`; the other services'
+/// RPCs keep their full path). Any path that is not an RPC the server serves
+/// is `unknown`, so arbitrary paths cannot grow the metrics' label sets.
 pub fn rpc_name(path: &str) -> String {
+    if !known_methods().contains(path) {
+        return UNKNOWN_RPC.to_string();
+    }
     match path.strip_prefix("/treestore.TreeStoreService/") {
         Some(rpc) => rpc.to_string(),
         None => path.trim_start_matches('/').to_string(),
+    }
+}
+
+/// The `rpc` label of a path that names no RPC of the server.
+pub const UNKNOWN_RPC: &str = "unknown";
+
+/// A request's place under the concurrency cap. The gate puts one in the
+/// request's extensions; handlers move a clone into the blocking work (or a
+/// stream's producer) they start, so the place is given back only when that
+/// work has finished, not when the handler future ends (at its deadline or
+/// when a stream's headers go out).
+#[derive(Clone)]
+pub struct Permit {
+    _inner: Arc<PermitInner>,
+}
+
+/// Holds the semaphore permit and counts the request as in flight.
+struct PermitInner {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl PermitInner {
+    fn new(permit: OwnedSemaphorePermit) -> Self {
+        metrics::gauge!("treestore_grpc_requests_in_flight").increment(1.0);
+        PermitInner { _permit: permit }
+    }
+}
+
+impl Drop for PermitInner {
+    fn drop(&mut self) {
+        metrics::gauge!("treestore_grpc_requests_in_flight").decrement(1.0);
+    }
+}
+
+impl Permit {
+    /// The permit of a request, if the gate gave it one.
+    pub fn of(extensions: &http::Extensions) -> Option<Permit> {
+        extensions.get::<Permit>().cloned()
     }
 }
 
@@ -271,9 +349,13 @@ where
                                 .into_http()),
                             );
                         }
-                        metrics::gauge!("treestore_grpc_requests_in_flight").increment(1.0);
+                        let mut req = req;
+                        let permit = Permit {
+                            _inner: Arc::new(PermitInner::new(permit)),
+                        };
+                        req.extensions_mut().insert(permit.clone());
                         let out = tokio::time::timeout(deadline, inner.call(req)).await;
-                        metrics::gauge!("treestore_grpc_requests_in_flight").decrement(1.0);
+                        // Blocking work the handler started keeps its clone.
                         drop(permit);
                         match out {
                             Ok(r) => r.map(fix_size_status),
@@ -356,5 +438,105 @@ mod tests {
         assert_eq!(grpc_timeout(&h), None);
         assert_eq!(rpc_name("/treestore.TreeStoreService/GetNode"), "GetNode");
         assert!(is_health_check("/grpc.health.v1.Health/Check"));
+    }
+
+    #[test]
+    fn only_served_rpcs_get_their_own_label() {
+        assert_eq!(rpc_name("/treestore.TreeStoreService/GetNode"), "GetNode");
+        assert_eq!(
+            rpc_name("/treestore.TreeStoreService/StreamDocument"),
+            "StreamDocument"
+        );
+        assert_eq!(
+            rpc_name("/grpc.health.v1.Health/Check"),
+            "grpc.health.v1.Health/Check"
+        );
+        assert_eq!(
+            rpc_name("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),
+            "grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+        );
+        for bogus in [
+            "/treestore.TreeStoreService/NoSuchRpc",
+            "/treestore.TreeStoreService/",
+            "/evil.Service/x1",
+            "/",
+            "",
+        ] {
+            assert_eq!(rpc_name(bogus), UNKNOWN_RPC, "{bogus}");
+        }
+    }
+
+    /// A handler that moves the request's permit into blocking work lasting
+    /// `work` and waits for it.
+    #[derive(Clone)]
+    struct BlockingHandler {
+        work: Duration,
+    }
+
+    impl Service<http::Request<Body>> for BlockingHandler {
+        type Response = http::Response<Body>;
+        type Error = std::convert::Infallible;
+        type Future = BoxFuture<Self::Response, Self::Error>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+            let permit = Permit::of(req.extensions());
+            let work = self.work;
+            Box::pin(async move {
+                let _ = tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    std::thread::sleep(work);
+                })
+                .await;
+                Ok(http::Response::new(Body::empty()))
+            })
+        }
+    }
+
+    fn status_of(res: &http::Response<Body>) -> Option<String> {
+        res.headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    }
+
+    /// The cap's place of a request whose deadline passed stays taken until
+    /// its blocking work ends: detached work cannot pile up beyond the cap.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_permit_lives_until_the_blocking_work_ends() {
+        let state = GateState::new(
+            BTreeSet::new(),
+            None,
+            1,
+            Duration::from_millis(50),
+            Duration::from_secs(60),
+        );
+        let mut gate = GateLayer::new(state).layer(BlockingHandler {
+            work: Duration::from_millis(700),
+        });
+        let req = || {
+            http::Request::builder()
+                .uri("/treestore.TreeStoreService/GetNode")
+                .body(Body::empty())
+                .unwrap()
+        };
+        let first = gate.call(req()).await.unwrap();
+        assert_eq!(status_of(&first).as_deref(), Some("4"), "deadline exceeded");
+        let second = gate.call(req()).await.unwrap();
+        assert_eq!(
+            status_of(&second).as_deref(),
+            Some("8"),
+            "the first request's work still holds the only place"
+        );
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let third = gate.call(req()).await.unwrap();
+        assert_eq!(
+            status_of(&third).as_deref(),
+            Some("4"),
+            "admitted again once the work ended (and timed out itself)"
+        );
     }
 }

@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
+
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -39,9 +41,18 @@ struct AppState {
     prometheus: PrometheusHandle,
 }
 
-/// Serves the metrics port until `shutdown` resolves.
+/// Binds the metrics port; an error names the address (the server refuses
+/// to start without the metrics port it was asked for).
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on metrics port {addr}"))
+}
+
+/// Serves the metrics port on `listener` (from [`bind`]) until `shutdown`
+/// resolves.
 pub async fn serve(
-    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
     shared: Arc<Shared>,
     prometheus: PrometheusHandle,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -52,7 +63,6 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .route("/debug/pprof/profile", get(profile))
         .with_state(AppState { shared, prometheus });
-    let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "metrics listening");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

@@ -64,7 +64,11 @@ fn serve(args: treestore_server::config::ServeArgs) -> anyhow::Result<ExitCode> 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(treestore_server::serve::run(cfg))?;
+    let result = runtime.block_on(treestore_server::serve::run(cfg));
+    // The store is checkpointed (or failed to open): do not wait long for
+    // blocking work the shutdown gave up on.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 

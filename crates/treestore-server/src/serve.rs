@@ -1,10 +1,12 @@
 //! `treestore serve`: starts the gRPC server and the metrics port, opens the
 //! store (recovery) while already answering health checks with NOT_SERVING,
 //! switches to SERVING once the store is open, and on SIGTERM or SIGINT stops
-//! accepting, lets in-flight requests finish, checkpoints and exits 0.
+//! accepting, lets in-flight requests finish (for at most the shutdown grace
+//! period, then drops what is left), checkpoints and exits 0.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::sync::watch;
@@ -54,9 +56,13 @@ pub async fn run(cfg: Config) -> Result<()> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .context("building reflection service")?;
-    let svc = TreeStoreServiceServer::new(Svc::new(shared.clone(), cfg.max_message_bytes))
-        .max_decoding_message_size(cfg.max_message_bytes)
-        .max_encoding_message_size(cfg.max_message_bytes);
+    let svc = TreeStoreServiceServer::new(Svc::new(
+        shared.clone(),
+        cfg.max_message_bytes,
+        cfg.request_timeout,
+    ))
+    .max_decoding_message_size(cfg.max_message_bytes)
+    .max_encoding_message_size(cfg.max_message_bytes);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move |mut rx: watch::Receiver<bool>| async move {
@@ -72,12 +78,14 @@ pub async fn run(cfg: Config) -> Result<()> {
         auth = !cfg.tokens.is_empty(),
         "gRPC listening"
     );
+    // The metrics port is bound before anything is served: a port that
+    // cannot be bound fails the start, naming it.
     let metrics_task = match cfg.metrics_port {
         Some(port) => {
-            let addr = SocketAddr::new(cfg.host, port);
+            let listener = crate::http::bind(SocketAddr::new(cfg.host, port)).await?;
             let stop = stopped(stop_rx.clone());
             Some(tokio::spawn(crate::http::serve(
-                addr,
+                listener,
                 shared.clone(),
                 prometheus,
                 stop,
@@ -86,7 +94,10 @@ pub async fn run(cfg: Config) -> Result<()> {
         None => None,
     };
 
-    let mut builder = Server::builder();
+    let mut builder = Server::builder()
+        // Find dead clients: ping idle connections, close unanswered ones.
+        .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT));
     if let Some(tls) = &cfg.tls {
         let cert = std::fs::read(&tls.cert)
             .with_context(|| format!("reading TLS certificate {}", tls.cert.display()))?;
@@ -115,18 +126,26 @@ pub async fn run(cfg: Config) -> Result<()> {
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(svc);
-    let grpc = tokio::spawn(router.serve_with_incoming_shutdown(
-        // Replies are small and latency-bound: no Nagle delay.
-        TcpIncoming::from(listener).with_nodelay(Some(true)),
-        stopped(stop_rx.clone()),
-    ));
+    let mut grpc = tokio::spawn(
+        router.serve_with_incoming_shutdown(
+            // Replies are small and latency-bound: no Nagle delay.
+            TcpIncoming::from(listener)
+                .with_nodelay(Some(true))
+                .with_keepalive(Some(TCP_KEEPALIVE)),
+            stopped(stop_rx.clone()),
+        ),
+    );
 
-    // Signals: stop accepting and drain.
+    // Signals: stop accepting and drain, for at most the grace period.
     let signal_tx = stop_tx.clone();
+    let (grace_tx, grace_rx) = watch::channel(false);
+    let grace = cfg.shutdown_grace;
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("shutdown requested; finishing in-flight requests");
+        tracing::info!(?grace, "shutdown requested; finishing in-flight requests");
         let _ = signal_tx.send(true);
+        tokio::time::sleep(grace).await;
+        let _ = grace_tx.send(true);
     });
 
     // Recovery runs while health checks already answer NOT_SERVING.
@@ -156,20 +175,42 @@ pub async fn run(cfg: Config) -> Result<()> {
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
 
-    let served = grpc.await.context("gRPC server task")?;
+    // The server returns once every connection has finished; a client that
+    // stops reading a stream could hold that off forever, so after the grace
+    // period the remaining connections are dropped.
+    let served = tokio::select! {
+        served = &mut grpc => Some(served.context("gRPC server task")?),
+        _ = stopped(grace_rx.clone()) => None,
+    };
+    if served.is_none() {
+        tracing::warn!(
+            ?grace,
+            "in-flight requests did not finish within the shutdown grace period; closing them"
+        );
+        shared.begin_shutdown();
+        grpc.abort();
+    }
     health
         .set_not_serving::<TreeStoreServiceServer<Svc>>()
         .await;
-    if let Some(t) = metrics_task {
-        match t.await {
-            Ok(Err(e)) => tracing::warn!(error = %e, "metrics server failed"),
-            Err(e) => tracing::warn!(error = %e, "metrics server task failed"),
-            Ok(Ok(())) => {}
+    if let Some(mut t) = metrics_task {
+        let done = tokio::select! {
+            done = &mut t => Some(done),
+            _ = stopped(grace_rx.clone()) => None,
+        };
+        match done {
+            Some(Ok(Err(e))) => tracing::warn!(error = %e, "metrics server failed"),
+            Some(Err(e)) => tracing::warn!(error = %e, "metrics server task failed"),
+            Some(Ok(Ok(()))) => {}
+            None => t.abort(),
         }
     }
-    served.context("gRPC server")?;
-    // In-flight requests are done; streams or timed-out handlers may still
-    // hold the store briefly, so checkpoint through the shared handle.
+    if let Some(served) = served {
+        served.context("gRPC server")?;
+    }
+    // In-flight requests are done (or were given up on); streams or
+    // timed-out handlers may still hold the store briefly, so checkpoint
+    // through the shared handle.
     tokio::task::spawn_blocking(move || store.db().checkpoint())
         .await
         .context("checkpoint task")?
@@ -177,6 +218,13 @@ pub async fn run(cfg: Config) -> Result<()> {
     tracing::info!("checkpointed; bye");
     Ok(())
 }
+
+/// Interval of HTTP/2 pings on a connection.
+const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// A connection whose ping is not answered within this is closed.
+const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Idle time before TCP keepalive probes start.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
 async fn wait_for_signal() {
     let ctrl_c = async {

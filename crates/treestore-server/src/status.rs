@@ -30,17 +30,7 @@ pub fn from_error(e: Error) -> Status {
 pub fn in_field(prefix: &str, renames: &[(&str, &str)], e: Error) -> Status {
     match e {
         Error::InvalidArgument { field, reason } => {
-            let mut field = field;
-            for (store, wire) in renames {
-                if field == *store {
-                    field = wire.to_string();
-                    break;
-                }
-                if let Some(rest) = field.strip_prefix(&format!("{store}.")) {
-                    field = format!("{wire}.{rest}");
-                    break;
-                }
-            }
+            let mut field = wire_name(renames, &field);
             if !prefix.is_empty() {
                 field = format!("{prefix}.{field}");
             }
@@ -48,6 +38,20 @@ pub fn in_field(prefix: &str, renames: &[(&str, &str)], e: Error) -> Status {
         }
         other => from_error(other),
     }
+}
+
+/// The wire name of a store field (`renames`: store name to wire name,
+/// matching the whole field or its first path element).
+pub fn wire_name(renames: &[(&str, &str)], field: &str) -> String {
+    for (store, wire) in renames {
+        if field == *store {
+            return wire.to_string();
+        }
+        if let Some(rest) = field.strip_prefix(&format!("{store}.")) {
+            return format!("{wire}.{rest}");
+        }
+    }
+    field.to_string()
 }
 
 fn is_disk_full(e: &treestore_storage::Error) -> bool {

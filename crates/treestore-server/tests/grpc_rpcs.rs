@@ -3131,3 +3131,325 @@ async fn storing_a_dated_document_keeps_the_registration_details() {
     let v = ok(c.get_version_as_of(at(date(2025, 6, 1))).await);
     assert_eq!(v.version_id, "v0");
 }
+
+/// The metrics' `rpc` label comes from the RPCs the server serves: a call to
+/// a path that names no RPC (here unauthenticated too: tokens are on) is
+/// counted under `unknown`, so arbitrary paths cannot add label sets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_paths_share_one_metrics_label() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.txt");
+    std::fs::write(&tokens, "sekret\n").unwrap();
+    let srv = Server::builder()
+        .args(["--auth-token-file", tokens.to_str().unwrap()])
+        .start()
+        .await;
+    let mut grpc = tonic::client::Grpc::new(srv.channel().await);
+    for path in [
+        "/treestore.TreeStoreService/NoSuchRpcXyz",
+        "/evil.Bogus/Zzz123",
+    ] {
+        grpc.ready().await.unwrap();
+        let codec = tonic_prost::ProstCodec::<pb::HealthRequest, pb::HealthResponse>::default();
+        let r = grpc
+            .unary(
+                Request::new(pb::HealthRequest {}),
+                tonic::codegen::http::uri::PathAndQuery::from_static(path),
+                codec,
+            )
+            .await;
+        assert_code(r, Code::Unauthenticated);
+    }
+    let port = srv.metrics_port;
+    let (code, body) = tokio::task::spawn_blocking(move || http_get(port, "/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        !body.contains("NoSuchRpcXyz") && !body.contains("Zzz123"),
+        "a bogus path became a label:\n{body}"
+    );
+    let unknown = body
+        .lines()
+        .find(|l| {
+            l.starts_with("treestore_grpc_requests_total{")
+                && l.contains("rpc=\"unknown\"")
+                && l.contains("Unauthenticated")
+        })
+        .unwrap_or_else(|| panic!("no unknown counter in:\n{body}"));
+    assert!(unknown.ends_with(" 2"), "{unknown}");
+}
+
+/// Instants before 1677-09-22 fit the wire's Timestamp (and even an i64 of
+/// nanoseconds) but a record holding one could not be read back: they are
+/// INVALID_ARGUMENT naming the field, and nothing is stored. The first
+/// supported instant round-trips.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timestamps_out_of_the_supported_range_are_invalid() {
+    let srv = Server::start().await;
+    let mut c = srv.client().await;
+    // 1677-09-21T12:00:00Z.
+    let early = prost_types::Timestamp {
+        seconds: -9_223_329_600,
+        nanos: 0,
+    };
+    let mut r = tool_result("search", "TS", "early");
+    r.executed_at = Some(early);
+    assert_status(
+        c.store_tool_result(pb::StoreToolResultRequest { result: Some(r) })
+            .await,
+        Code::InvalidArgument,
+        "result.executed_at",
+    );
+    let mut v = version("pol", "v1", None, None);
+    v.effective_start = Some(early);
+    assert_status(
+        c.register_version(register(v)).await,
+        Code::InvalidArgument,
+        "version.effective_start",
+    );
+    let usage = pb::PromptUsage {
+        prompt_id: "p".into(),
+        case_id: "TS".into(),
+        used_at: Some(early),
+        ..Default::default()
+    };
+    assert_status(
+        c.apply_writes(pb::ApplyWritesRequest {
+            ops: vec![op(pb::write_op::Op::PromptUsage(usage))],
+        })
+        .await,
+        Code::InvalidArgument,
+        "ops[0].prompt_usage.used_at",
+    );
+    // Nothing was stored, and the case's records still read.
+    let got = ok(c
+        .get_tool_results(pb::GetToolResultsRequest {
+            case_id: "TS".into(),
+            ..Default::default()
+        })
+        .await);
+    assert!(got.results.is_empty(), "{got:?}");
+    // 1677-09-22T00:00:00Z, the first supported instant.
+    let first = prost_types::Timestamp {
+        seconds: -106_751 * 86_400,
+        nanos: 0,
+    };
+    let mut r = tool_result("search", "TS", "first");
+    r.executed_at = Some(first);
+    ok(
+        c.store_tool_result(pb::StoreToolResultRequest { result: Some(r) })
+            .await,
+    );
+    let got = ok(c
+        .get_tool_results(pb::GetToolResultsRequest {
+            case_id: "TS".into(),
+            ..Default::default()
+        })
+        .await);
+    assert_eq!(got.results.len(), 1);
+    assert_eq!(got.results[0].executed_at, Some(first));
+}
+
+/// The proto: a PolicyVersion's `document_id` empty on input is filled from
+/// the document stored for that (policy, version); a version registered
+/// before its document takes it when the document is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_version_fills_document_id_from_the_stored_document() {
+    let srv = Server::start().await;
+    let mut c = srv.client().await;
+    let mut req = store_req("pol", "v1", vec![node("a", "", "A")]);
+    req.document.as_mut().unwrap().pageindex_doc_id = "pi-123".into();
+    ok(c.store_document(req).await);
+    let r = ok(c
+        .register_version(register(version("pol", "v1", Some(date(2020, 1, 1)), None)))
+        .await);
+    assert_eq!(r.version.unwrap().document_id, "pi-123");
+    let listed = ok(c
+        .list_versions(pb::ListVersionsRequest {
+            policy_id: "pol".into(),
+            limit: 0,
+        })
+        .await);
+    assert_eq!(listed.versions[0].document_id, "pi-123");
+    // A document_id given explicitly is kept.
+    let mut v = version("pol", "v1", Some(date(2020, 1, 1)), None);
+    v.document_id = "explicit".into();
+    let r = ok(c.register_version(register(v)).await);
+    assert_eq!(r.version.unwrap().document_id, "explicit");
+    // No document yet: stays empty until one is stored.
+    let r = ok(c
+        .register_version(register(version("pol", "v2", Some(date(2021, 1, 1)), None)))
+        .await);
+    assert_eq!(r.version.unwrap().document_id, "");
+    let mut req = store_req("pol", "v2", vec![node("a", "", "A")]);
+    req.document.as_mut().unwrap().pageindex_doc_id = "pi-456".into();
+    ok(c.store_document(req).await);
+    let latest = ok(c
+        .get_latest_version(pb::GetLatestVersionRequest {
+            policy_id: "pol".into(),
+        })
+        .await);
+    assert_eq!(
+        (latest.version_id.as_str(), latest.document_id.as_str()),
+        ("v2", "pi-456")
+    );
+}
+
+/// Filtered queries return the first `limit` matching records, however
+/// many non-matching ones come first: a case's usages of one prompt behind
+/// 150 newer usages of another prompt, and a case's contradictions on one
+/// criterion behind 150 newer ones on another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filtered_queries_scan_past_non_matching_records() {
+    use pb::write_op::Op;
+    let srv = Server::start().await;
+    let mut c = srv.client().await;
+    let base = date(2024, 1, 1);
+    let usage = |id: String, prompt: &str, at: i64| pb::PromptUsage {
+        usage_id: id,
+        prompt_id: prompt.into(),
+        prompt_version: "1".into(),
+        case_id: "C".into(),
+        used_at: Some(ts(at)),
+        ..Default::default()
+    };
+    let mut ops: Vec<_> = (0..3)
+        .map(|i| op(Op::PromptUsage(usage(format!("match{i}"), "p", base + i))))
+        .collect();
+    ops.extend((0..150).map(|i| {
+        op(Op::PromptUsage(usage(
+            format!("other{i}"),
+            "q",
+            base + 1000 + i,
+        )))
+    }));
+    let mut later = contradiction("C", "X", "low", base);
+    later.contradiction_id = "k-match0".into();
+    ops.push(op(Op::Contradiction(later)));
+    let mut later = contradiction("C", "X", "low", base + 1);
+    later.contradiction_id = "k-match1".into();
+    ops.push(op(Op::Contradiction(later)));
+    ops.extend((0..150).map(|i| {
+        let mut k = contradiction("C", "Y", "low", base + 1000 + i);
+        k.contradiction_id = format!("k-other{i}");
+        op(Op::Contradiction(k))
+    }));
+    ok(c.apply_writes(pb::ApplyWritesRequest { ops }).await);
+
+    let usages = |limit: i32, version: &str| pb::GetPromptUsagesRequest {
+        case_id: "C".into(),
+        prompt_id: "p".into(),
+        prompt_version: version.into(),
+        limit,
+    };
+    let got = ok(c.get_prompt_usages(usages(0, "")).await);
+    let ids: Vec<_> = got.usages.iter().map(|u| u.usage_id.as_str()).collect();
+    assert_eq!(ids, ["match2", "match1", "match0"]);
+    let got = ok(c.get_prompt_usages(usages(2, "1")).await);
+    let ids: Vec<_> = got.usages.iter().map(|u| u.usage_id.as_str()).collect();
+    assert_eq!(ids, ["match2", "match1"]);
+    let got = ok(c.get_prompt_usages(usages(0, "2")).await);
+    assert!(got.usages.is_empty(), "{got:?}");
+
+    let contradictions = |limit: i32| pb::GetContradictionsRequest {
+        case_id: "C".into(),
+        criterion_id: "X".into(),
+        unresolved_only: false,
+        limit,
+    };
+    let got = ok(c.get_contradictions(contradictions(0)).await);
+    let ids: Vec<_> = got
+        .contradictions
+        .iter()
+        .map(|k| k.contradiction_id.as_str())
+        .collect();
+    assert_eq!(ids, ["k-match1", "k-match0"]);
+    let got = ok(c.get_contradictions(contradictions(1)).await);
+    assert_eq!(got.contradictions.len(), 1);
+    assert_eq!(got.contradictions[0].contradiction_id, "k-match1");
+}
+
+/// ApplyWrites names an invalid field by its wire path
+/// (`ops[i].<operation>.<field as the wire calls it>`), for errors of the
+/// store's validation and for errors raised inside the transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_writes_errors_name_the_wire_path() {
+    use pb::write_op::Op;
+    let srv = Server::start().await;
+    let mut c = srv.client().await;
+    let good = || op(Op::ToolResult(tool_result("search", "W", "good")));
+    async fn apply(
+        c: &mut Client,
+        ops: Vec<pb::WriteOp>,
+    ) -> Result<tonic::Response<pb::ApplyWritesResponse>, tonic::Status> {
+        c.apply_writes(pb::ApplyWritesRequest { ops }).await
+    }
+
+    let e = apply(
+        &mut c,
+        vec![
+            good(),
+            good(),
+            op(Op::ToolResult(tool_result("", "W", "e"))),
+        ],
+    )
+    .await;
+    assert_status(e, Code::InvalidArgument, "ops[2].tool_result.tool_name");
+
+    let mut bad_json = tool_result("search", "W", "e");
+    bad_json.result_data = "{not json".into();
+    let e = apply(&mut c, vec![op(Op::ToolResult(bad_json))]).await;
+    assert_status(e, Code::InvalidArgument, "ops[0].tool_result.result_data");
+
+    let mut bad = contradiction("W", "X", "low", 0);
+    bad.node_id_b = String::new();
+    let e = apply(&mut c, vec![good(), op(Op::Contradiction(bad))]).await;
+    assert_status(e, Code::InvalidArgument, "ops[1].contradiction.node_id_b");
+
+    let e = apply(
+        &mut c,
+        vec![good(), op(Op::StoreDocument(store_req("pol", "", vec![])))],
+    )
+    .await;
+    assert_status(
+        e,
+        Code::InvalidArgument,
+        "ops[1].store_document.document.version_id",
+    );
+
+    let mut v = version("pol", "v1", Some(date(2020, 1, 1)), None);
+    v.supersedes_version_id = "v1".into();
+    let e = apply(&mut c, vec![op(Op::RegisterVersion(v))]).await;
+    assert_status(
+        e,
+        Code::InvalidArgument,
+        "ops[0].register_version.supersedes_version_id",
+    );
+
+    // Checked inside the transaction, after op 0 was written.
+    let e = apply(
+        &mut c,
+        vec![
+            good(),
+            op(Op::ResolveContradiction(pb::ResolveContradictionRequest {
+                contradiction_id: "k1".into(),
+                resolution_status: "resolved".into(),
+                resolution_note: "n".repeat(5 * 1024 * 1024),
+            })),
+        ],
+    )
+    .await;
+    assert_status(
+        e,
+        Code::InvalidArgument,
+        "ops[1].resolve_contradiction.resolution_note",
+    );
+    let got = ok(c
+        .get_tool_results(pb::GetToolResultsRequest {
+            case_id: "W".into(),
+            ..Default::default()
+        })
+        .await);
+    assert!(got.results.is_empty(), "{got:?}");
+}

@@ -107,19 +107,19 @@ impl TreeStore {
                         format!("{}/{}", v.policy_id, v.version_id)
                     }
                     Prepared::ToolResult(r) => {
-                        tool_results::write(&mut txn, r)?;
+                        tool_results::write(&mut txn, r).map_err(|e| in_op(i, e))?;
                         r.execution_id.clone()
                     }
                     Prepared::Trajectory(t) => {
-                        trajectories::write(&mut txn, t)?;
+                        trajectories::write(&mut txn, t).map_err(|e| in_op(i, e))?;
                         t.trajectory_id.clone()
                     }
                     Prepared::CrossReference(r) => {
-                        cross_refs::write(&mut txn, r)?;
+                        cross_refs::write(&mut txn, r).map_err(|e| in_op(i, e))?;
                         r.reference_id.clone()
                     }
                     Prepared::Contradiction(c) => {
-                        contradictions::write(&mut txn, c)?;
+                        contradictions::write(&mut txn, c).map_err(|e| in_op(i, e))?;
                         c.contradiction_id.clone()
                     }
                     Prepared::Resolve(id, resolution, note) => {
@@ -128,10 +128,14 @@ impl TreeStore {
                         id.clone()
                     }
                     Prepared::Prompt(t) => {
-                        let t = prompts::write_template(&mut txn, t)?;
+                        let t = prompts::write_template(&mut txn, t).map_err(|e| in_op(i, e))?;
                         format!("{}/{}", t.prompt_id, t.version)
                     }
-                    Prepared::Usage(u) => prompts::write_usage(&mut txn, u)?.usage_id,
+                    Prepared::Usage(u) => {
+                        prompts::write_usage(&mut txn, u)
+                            .map_err(|e| in_op(i, e))?
+                            .usage_id
+                    }
                 };
                 ids.push(id);
             }
@@ -239,7 +243,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Prefixes an invalid-argument field with the operation's position.
+/// Prefixes an invalid-argument field with the operation's position (every
+/// error an op raises, whether while it is prepared or inside the
+/// transaction, names it); other errors (conflicts the retry looks for,
+/// not-found) pass unchanged.
 fn in_op(i: usize, e: Error) -> Error {
     match e {
         Error::InvalidArgument { field, reason } => Error::InvalidArgument {

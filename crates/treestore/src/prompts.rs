@@ -16,6 +16,7 @@ use treestore_storage::{Db, ReadTxn, WriteTxn};
 
 use crate::error::{Error, Result};
 use crate::key::KeyBuilder;
+use crate::metadata::check_time;
 use crate::records::{
     self, check_id, check_json, check_len, check_list, check_opt_id, MAX_NAME_LEN, MAX_RECORD_TEXT,
 };
@@ -120,6 +121,10 @@ pub(crate) fn prepare_template(mut t: PromptTemplate) -> Result<PromptTemplate> 
     check_list("variables", &t.variables, MAX_NAME_LEN)?;
     check_json("tool_schemas", &t.tool_schemas)?;
     t.created_at = records::or_now(t.created_at);
+    check_time("created_at", t.created_at)?;
+    if let Some(d) = t.deployed_at {
+        check_time("deployed_at", d)?;
+    }
     Ok(t)
 }
 
@@ -208,6 +213,7 @@ pub(crate) fn prepare_usage(mut u: PromptUsage) -> Result<PromptUsage> {
     )?;
     check_len("outcome", &u.outcome, MAX_NAME_LEN)?;
     u.used_at = records::or_now(u.used_at);
+    check_time("used_at", u.used_at)?;
     Ok(u)
 }
 
@@ -332,6 +338,40 @@ impl<'s> PromptStore<'s> {
         let prefix = strs(SPACE_USAGE_BY_CASE, &[case_id]).finish();
         let ids = records::ids_newest_first(&txn, &prefix, records::limit(limit))?;
         records::fetch_all(&txn, &ids, usage_key)
+    }
+
+    /// A case's usages of one prompt (and, with `version`, one version of
+    /// it), newest first: the first `limit` that match, however many of the
+    /// case's usages of other prompts come before them.
+    pub fn usages_by_case_and_prompt(
+        &self,
+        case_id: &str,
+        prompt_id: &str,
+        version: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<PromptUsage>> {
+        check_id("case_id", case_id)?;
+        check_id("prompt_id", prompt_id)?;
+        if let Some(v) = version {
+            check_opt_id("prompt_version", v)?;
+        }
+        let limit = records::limit(limit);
+        let txn = self.db.begin_read();
+        let prefix = strs(SPACE_USAGE_BY_CASE, &[case_id]).finish();
+        let mut out = Vec::new();
+        for item in txn.prefix(&prefix, true) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, _) = item?;
+            let id = records::last_str(&k)?;
+            let u: PromptUsage = records::get(&txn, &usage_key(&id))?
+                .ok_or_else(|| Error::corrupt(&k, "indexed usage is missing"))?;
+            if u.prompt_id == prompt_id && version.is_none_or(|v| u.prompt_version == v) {
+                out.push(u);
+            }
+        }
+        Ok(out)
     }
 
     /// Usages of one prompt version (`None` = every version), newest first.

@@ -5,8 +5,10 @@
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-/// An instant, as nanoseconds since 1970-01-01T00:00:00Z. Covers the years
-/// 1678 to 2261.
+/// An instant, as nanoseconds since 1970-01-01T00:00:00Z. Stored records
+/// write it as RFC 3339 text, which parses back for every instant from
+/// [`Timestamp::MIN`] (1677-09-22) to [`Timestamp::MAX`] (2262-04-11); the
+/// stores reject instants outside that range.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(i64);
 
@@ -20,6 +22,20 @@ impl Timestamp {
     /// The Unix epoch.
     pub const EPOCH: Timestamp = Timestamp(0);
 
+    /// The earliest supported instant, 1677-09-22T00:00:00Z: the first
+    /// midnight after the earliest nanosecond an `i64` holds (text of an
+    /// instant earlier that day would not parse back).
+    pub const MIN: Timestamp = Timestamp(-106_751 * SECS_PER_DAY * NANOS_PER_SEC);
+
+    /// The latest supported instant, 2262-04-11T23:47:16.854775807Z.
+    pub const MAX: Timestamp = Timestamp(i64::MAX);
+
+    /// Whether the instant lies in [`Timestamp::MIN`]..=[`Timestamp::MAX`]
+    /// (records holding it can be read back).
+    pub fn is_supported(self) -> bool {
+        self >= Timestamp::MIN
+    }
+
     pub const fn from_unix_nanos(n: i64) -> Self {
         Timestamp(n)
     }
@@ -29,7 +45,8 @@ impl Timestamp {
     }
 
     /// From seconds and nanoseconds (as protobuf's Timestamp carries them);
-    /// `None` outside the representable range.
+    /// `None` outside the supported range ([`Timestamp::MIN`] to
+    /// [`Timestamp::MAX`]).
     pub fn from_unix_parts(secs: i64, nanos: u32) -> Option<Self> {
         if nanos >= NANOS_PER_SEC as u32 {
             return None;
@@ -37,6 +54,7 @@ impl Timestamp {
         secs.checked_mul(NANOS_PER_SEC)
             .and_then(|n| n.checked_add(nanos as i64))
             .map(Timestamp)
+            .filter(|t| t.is_supported())
     }
 
     /// Seconds and nanoseconds (nanoseconds always in 0..1e9).
@@ -322,6 +340,33 @@ mod tests {
             assert_eq!(days_from_civil(y, m, d), days);
             assert!(d >= 1 && d <= days_in_month(y, m));
         }
+    }
+
+    #[test]
+    fn the_supported_range_round_trips_through_text() {
+        assert_eq!(Timestamp::MIN.to_string(), "1677-09-22T00:00:00Z");
+        assert_eq!(Timestamp::MAX.to_string(), "2262-04-11T23:47:16.854775807Z");
+        for t in [
+            Timestamp::MIN,
+            Timestamp::from_unix_nanos(Timestamp::MIN.unix_nanos() + 1),
+            Timestamp::MAX,
+            Timestamp::from_unix_nanos(i64::MAX - 1),
+        ] {
+            assert!(t.is_supported());
+            assert_eq!(Timestamp::parse(&t.to_string()), Ok(t), "{t}");
+        }
+        // Earlier instants exist as i64 but their text does not parse back.
+        let early = Timestamp::from_unix_nanos(Timestamp::MIN.unix_nanos() - 1);
+        assert!(!early.is_supported());
+        assert!(Timestamp::parse(&early.to_string()).is_err());
+        assert!(!Timestamp::from_unix_nanos(i64::MIN).is_supported());
+        let (s, n) = Timestamp::MIN.unix_parts();
+        assert_eq!(Timestamp::from_unix_parts(s, n), Some(Timestamp::MIN));
+        assert_eq!(Timestamp::from_unix_parts(s - 1, n), None);
+        assert_eq!(Timestamp::from_unix_parts(s - 1, 999_999_999), None);
+        let (s, n) = Timestamp::MAX.unix_parts();
+        assert_eq!(Timestamp::from_unix_parts(s, n), Some(Timestamp::MAX));
+        assert_eq!(Timestamp::from_unix_parts(s + 1, 0), None);
     }
 
     #[test]

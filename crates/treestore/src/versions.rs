@@ -336,11 +336,24 @@ pub(crate) fn validate(v: &PolicyVersion) -> Result<()> {
 }
 
 /// Registers (or re-registers) a version in `txn`, after [`validate`]. Reads
-/// the document's statistics if one is stored (or being stored in `txn`).
+/// the document's statistics if one is stored (or being stored in `txn`),
+/// and takes its `pageindex_doc_id` when the registration gives none.
 pub(crate) fn register(txn: &mut WriteTxn, mut v: PolicyVersion) -> Result<PolicyVersion> {
     validate(&v)?;
+    // Checked here rather than in `validate`, which also checks probes
+    // whose start is the earliest i64 (see `TreeStore::prepare_document`).
+    crate::metadata::check_time("effective_start", v.effective_start)?;
+    if let Some(end) = v.effective_end {
+        crate::metadata::check_time("effective_end", end)?;
+    }
     v.registered_at = Timestamp::now_monotonic();
-    let doc = doc_stats(txn, &v.policy_id, &v.version_id)?;
+    let stored = stored_document(txn, &v.policy_id, &v.version_id)?;
+    if v.pageindex_doc_id.is_empty() {
+        if let Some((d, _)) = &stored {
+            v.pageindex_doc_id = d.pageindex_doc_id.clone();
+        }
+    }
+    let doc = stored.map(|(_, stats)| (stats.node_count, stats.total_len));
     let key = record_key(&v.policy_id, &v.version_id);
     records::upsert(txn, &key, &v, |v| vec![index_entry(v, doc)])?;
     Ok(v)
@@ -358,22 +371,37 @@ fn index_entry(v: &PolicyVersion, doc: Option<(u32, u64)>) -> (Vec<u8>, Vec<u8>)
 }
 
 /// Rewrites a registration's index entry with the statistics of the document
-/// now stored (or being stored in `txn`), keeping its place.
+/// now stored (or being stored in `txn`), keeping its place; a registration
+/// without a `pageindex_doc_id` takes the document's.
 pub(crate) fn refresh_document(txn: &mut WriteTxn, v: &PolicyVersion) -> Result<()> {
-    let (key, value) = index_entry(v, doc_stats(txn, &v.policy_id, &v.version_id)?);
+    let stored = stored_document(txn, &v.policy_id, &v.version_id)?;
+    if let Some((d, _)) = &stored {
+        if v.pageindex_doc_id.is_empty() && !d.pageindex_doc_id.is_empty() {
+            let mut filled = v.clone();
+            filled.pageindex_doc_id = d.pageindex_doc_id.clone();
+            txn.put(
+                &record_key(&v.policy_id, &v.version_id),
+                &records::encode(&filled)?,
+            )?;
+        }
+    }
+    let doc = stored.map(|(_, stats)| (stats.node_count, stats.total_len));
+    let (key, value) = index_entry(v, doc);
     txn.put(&key, &value)?;
     Ok(())
 }
 
-/// Node count and total length of a stored document, as `txn` sees it.
-fn doc_stats(txn: &WriteTxn, policy: &str, version: &str) -> Result<Option<(u32, u64)>> {
+/// The stored document of a version and its statistics, as `txn` sees it.
+fn stored_document(
+    txn: &WriteTxn,
+    policy: &str,
+    version: &str,
+) -> Result<Option<(crate::model::Document, codec::DocStats)>> {
     let doc_key = DocKeys::new(policy, version).document();
     match txn.get(&doc_key)? {
-        Some(raw) => {
-            let (_, stats) = codec::decode_document(policy, version, &raw)
-                .map_err(|e| Error::corrupt(&doc_key, e))?;
-            Ok(Some((stats.node_count, stats.total_len)))
-        }
+        Some(raw) => codec::decode_document(policy, version, &raw)
+            .map(Some)
+            .map_err(|e| Error::corrupt(&doc_key, e)),
         None => Ok(None),
     }
 }

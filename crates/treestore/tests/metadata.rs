@@ -1070,3 +1070,113 @@ fn metadata_survives_close_and_reopen() {
         .is_empty());
     store.close().unwrap();
 }
+
+/// A case and a criterion together: the first `limit` of the case's
+/// contradictions on that criterion, however many newer ones on other
+/// criteria come first.
+#[test]
+fn contradictions_by_case_and_criterion_scan_past_other_criteria() {
+    let (_d, store) = open();
+    let md = store.metadata();
+    for i in 0..3 {
+        md.put_contradiction(contradiction(
+            &format!("m{i}"),
+            "c1",
+            "want",
+            i,
+            Severity::Low,
+        ))
+        .unwrap();
+    }
+    md.put_contradiction(contradiction("elsewhere", "c2", "want", 5, Severity::Low))
+        .unwrap();
+    for i in 0..150 {
+        md.put_contradiction(contradiction(
+            &format!("o{i}"),
+            "c1",
+            "other",
+            100 + i,
+            Severity::Low,
+        ))
+        .unwrap();
+    }
+    let q = |unresolved_only, limit| -> Vec<String> {
+        md.contradictions(
+            ContradictionQuery::CaseAndCriterion {
+                case: "c1",
+                criterion: "want",
+            },
+            unresolved_only,
+            limit,
+        )
+        .unwrap()
+        .into_iter()
+        .map(|c| c.contradiction_id)
+        .collect()
+    };
+    assert_eq!(q(false, 0), ["m2", "m1", "m0"]);
+    assert_eq!(q(false, 2), ["m2", "m1"]);
+    md.resolve_contradiction("m2", Resolution::Resolved, "")
+        .unwrap();
+    assert_eq!(q(true, 1), ["m1"]);
+    assert_eq!(q(false, 1), ["m2"]);
+    let e = md
+        .contradictions(
+            ContradictionQuery::CaseAndCriterion {
+                case: "c1",
+                criterion: "",
+            },
+            false,
+            0,
+        )
+        .unwrap_err();
+    assert_eq!(invalid_field(&e), "criterion_id");
+}
+
+/// Instants before 1677-09-22 fit an i64 of nanoseconds but their text would
+/// not parse back: every record rejects them, naming the field, so no record
+/// becomes unreadable.
+#[test]
+fn instants_outside_the_supported_range_are_rejected() {
+    let (_d, store) = open();
+    let md = store.metadata();
+    let early = Timestamp::from_unix_nanos(Timestamp::MIN.unix_nanos() - 1);
+    let mut r = result("e1", "c1", "search", "", 0);
+    r.executed_at = early;
+    assert_eq!(
+        invalid_field(&md.put_tool_result(r).unwrap_err()),
+        "executed_at"
+    );
+    let mut k = contradiction("k1", "c1", "x", 0, Severity::Low);
+    k.detected_at = early;
+    assert_eq!(
+        invalid_field(&md.put_contradiction(k).unwrap_err()),
+        "detected_at"
+    );
+    let t = Trajectory {
+        case_id: "c1".into(),
+        started_at: at(0),
+        steps: vec![TrajectoryStep {
+            step_number: 1,
+            timestamp: early,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    assert_eq!(
+        invalid_field(&md.put_trajectory(t).unwrap_err()),
+        "steps[0].timestamp"
+    );
+    assert!(md
+        .tool_results(&ToolResultQuery {
+            case_id: Some("c1"),
+            ..Default::default()
+        })
+        .unwrap()
+        .is_empty());
+    // The first supported instant is stored and reads back.
+    let mut r = result("e2", "c1", "search", "", 0);
+    r.executed_at = Timestamp::MIN;
+    md.put_tool_result(r).unwrap();
+    assert_eq!(md.tool_result("e2").unwrap().executed_at, Timestamp::MIN);
+}

@@ -430,3 +430,71 @@ fn prompts_survive_close_and_reopen() {
     assert_eq!(t3.version, "3");
     store.close().unwrap();
 }
+
+/// A case's usages of one prompt: the first `limit` that match, behind any
+/// number of newer usages of other prompts in the same case.
+#[test]
+fn usages_by_case_and_prompt_scan_past_other_prompts() {
+    let (_d, store) = open();
+    let p = store.prompts();
+    let t0 = day(2024, 1, 1);
+    for i in 0..3 {
+        let mut u = usage(
+            "want",
+            if i == 0 { "1" } else { "2" },
+            "c1",
+            "ok",
+            plus(t0, i),
+        );
+        u.usage_id = format!("m{i}");
+        p.record_usage(u).unwrap();
+    }
+    let mut u = usage("want", "2", "c2", "ok", plus(t0, 10));
+    u.usage_id = "other-case".into();
+    p.record_usage(u).unwrap();
+    for i in 0..150 {
+        let mut u = usage("other", "1", "c1", "ok", plus(t0, 1000 + i));
+        u.usage_id = format!("o{i}");
+        p.record_usage(u).unwrap();
+    }
+    let ids = |v: Vec<PromptUsage>| -> Vec<String> { v.into_iter().map(|u| u.usage_id).collect() };
+    assert_eq!(
+        ids(p.usages_by_case_and_prompt("c1", "want", None, 0).unwrap()),
+        ["m2", "m1", "m0"]
+    );
+    assert_eq!(
+        ids(p.usages_by_case_and_prompt("c1", "want", None, 1).unwrap()),
+        ["m2"]
+    );
+    assert_eq!(
+        ids(p
+            .usages_by_case_and_prompt("c1", "want", Some("1"), 0)
+            .unwrap()),
+        ["m0"]
+    );
+    assert!(p
+        .usages_by_case_and_prompt("c1", "nosuch", None, 0)
+        .unwrap()
+        .is_empty());
+    assert!(matches!(
+        p.usages_by_case_and_prompt("c1", "", None, 0),
+        Err(Error::InvalidArgument { .. })
+    ));
+}
+
+/// Prompt times outside the supported range are rejected, naming the field.
+#[test]
+fn prompt_times_outside_the_supported_range_are_rejected() {
+    let (_d, store) = open();
+    let p = store.prompts();
+    let early = Timestamp::from_unix_nanos(Timestamp::MIN.unix_nanos() - 1);
+    let field = |e: Error| match e {
+        Error::InvalidArgument { field, .. } => field,
+        other => panic!("{other:?}"),
+    };
+    let t = template("p", "1", day(2024, 1, 1), Some(early));
+    assert_eq!(field(p.put_template(t).unwrap_err()), "deployed_at");
+    let u = usage("p", "1", "c1", "", early);
+    assert_eq!(field(p.record_usage(u).unwrap_err()), "used_at");
+    assert!(p.usages_by_case("c1", 0).unwrap().is_empty());
+}

@@ -797,3 +797,49 @@ fn an_end_before_a_kept_start_is_rejected_when_restoring() {
     );
     assert_eq!(store.versions().get("q", "v1").unwrap().effective_end, None);
 }
+
+/// A registration without a `pageindex_doc_id` takes the stored document's;
+/// one registered before its document takes it when the document is stored.
+#[test]
+fn registrations_take_the_document_id_of_the_stored_document() {
+    let (_d, store) = open();
+    let vs = store.versions();
+    let mut doc = Document::new("p", "v1");
+    doc.pageindex_doc_id = "pi-1".into();
+    store.store_document(doc, vec![node("a", "x")]).unwrap();
+    let v = vs.register(ver("p", "v1", day(2020, 1, 1), None)).unwrap();
+    assert_eq!(v.pageindex_doc_id, "pi-1");
+    assert_eq!(vs.get("p", "v1").unwrap().pageindex_doc_id, "pi-1");
+    // Given explicitly: kept.
+    let mut explicit = ver("p", "v1", day(2020, 1, 1), None);
+    explicit.pageindex_doc_id = "mine".into();
+    assert_eq!(vs.register(explicit).unwrap().pageindex_doc_id, "mine");
+    // No document yet: empty, until one is stored.
+    let v = vs.register(ver("p", "v2", day(2021, 1, 1), None)).unwrap();
+    assert_eq!(v.pageindex_doc_id, "");
+    let mut doc = Document::new("p", "v2");
+    doc.pageindex_doc_id = "pi-2".into();
+    store.store_document(doc, vec![node("a", "x")]).unwrap();
+    assert_eq!(vs.get("p", "v2").unwrap().pageindex_doc_id, "pi-2");
+}
+
+/// Effective periods outside the supported range are rejected.
+#[test]
+fn effective_times_outside_the_supported_range_are_rejected() {
+    let (_d, store) = open();
+    let early = Timestamp::from_unix_nanos(Timestamp::MIN.unix_nanos() - 1);
+    match store.versions().register(ver("p", "v1", early, None)) {
+        Err(Error::InvalidArgument { field, .. }) => assert_eq!(field, "effective_start"),
+        other => panic!("{other:?}"),
+    }
+    assert!(store.versions().list("p", 0).unwrap().is_empty());
+    store
+        .versions()
+        .register(ver("p", "v1", Timestamp::MIN, Some(Timestamp::MAX)))
+        .unwrap();
+    let v = store.versions().get("p", "v1").unwrap();
+    assert_eq!(
+        (v.effective_start, v.effective_end),
+        (Timestamp::MIN, Some(Timestamp::MAX))
+    );
+}

@@ -39,6 +39,7 @@ pub fn apply_writes(
     ctx: &Ctx,
     r: pb::ApplyWritesRequest,
 ) -> Result<pb::ApplyWritesResponse, Status> {
+    let wire: Vec<Option<WireOp>> = r.ops.iter().map(|op| op.op.as_ref().map(wire_op)).collect();
     let ops = r
         .ops
         .into_iter()
@@ -46,12 +47,80 @@ pub fn apply_writes(
         .map(|(i, op)| write_op(i, op))
         .collect::<Result<Vec<_>, Status>>()?;
     let n = ops.len();
-    let ids = ctx.store.apply(ops).map_err(from_error)?;
+    let ids = ctx.store.apply(ops).map_err(|e| op_error(&wire, e))?;
     Ok(pb::ApplyWritesResponse {
         success: true,
         message: format!("applied {n} operations atomically"),
         ids,
     })
+}
+
+/// Where an operation's fields sit on the wire: the `WriteOp` field that
+/// holds it, and the wire names of the store's fields of its record.
+type WireOp = (&'static str, &'static [(&'static str, &'static str)]);
+
+/// Store field names of a document write and their wire names in a
+/// StoreDocumentRequest.
+const DOCUMENT_FIELDS: &[(&str, &str)] = &[
+    ("policy_id", "document.policy_id"),
+    ("version_id", "document.version_id"),
+    ("pageindex_doc_id", "document.pageindex_doc_id"),
+    ("root_node_id", "document.root_node_id"),
+    ("metadata", "document.metadata"),
+    ("supersedes", "supersedes_version_id"),
+];
+
+fn wire_op(op: &Op) -> WireOp {
+    match op {
+        Op::StoreDocument(_) => ("store_document", DOCUMENT_FIELDS),
+        Op::DeleteDocument(_) => ("delete_document", &[]),
+        Op::ToolResult(_) => ("tool_result", super::metadata::TOOL_RESULT_FIELDS),
+        Op::Trajectory(_) => ("trajectory", &[]),
+        Op::CrossReference(_) => ("cross_reference", &[]),
+        Op::Contradiction(_) => ("contradiction", super::metadata::EVIDENCE_FIELDS),
+        Op::Prompt(_) => ("prompt", &[]),
+        Op::PromptUsage(_) => ("prompt_usage", &[]),
+        Op::RegisterVersion(_) => ("register_version", super::versions::VERSION_FIELDS),
+        Op::ResolveContradiction(_) => ("resolve_contradiction", &[]),
+    }
+}
+
+/// The status of a failed batch. The store names an invalid field
+/// `ops[i].<store field>`; on the wire it is
+/// `ops[i].<operation>.<wire field>` (`ops[2].tool_result.result_data`).
+fn op_error(wire: &[Option<WireOp>], e: treestore::Error) -> Status {
+    if let treestore::Error::InvalidArgument { field, reason } = &e {
+        if let Some((i, rest)) = split_op_field(field) {
+            if let Some(Some((name, renames))) = wire.get(i) {
+                let field = match rest {
+                    // The whole operation (an invalid document).
+                    None => format!("ops[{i}].{name}"),
+                    Some(rest) if rest == *name => format!("ops[{i}].{name}"),
+                    Some(rest) => {
+                        format!(
+                            "ops[{i}].{name}.{}",
+                            crate::status::wire_name(renames, rest)
+                        )
+                    }
+                };
+                return from_error(treestore::Error::InvalidArgument {
+                    field,
+                    reason: reason.clone(),
+                });
+            }
+        }
+    }
+    from_error(e)
+}
+
+/// `ops[3].tool_name` -> `(3, Some("tool_name"))`; `ops[3]` -> `(3, None)`.
+fn split_op_field(field: &str) -> Option<(usize, Option<&str>)> {
+    let (index, rest) = field.strip_prefix("ops[")?.split_once(']')?;
+    let i = index.parse().ok()?;
+    match rest {
+        "" => Some((i, None)),
+        rest => Some((i, Some(rest.strip_prefix('.')?))),
+    }
 }
 
 fn write_op(i: usize, op: pb::WriteOp) -> Result<WriteOp, Status> {
@@ -106,4 +175,38 @@ fn write_op(i: usize, op: pb::WriteOp) -> Result<WriteOp, Status> {
             note: r.resolution_note,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_errors_of_an_op_name_the_wire_path() {
+        let wire = vec![
+            Some(wire_op(&Op::Prompt(Default::default()))),
+            Some(wire_op(&Op::StoreDocument(Default::default()))),
+            Some(wire_op(&Op::ToolResult(Default::default()))),
+            Some(wire_op(&Op::Contradiction(Default::default()))),
+        ];
+        let e = |field: &str| treestore::Error::InvalidArgument {
+            field: field.into(),
+            reason: "bad".into(),
+        };
+        let msg = |field: &str| op_error(&wire, e(field)).message().to_string();
+        assert!(msg("ops[2].tool_name").contains("ops[2].tool_result.tool_name: bad"));
+        assert!(msg("ops[2].output").contains("ops[2].tool_result.result_data: bad"));
+        assert!(msg("ops[3].evidence_b.node_id").contains("ops[3].contradiction.node_id_b:"));
+        assert!(msg("ops[1].store_document").contains("argument ops[1].store_document: bad"));
+        assert!(msg("ops[1].policy_id").contains("ops[1].store_document.document.policy_id:"));
+        assert!(msg("ops[1].nodes[4].title").contains("ops[1].store_document.nodes[4].title:"));
+        assert!(msg("ops[0].version").contains("ops[0].prompt.version:"));
+        assert!(msg("ops").contains("argument ops: bad"));
+        assert!(
+            msg("ops[9].x").contains("argument ops[9].x: bad"),
+            "unknown op kept"
+        );
+        assert_eq!(split_op_field("ops[12]"), Some((12, None)));
+        assert_eq!(split_op_field("ops[x].a"), None);
+    }
 }

@@ -5,12 +5,18 @@
 //! snapshot, resolving "the version in force" once, so every node it returns
 //! comes from the same version.
 
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt as _;
 use tonic::Status;
 use treestore::{NodeItem, Reader, SearchScope};
 
 use super::{Ctx, ServerStream};
 use crate::convert::{self, nodes_to_pb};
+use crate::gate::Permit;
 use crate::pb;
 use crate::status::{from_error, invalid, limit, opt};
 
@@ -250,21 +256,102 @@ fn node_bytes(n: &pb::Node) -> usize {
     n.text.len() + n.summary.len() + n.title.len() + 64 * (1 + n.child_ids.len())
 }
 
+/// The producer side of a server stream, on a blocking thread. It waits
+/// while the client applies back-pressure (the channel is full), but never
+/// forever: it stops when the client is gone, when the client has taken no
+/// message for the stall timeout, or when the server shuts down. A stream it
+/// gave up on ends with that error after the messages already queued, so a
+/// cut-short stream never looks complete. It holds the request's place
+/// under the concurrency cap until it ends.
+struct Producer<T> {
+    tx: tokio::sync::mpsc::Sender<Result<T, Status>>,
+    handle: tokio::runtime::Handle,
+    stall: Duration,
+    shutdown: watch::Receiver<bool>,
+    /// The error the stream ends with, set when the producer gives up.
+    ended: Arc<Mutex<Option<Status>>>,
+    _permit: Option<Permit>,
+}
+
+/// Why a send did not go through.
+enum SendFailure {
+    /// The client went away (the stream was dropped).
+    Gone,
+    /// The stream ends with this error.
+    End(Status),
+}
+
+impl<T: Send + 'static> Producer<T> {
+    /// A producer and the stream the client reads. Call from the async
+    /// handler (it captures the runtime handle).
+    fn new(ctx: &Ctx) -> (Producer<T>, ServerStream<T>) {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<T, Status>>(4);
+        let ended = Arc::new(Mutex::new(None::<Status>));
+        let tail = ended.clone();
+        // After the last queued message: the error the producer gave up
+        // with, if any (evaluated only once the channel is drained).
+        let end = tokio_stream::iter(std::iter::from_fn(move || {
+            tail.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .map(Err)
+        }));
+        let stream = ReceiverStream::new(rx).chain(end);
+        let producer = Producer {
+            tx,
+            handle: tokio::runtime::Handle::current(),
+            stall: ctx.stream_stall,
+            shutdown: ctx.shared.shutdown_watch(),
+            ended,
+            _permit: ctx.permit.clone(),
+        };
+        (producer, Box::pin(stream))
+    }
+
+    /// Sends one message; false when the stream is over (stop producing).
+    fn send(&mut self, item: Result<T, Status>) -> bool {
+        let (tx, stall, shutdown) = (&self.tx, self.stall, &mut self.shutdown);
+        let outcome = self.handle.block_on(async move {
+            tokio::select! {
+                biased;
+                sent = tx.send(item) => sent.map_err(|_| SendFailure::Gone),
+                _ = tokio::time::sleep(stall) => Err(SendFailure::End(Status::deadline_exceeded(
+                    format!("the client took no message of the stream for {stall:?}"),
+                ))),
+                _ = async {
+                    if shutdown.wait_for(|s| *s).await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                } => Err(SendFailure::End(Status::unavailable("the server is shutting down"))),
+            }
+        });
+        match outcome {
+            Ok(()) => true,
+            Err(SendFailure::Gone) => false,
+            Err(SendFailure::End(status)) => {
+                tracing::warn!(status = %status.message(), "stream ended early");
+                *self.ended.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
+                false
+            }
+        }
+    }
+}
+
 /// Streams a whole document in document order: the document and the first
 /// nodes in the first message, then batches of nodes. Read from one snapshot
 /// without holding the document in memory; the bounded channel applies the
-/// client's back-pressure to the reader.
+/// client's back-pressure to the reader (see [`Producer`]).
 pub fn stream_document(
     ctx: Ctx,
     r: pb::GetDocumentRequest,
 ) -> Result<ServerStream<pb::DocumentChunk>, Status> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::DocumentChunk, Status>>(4);
+    let (mut out, stream) = Producer::new(&ctx);
     tokio::task::spawn_blocking(move || {
         let reader = ctx.store.read();
         let version = match reader.resolve_version(&r.policy_id, opt(&r.version_id)) {
             Ok(v) => v,
             Err(e) => {
-                let _ = tx.blocking_send(Err(from_error(e)));
+                out.send(Err(from_error(e)));
                 return;
             }
         };
@@ -280,7 +367,7 @@ pub fn stream_document(
                     chunk.nodes.push(n);
                     if chunk.nodes.len() >= STREAM_NODES || bytes >= STREAM_BYTES {
                         bytes = 0;
-                        open = tx.blocking_send(Ok(std::mem::take(&mut chunk))).is_ok();
+                        open = out.send(Ok(std::mem::take(&mut chunk)));
                     }
                 }
             }
@@ -292,10 +379,10 @@ pub fn stream_document(
             Err(e) => Err(from_error(e)),
         };
         if open {
-            let _ = tx.blocking_send(last);
+            out.send(last);
         }
     });
-    Ok(Box::pin(ReceiverStream::new(rx)))
+    Ok(stream)
 }
 
 /// Streams a subtree (node first, then breadth-first) in batches.
@@ -304,7 +391,7 @@ pub fn stream_subtree(
     r: pb::GetSubtreeRequest,
 ) -> Result<ServerStream<pb::NodeBatch>, Status> {
     let depth = max_depth(r.max_depth)?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::NodeBatch, Status>>(4);
+    let (mut out, stream) = Producer::new(&ctx);
     tokio::task::spawn_blocking(move || {
         let subtree = at_version(&ctx, &r.policy_id, &r.version_id, |reader, v| {
             reader.get_subtree(&r.policy_id, Some(v), &r.node_id, depth)
@@ -312,7 +399,7 @@ pub fn stream_subtree(
         let (version, nodes) = match subtree {
             Ok(x) => x,
             Err(status) => {
-                let _ = tx.blocking_send(Err(status));
+                out.send(Err(status));
                 return;
             }
         };
@@ -324,14 +411,14 @@ pub fn stream_subtree(
             batch.nodes.push(n);
             if batch.nodes.len() >= STREAM_NODES || bytes >= STREAM_BYTES {
                 bytes = 0;
-                if tx.blocking_send(Ok(std::mem::take(&mut batch))).is_err() {
+                if !out.send(Ok(std::mem::take(&mut batch))) {
                     return;
                 }
             }
         }
         if !batch.nodes.is_empty() {
-            let _ = tx.blocking_send(Ok(batch));
+            out.send(Ok(batch));
         }
     });
-    Ok(Box::pin(ReceiverStream::new(rx)))
+    Ok(stream)
 }

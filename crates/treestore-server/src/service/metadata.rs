@@ -25,7 +25,7 @@ pub fn store_tool_result(
         .store
         .metadata()
         .put_tool_result(t)
-        .map_err(|e| in_field("result", &[("output", "result_data")], e))?;
+        .map_err(|e| in_field("result", TOOL_RESULT_FIELDS, e))?;
     let (success, message, id) = stored("tool result", id);
     Ok(pb::StoreToolResultResponse {
         success,
@@ -217,7 +217,7 @@ pub fn store_contradiction(
         .store
         .metadata()
         .put_contradiction(c)
-        .map_err(|e| in_field("contradiction", &[], evidence_fields(e)))?;
+        .map_err(|e| in_field("contradiction", EVIDENCE_FIELDS, e))?;
     let (success, message, id) = stored("contradiction", id);
     Ok(pb::StoreContradictionResponse {
         success,
@@ -226,24 +226,23 @@ pub fn store_contradiction(
     })
 }
 
-/// The wire flattens the evidence: `evidence_a.policy_id` -> `policy_id_a`.
-fn evidence_fields(e: treestore::Error) -> treestore::Error {
-    match e {
-        treestore::Error::InvalidArgument { field, reason } => {
-            let mut wire = field.clone();
-            for (side, suffix) in [("evidence_a.", "_a"), ("evidence_b.", "_b")] {
-                if let Some(f) = field.strip_prefix(side) {
-                    wire = format!("{f}{suffix}");
-                }
-            }
-            treestore::Error::InvalidArgument {
-                field: wire,
-                reason,
-            }
-        }
-        other => other,
-    }
-}
+/// Store field names of a contradiction and their wire names: the wire
+/// flattens the evidence (`evidence_a.policy_id` -> `policy_id_a`).
+pub const EVIDENCE_FIELDS: &[(&str, &str)] = &[
+    ("evidence_a.policy_id", "policy_id_a"),
+    ("evidence_a.version_id", "version_id_a"),
+    ("evidence_a.node_id", "node_id_a"),
+    ("evidence_a.excerpt", "excerpt_a"),
+    ("evidence_a.stance", "stance_a"),
+    ("evidence_b.policy_id", "policy_id_b"),
+    ("evidence_b.version_id", "version_id_b"),
+    ("evidence_b.node_id", "node_id_b"),
+    ("evidence_b.excerpt", "excerpt_b"),
+    ("evidence_b.stance", "stance_b"),
+];
+
+/// Store field names of a tool result and their wire names.
+pub const TOOL_RESULT_FIELDS: &[(&str, &str)] = &[("output", "result_data")];
 
 pub fn get_contradictions(
     ctx: &Ctx,
@@ -253,22 +252,11 @@ pub fn get_contradictions(
     let metadata = ctx.store.metadata();
     let c = match (opt(&r.case_id), opt(&r.criterion_id)) {
         // Both filters apply: the case's contradictions on that criterion.
-        (Some(case), Some(criterion)) => metadata
-            .contradictions(
-                ContradictionQuery::Case(case),
-                r.unresolved_only,
-                treestore::MAX_QUERY_LIMIT,
-            )
-            .map(|all| {
-                all.into_iter()
-                    .filter(|c| c.criterion_id == criterion)
-                    .take(if limit == 0 {
-                        treestore::DEFAULT_QUERY_LIMIT
-                    } else {
-                        limit
-                    })
-                    .collect()
-            }),
+        (Some(case), Some(criterion)) => metadata.contradictions(
+            ContradictionQuery::CaseAndCriterion { case, criterion },
+            r.unresolved_only,
+            limit,
+        ),
         (Some(c), None) => {
             metadata.contradictions(ContradictionQuery::Case(c), r.unresolved_only, limit)
         }

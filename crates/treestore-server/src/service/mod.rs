@@ -13,12 +13,14 @@ pub mod versions;
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use treestore::TreeStore;
 
+use crate::gate::Permit;
 use crate::pb;
 use crate::pb::tree_store_service_server::TreeStoreService;
 
@@ -29,6 +31,8 @@ pub struct Shared {
     started: Instant,
     /// Requests served per RPC (the baseline Stats RPC's operation_counts).
     ops: Mutex<BTreeMap<&'static str, i64>>,
+    /// Set when the shutdown's grace period is over: stream producers stop.
+    shutdown: watch::Sender<bool>,
 }
 
 impl Shared {
@@ -37,7 +41,19 @@ impl Shared {
             store: OnceLock::new(),
             started: Instant::now(),
             ops: Mutex::new(BTreeMap::new()),
+            shutdown: watch::Sender::new(false),
         })
+    }
+
+    /// Tells the work still running (stream producers) to stop: the server
+    /// is going away.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Whether [`Self::begin_shutdown`] was called, as a watch.
+    pub fn shutdown_watch(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
     }
 
     /// Makes the store available to requests (once).
@@ -60,6 +76,11 @@ impl Shared {
 pub struct Ctx {
     pub store: Arc<TreeStore>,
     pub shared: Arc<Shared>,
+    /// The request's place under the concurrency cap, held until the
+    /// handler's blocking work (or a stream's producer) ends.
+    pub permit: Option<Permit>,
+    /// How long a stream's producer waits for the client to take a message.
+    pub stream_stall: Duration,
 }
 
 impl Ctx {
@@ -83,19 +104,25 @@ pub struct Svc {
     /// Largest response message (unary responses above it are refused with
     /// RESOURCE_EXHAUSTED pointing to the streaming RPCs).
     max_message_bytes: usize,
+    /// How long a stream's producer waits for the client to take the next
+    /// message before it ends the stream (DEADLINE_EXCEEDED).
+    stream_stall: Duration,
 }
 
 type Handler<Q, R> = fn(&Ctx, Q) -> Result<R, Status>;
 
 impl Svc {
-    pub fn new(shared: Arc<Shared>, max_message_bytes: usize) -> Self {
+    pub fn new(shared: Arc<Shared>, max_message_bytes: usize, stream_stall: Duration) -> Self {
         Svc {
             shared,
             max_message_bytes,
+            stream_stall,
         }
     }
 
-    fn ctx(&self) -> Result<Ctx, Status> {
+    /// The handler context of a request (its concurrency permit taken from
+    /// `request`'s extensions).
+    fn ctx<Q>(&self, request: &Request<Q>) -> Result<Ctx, Status> {
         let store =
             self.shared.store().cloned().ok_or_else(|| {
                 Status::unavailable("the store is still recovering; retry shortly")
@@ -103,6 +130,8 @@ impl Svc {
         Ok(Ctx {
             store,
             shared: self.shared.clone(),
+            permit: Permit::of(request.extensions()),
+            stream_stall: self.stream_stall,
         })
     }
 
@@ -113,8 +142,10 @@ impl Svc {
         handler: Handler<Q, R>,
     ) -> Result<Response<R>, Status> {
         self.shared.count(op);
-        let ctx = self.ctx()?;
+        let ctx = self.ctx(&request)?;
         let req = request.into_inner();
+        // The closure owns `ctx` and with it the permit: a request whose
+        // deadline passed keeps its place until this work ends.
         match tokio::task::spawn_blocking(move || handler(&ctx, req)).await {
             Ok(Ok(reply)) => {
                 let len = reply.encoded_len();
@@ -320,7 +351,7 @@ impl TreeStoreService for Svc {
         r: Request<pb::GetDocumentRequest>,
     ) -> Result<Response<Self::StreamDocumentStream>, Status> {
         self.shared.count("StreamDocument");
-        documents::stream_document(self.ctx()?, r.into_inner()).map(Response::new)
+        documents::stream_document(self.ctx(&r)?, r.into_inner()).map(Response::new)
     }
 
     type StreamSubtreeStream = ServerStream<pb::NodeBatch>;
@@ -329,7 +360,7 @@ impl TreeStoreService for Svc {
         r: Request<pb::GetSubtreeRequest>,
     ) -> Result<Response<Self::StreamSubtreeStream>, Status> {
         self.shared.count("StreamSubtree");
-        documents::stream_subtree(self.ctx()?, r.into_inner()).map(Response::new)
+        documents::stream_subtree(self.ctx(&r)?, r.into_inner()).map(Response::new)
     }
 
     async fn register_version(

@@ -91,19 +91,9 @@ pub fn get_prompt_usages(
     let prompts = ctx.store.prompts();
     let usages = match (opt(&r.case_id), opt(&r.prompt_id)) {
         (Some(case), None) => prompts.usages_by_case(case, limit),
-        (Some(case), Some(p)) => prompts.usages_by_case(case, 0).map(|u| {
-            u.into_iter()
-                .filter(|u| {
-                    u.prompt_id == p
-                        && (r.prompt_version.is_empty() || u.prompt_version == r.prompt_version)
-                })
-                .take(if limit == 0 {
-                    treestore::DEFAULT_QUERY_LIMIT
-                } else {
-                    limit
-                })
-                .collect()
-        }),
+        (Some(case), Some(p)) => {
+            prompts.usages_by_case_and_prompt(case, p, opt(&r.prompt_version), limit)
+        }
         (None, Some(p)) => prompts.usages_by_prompt(p, opt(&r.prompt_version), limit),
         (None, None) => return Err(invalid("case_id", "give case_id or prompt_id")),
     }

@@ -121,6 +121,10 @@ pub(crate) fn prepare(mut c: Contradiction) -> Result<Contradiction> {
     check_len("description", &c.description, MAX_RECORD_TEXT)?;
     check_len("resolution_note", &c.resolution_note, MAX_RECORD_TEXT)?;
     c.detected_at = records::or_now(c.detected_at);
+    super::check_time("detected_at", c.detected_at)?;
+    if let Some(t) = c.resolved_at {
+        super::check_time("resolved_at", t)?;
+    }
     match c.resolution {
         Resolution::Unresolved => c.resolved_at = None,
         _ => c.resolved_at = Some(c.resolved_at.unwrap_or_else(Timestamp::now)),
@@ -198,6 +202,11 @@ pub(crate) fn resolve(
 pub enum ContradictionQuery<'a> {
     Case(&'a str),
     Criterion(&'a str),
+    /// A case's contradictions on one criterion.
+    CaseAndCriterion {
+        case: &'a str,
+        criterion: &'a str,
+    },
     /// Every unresolved one.
     #[default]
     Unresolved,
@@ -209,10 +218,18 @@ pub(crate) fn query(
     unresolved_only: bool,
     limit: usize,
 ) -> Result<Vec<Contradiction>> {
+    // Besides unresolved_only, the criterion a case query must match.
+    let mut criterion = None;
     let prefix = match q {
         ContradictionQuery::Case(c) => {
             check_id("case_id", c)?;
             strs(SPACE_CONTRADICTION_BY_CASE, &[c]).finish()
+        }
+        ContradictionQuery::CaseAndCriterion { case, criterion: c } => {
+            check_id("case_id", case)?;
+            check_id("criterion_id", c)?;
+            criterion = Some(c);
+            strs(SPACE_CONTRADICTION_BY_CASE, &[case]).finish()
         }
         ContradictionQuery::Criterion(c) => {
             check_id("criterion_id", c)?;
@@ -229,7 +246,10 @@ pub(crate) fn query(
         let (k, _) = item?;
         let id = records::last_str(&k)?;
         let c = get(txn, &id)?.ok_or_else(|| Error::corrupt(&k, "index entry without a record"))?;
-        if !unresolved_only || c.resolution == Resolution::Unresolved {
+        // Filtered while scanning: the first `limit` that match.
+        if (!unresolved_only || c.resolution == Resolution::Unresolved)
+            && criterion.is_none_or(|want| c.criterion_id == want)
+        {
             out.push(c);
         }
     }

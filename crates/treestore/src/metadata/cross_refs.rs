@@ -61,6 +61,7 @@ pub(crate) fn prepare(mut r: CrossReference) -> Result<CrossReference> {
     check_len("reference_type", &r.reference_type, MAX_NAME_LEN)?;
     check_len("context", &r.context, MAX_RECORD_TEXT)?;
     r.created_at = records::or_now(r.created_at);
+    super::check_time("created_at", r.created_at)?;
     Ok(r)
 }
 

@@ -22,6 +22,24 @@ use crate::error::{Error, Result};
 use crate::records;
 use crate::time::Timestamp;
 
+/// An instant a record stores: within the supported range (see
+/// [`Timestamp::MIN`]), so that the record can be read back.
+pub(crate) fn check_time(field: &str, t: Timestamp) -> Result<()> {
+    if t.is_supported() {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            field,
+            format!(
+                "{} ns since the epoch is out of range; instants from {} to {} are supported",
+                t.unix_nanos(),
+                Timestamp::MIN,
+                Timestamp::MAX
+            ),
+        ))
+    }
+}
+
 /// The metadata store's API. Get it with
 /// [`TreeStore::metadata`](crate::TreeStore::metadata).
 pub struct MetadataStore<'s> {
@@ -131,8 +149,9 @@ impl<'s> MetadataStore<'s> {
             .ok_or_else(|| Error::not_found("contradiction", id))
     }
 
-    /// Contradictions by case, by criterion or all unresolved, newest detected
-    /// first; `unresolved_only` filters the first two.
+    /// Contradictions by case, by criterion, by both or all unresolved,
+    /// newest detected first; `unresolved_only` filters the others. Filters
+    /// apply while scanning: the result is the first `limit` matches.
     pub fn contradictions(
         &self,
         q: ContradictionQuery,

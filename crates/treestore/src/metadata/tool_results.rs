@@ -99,6 +99,7 @@ pub(crate) fn prepare(mut r: ToolResult) -> Result<ToolResult> {
     check_len("error_message", &r.error_message, MAX_RECORD_TEXT)?;
     check_non_negative("latency_ms", r.latency_ms)?;
     r.executed_at = records::or_now(r.executed_at);
+    super::check_time("executed_at", r.executed_at)?;
     Ok(r)
 }
 

@@ -100,7 +100,9 @@ pub(crate) fn prepare(mut t: Trajectory) -> Result<Trajectory> {
         ));
     }
     t.started_at = records::or_now(t.started_at);
+    super::check_time("started_at", t.started_at)?;
     if let Some(done) = t.completed_at {
+        super::check_time("completed_at", done)?;
         if done < t.started_at {
             return Err(Error::invalid(
                 "completed_at",
@@ -134,6 +136,7 @@ pub(crate) fn prepare(mut t: Trajectory) -> Result<Trajectory> {
         check_opt_id(&f("policy_id"), &s.policy_id)?;
         check_opt_id(&f("version_id"), &s.version_id)?;
         check_confidence(&f("confidence"), s.confidence)?;
+        super::check_time(&f("timestamp"), s.timestamp)?;
         if !s.nodes_visited.is_empty() && s.policy_id.is_empty() && t.policy_id.is_empty() {
             return Err(Error::invalid(
                 f("policy_id"),
