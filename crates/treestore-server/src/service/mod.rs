@@ -146,7 +146,46 @@ impl Svc {
         let req = request.into_inner();
         // The closure owns `ctx` and with it the permit: a request whose
         // deadline passed keeps its place until this work ends.
-        match tokio::task::spawn_blocking(move || handler(&ctx, req)).await {
+        let out = tokio::task::spawn_blocking(move || handler(&ctx, req))
+            .await
+            .map_err(|e| e.to_string());
+        self.reply(op, out)
+    }
+
+    /// [`Svc::unary`] for handlers that answer from a few index lookups
+    /// (a node, its children, its ancestors, a page): they run on the async
+    /// worker itself inside `block_in_place`, which moves the worker's other
+    /// tasks to another thread meanwhile, instead of hopping to the blocking
+    /// pool and back. A panic still becomes INTERNAL.
+    async fn unary_small<Q: Send + 'static, R: prost::Message + Send + 'static>(
+        &self,
+        op: &'static str,
+        request: Request<Q>,
+        handler: Handler<Q, R>,
+    ) -> Result<Response<R>, Status> {
+        self.shared.count(op);
+        let ctx = self.ctx(&request)?;
+        let req = request.into_inner();
+        let out = tokio::task::block_in_place(|| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&ctx, req)))
+        })
+        .map_err(|p| {
+            p.downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic".to_string())
+        });
+        self.reply(op, out)
+    }
+
+    /// The response of a handler: its reply (if within the message limit) or
+    /// its status; a failed handler (`Err` outside) is logged and INTERNAL.
+    fn reply<R: prost::Message>(
+        &self,
+        op: &'static str,
+        out: Result<Result<R, Status>, String>,
+    ) -> Result<Response<R>, Status> {
+        match out {
             Ok(Ok(reply)) => {
                 let len = reply.encoded_len();
                 if len > self.max_message_bytes {
@@ -196,13 +235,14 @@ impl TreeStoreService for Svc {
         &self,
         r: Request<pb::GetNodeRequest>,
     ) -> Result<Response<pb::GetNodeResponse>, Status> {
-        self.unary("GetNode", r, documents::get_node).await
+        self.unary_small("GetNode", r, documents::get_node).await
     }
     async fn get_children(
         &self,
         r: Request<pb::GetChildrenRequest>,
     ) -> Result<Response<pb::GetChildrenResponse>, Status> {
-        self.unary("GetChildren", r, documents::get_children).await
+        self.unary_small("GetChildren", r, documents::get_children)
+            .await
     }
     async fn get_subtree(
         &self,
@@ -214,7 +254,7 @@ impl TreeStoreService for Svc {
         &self,
         r: Request<pb::GetAncestorPathRequest>,
     ) -> Result<Response<pb::GetAncestorPathResponse>, Status> {
-        self.unary("GetAncestorPath", r, documents::get_ancestor_path)
+        self.unary_small("GetAncestorPath", r, documents::get_ancestor_path)
             .await
     }
     async fn search_by_keyword(
@@ -227,7 +267,7 @@ impl TreeStoreService for Svc {
         &self,
         r: Request<pb::GetNodesByPageRequest>,
     ) -> Result<Response<pb::GetNodesByPageResponse>, Status> {
-        self.unary("GetNodesByPage", r, documents::get_nodes_by_page)
+        self.unary_small("GetNodesByPage", r, documents::get_nodes_by_page)
             .await
     }
     async fn get_version_as_of(
