@@ -358,20 +358,9 @@ impl<'s> PromptStore<'s> {
         let limit = records::limit(limit);
         let txn = self.db.begin_read();
         let prefix = strs(SPACE_USAGE_BY_CASE, &[case_id]).finish();
-        let mut out = Vec::new();
-        for item in txn.prefix(&prefix, true) {
-            if out.len() >= limit {
-                break;
-            }
-            let (k, _) = item?;
-            let id = records::last_str(&k)?;
-            let u: PromptUsage = records::get(&txn, &usage_key(&id))?
-                .ok_or_else(|| Error::corrupt(&k, "indexed usage is missing"))?;
-            if u.prompt_id == prompt_id && version.is_none_or(|v| u.prompt_version == v) {
-                out.push(u);
-            }
-        }
-        Ok(out)
+        records::newest_matching(&txn, &prefix, limit, usage_key, |u: &PromptUsage| {
+            u.prompt_id == prompt_id && version.is_none_or(|v| u.prompt_version == v)
+        })
     }
 
     /// Usages of one prompt version (`None` = every version), newest first.

@@ -194,6 +194,32 @@ pub(crate) fn ids_newest_first(txn: &ReadTxn, prefix: &[u8], limit: usize) -> Re
     Ok(out)
 }
 
+/// The records named by the index keys under `prefix` (keys `(..., time,
+/// id)`, each record at the primary key `key` builds from its id), newest
+/// first, that `keep` accepts: the first `limit` of them, however many
+/// rejected ones come before.
+pub(crate) fn newest_matching<T: DeserializeOwned>(
+    txn: &ReadTxn,
+    prefix: &[u8],
+    limit: usize,
+    key: impl Fn(&str) -> Vec<u8>,
+    keep: impl Fn(&T) -> bool,
+) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    for item in txn.prefix(prefix, true) {
+        if out.len() >= limit {
+            break;
+        }
+        let (k, _) = item?;
+        let record: T = get(txn, &key(&last_str(&k)?))?
+            .ok_or_else(|| Error::corrupt(&k, "indexed record is missing"))?;
+        if keep(&record) {
+            out.push(record);
+        }
+    }
+    Ok(out)
+}
+
 /// The last element of a tuple key (after its space byte), as a string.
 pub(crate) fn last_str(key: &[u8]) -> Result<String> {
     let elems = key

@@ -135,15 +135,20 @@ impl Svc {
         })
     }
 
+    /// Counts the request and splits it into its handler context and message.
+    fn start<Q>(&self, op: &'static str, request: Request<Q>) -> Result<(Ctx, Q), Status> {
+        self.shared.count(op);
+        let ctx = self.ctx(&request)?;
+        Ok((ctx, request.into_inner()))
+    }
+
     async fn unary<Q: Send + 'static, R: prost::Message + Send + 'static>(
         &self,
         op: &'static str,
         request: Request<Q>,
         handler: Handler<Q, R>,
     ) -> Result<Response<R>, Status> {
-        self.shared.count(op);
-        let ctx = self.ctx(&request)?;
-        let req = request.into_inner();
+        let (ctx, req) = self.start(op, request)?;
         // The closure owns `ctx` and with it the permit: a request whose
         // deadline passed keeps its place until this work ends.
         let out = tokio::task::spawn_blocking(move || handler(&ctx, req))
@@ -163,9 +168,7 @@ impl Svc {
         request: Request<Q>,
         handler: Handler<Q, R>,
     ) -> Result<Response<R>, Status> {
-        self.shared.count(op);
-        let ctx = self.ctx(&request)?;
-        let req = request.into_inner();
+        let (ctx, req) = self.start(op, request)?;
         let out = tokio::task::block_in_place(|| {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&ctx, req)))
         })

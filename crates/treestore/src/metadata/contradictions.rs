@@ -238,22 +238,11 @@ pub(crate) fn query(
         ContradictionQuery::Unresolved => vec![SPACE_CONTRADICTION_UNRESOLVED],
     };
     let limit = records::limit(limit);
-    let mut out = Vec::new();
-    for item in txn.prefix(&prefix, true) {
-        if out.len() >= limit {
-            break;
-        }
-        let (k, _) = item?;
-        let id = records::last_str(&k)?;
-        let c = get(txn, &id)?.ok_or_else(|| Error::corrupt(&k, "index entry without a record"))?;
-        // Filtered while scanning: the first `limit` that match.
-        if (!unresolved_only || c.resolution == Resolution::Unresolved)
+    // Filtered while scanning: the first `limit` that match.
+    records::newest_matching(txn, &prefix, limit, record_key, |c: &Contradiction| {
+        (!unresolved_only || c.resolution == Resolution::Unresolved)
             && criterion.is_none_or(|want| c.criterion_id == want)
-        {
-            out.push(c);
-        }
-    }
-    Ok(out)
+    })
 }
 
 #[cfg(test)]
