@@ -3093,6 +3093,35 @@ async fn metrics_port_serves_metrics_health_and_readiness() {
     assert_eq!(code, 404);
 }
 
+/// The CPU profile endpoint samples the server for the seconds asked and
+/// returns a flame graph (SVG) of what it ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profile_endpoint_returns_a_flame_graph() {
+    let srv = Server::start().await;
+    let mut c = srv.client().await;
+    store_small(&mut c, "pol", "v1").await;
+    let port = srv.metrics_port;
+    let profile =
+        tokio::task::spawn_blocking(move || http_get(port, "/debug/pprof/profile?seconds=1"));
+    // Work to sample while the profile runs.
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(1500);
+    while std::time::Instant::now() < until {
+        ok(c.get_node(pb::GetNodeRequest {
+            policy_id: "pol".into(),
+            node_id: "a".into(),
+            version_id: String::new(),
+        })
+        .await);
+    }
+    let (code, body) = profile.await.unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("<svg"),
+        "not an SVG: {}",
+        &body[..body.len().min(200)]
+    );
+}
+
 /// StoreDocument with an effective date keeps what an earlier RegisterVersion
 /// said about the version (its end, description, lineage).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
