@@ -135,6 +135,11 @@ async fn profile(Query(p): Query<ProfileParams>) -> Response {
             .map_err(|e| e.to_string())?;
         std::thread::sleep(Duration::from_secs(secs));
         let report = guard.report().build().map_err(|e| e.to_string())?;
+        if report.data.is_empty() {
+            return Err(format!(
+                "no CPU samples in {secs} s: the server was idle; profile while it works"
+            ));
+        }
         let mut svg = Vec::new();
         report.flamegraph(&mut svg).map_err(|e| e.to_string())?;
         Ok(svg)
