@@ -155,16 +155,21 @@ impl TreeStore {
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .min(documents);
+        // Each op's time, in op order, before any parallel work: a later
+        // document of the batch is stored later (and becomes current).
+        let stamps: Vec<Timestamp> = ops.iter().map(|_| Timestamp::now_monotonic()).collect();
         if threads < 2 {
             return ops
                 .into_iter()
+                .zip(stamps)
                 .enumerate()
-                .map(|(i, op)| self.prepare_op(op, true).map_err(|e| in_op(i, e)))
+                .map(|(i, (op, now))| self.prepare_op(op, true, now).map_err(|e| in_op(i, e)))
                 .collect();
         }
         let count = ops.len();
         let queue: Vec<Mutex<Option<WriteOp>>> =
             ops.into_iter().map(|op| Mutex::new(Some(op))).collect();
+        let stamps = &stamps;
         let done: Vec<Mutex<Option<Result<Prepared>>>> =
             (0..count).map(|_| Mutex::new(None)).collect();
         let next = AtomicUsize::new(0);
@@ -178,7 +183,7 @@ impl TreeStore {
                     let Some(op) = lock(&queue[i]).take() else {
                         continue;
                     };
-                    *lock(&done[i]) = Some(self.prepare_op(op, false));
+                    *lock(&done[i]) = Some(self.prepare_op(op, false, stamps[i]));
                 });
             }
         });
@@ -194,8 +199,8 @@ impl TreeStore {
     }
 
     /// Checks one op; `split` lets a large document be indexed on several
-    /// threads.
-    fn prepare_op(&self, op: WriteOp, split: bool) -> Result<Prepared> {
+    /// threads; `now` is a document's store time.
+    fn prepare_op(&self, op: WriteOp, split: bool, now: Timestamp) -> Result<Prepared> {
         Ok(match op {
             WriteOp::StoreDocument {
                 document,
@@ -206,6 +211,7 @@ impl TreeStore {
                 nodes,
                 version.as_ref(),
                 split,
+                now,
             )?)),
             WriteOp::DeleteDocument {
                 policy_id,

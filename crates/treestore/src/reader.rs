@@ -314,7 +314,10 @@ impl<'s> Reader<'s> {
             .ok_or_else(|| Error::corrupt(&doc.keys.node(ord), "subtree size out of range"))?;
         let lower = doc.keys.node(ord.saturating_add(1));
         let upper = doc.keys.node(end);
-        let mut levels: Vec<(u32, Node)> = Vec::with_capacity(top.subtree_size as usize);
+        // Sized from the record, but bounded: a corrupt size must not
+        // allocate without bound before the scan finds the records missing.
+        let mut levels: Vec<(u32, Node)> =
+            Vec::with_capacity(top.subtree_size.min(1 << 16) as usize);
         levels.push((top.depth, first));
         if limit == u32::MAX {
             self.scan_nodes(&lower, Some(&upper), |h, n| {

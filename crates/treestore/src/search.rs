@@ -398,9 +398,11 @@ impl Scores {
 /// Adds each node's score for `terms` to `scores`, with collection statistics
 /// `n` and `avgdl`; `idfs[i]` is the idf of `terms[i]`, or `None` to use the
 /// document's own df.
+#[allow(clippy::too_many_arguments)]
 fn score_document(
     txn: &ReadTxn,
     keys: &DocKeys,
+    node_count: u32,
     terms: &[&str],
     idfs: Option<&[f64]>,
     n: u64,
@@ -409,9 +411,19 @@ fn score_document(
 ) -> Result<()> {
     let mut list = std::mem::take(&mut scores.list);
     for (i, term) in terms.iter().enumerate() {
-        let Some(summary) = read_postings(txn, &keys.posting(term), &mut list)? else {
+        let key = keys.posting(term);
+        let Some(summary) = read_postings(txn, &key, &mut list)? else {
             continue;
         };
+        // Ords index the dense score array: one past the document's nodes
+        // is a corrupt list, not a reason to allocate without bound.
+        if list.last().is_some_and(|p| p.ord >= node_count) {
+            scores.list = list;
+            return Err(Error::corrupt(
+                &key,
+                "posting names a node past the document's end",
+            ));
+        }
         let w = match idfs {
             Some(idfs) => idfs[i],
             None => idf(n, summary.count.into()),
@@ -436,7 +448,16 @@ pub(crate) fn search_document(
     let avgdl = avg_len(stats.total_len, n);
     let mut scores = Scores::default();
     let terms: Vec<&str> = terms.iter().map(String::as_str).collect();
-    score_document(txn, keys, &terms, None, n, avgdl, &mut scores)?;
+    score_document(
+        txn,
+        keys,
+        stats.node_count,
+        &terms,
+        None,
+        n,
+        avgdl,
+        &mut scores,
+    )?;
     let mut hits = Vec::new();
     scores.drain(|ord, score| hits.push(Scored { doc: 0, ord, score }));
     Ok(top(hits, limit))
@@ -536,6 +557,7 @@ pub(crate) fn search_all(
         score_document(
             txn,
             &keys,
+            cur.node_count,
             &present,
             Some(&present_idfs),
             n,

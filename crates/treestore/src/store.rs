@@ -94,7 +94,7 @@ impl TreeStore {
         nodes: Vec<Node>,
         spec: Option<&VersionSpec>,
     ) -> Result<StoreReport> {
-        let prepared = self.prepare_document(doc, nodes, spec, true)?;
+        let prepared = self.prepare_document(doc, nodes, spec, true, Timestamp::now_monotonic())?;
         records::write(&self.db, |txn| prepared.write(txn))
     }
 
@@ -113,8 +113,13 @@ impl TreeStore {
         retry(|| {
             let (doc, existing) = self.read().get_document(policy, Some(version))?;
             let seen_update = doc.updated_at;
-            let mut prepared =
-                self.prepare_document(doc, merge_nodes(existing, &nodes), None, true)?;
+            let mut prepared = self.prepare_document(
+                doc,
+                merge_nodes(existing, &nodes),
+                None,
+                true,
+                Timestamp::now_monotonic(),
+            )?;
             prepared.keep_registration = true;
             let mut txn = self.db.begin_write();
             let key = prepared.keys.document();
@@ -136,15 +141,17 @@ impl TreeStore {
 
     /// Validates and indexes a document for [`PreparedDocument::write`]
     /// (outside any transaction: it is the expensive part of storing); with
-    /// `split`, a large document is indexed on several threads.
+    /// `split`, a large document is indexed on several threads. `now` is the
+    /// store's time (taken by the caller, so a batch stamps its documents in
+    /// op order even when it prepares them in parallel).
     pub(crate) fn prepare_document(
         &self,
         doc: Document,
         nodes: Vec<Node>,
         spec: Option<&VersionSpec>,
         split: bool,
+        now: Timestamp,
     ) -> Result<PreparedDocument> {
-        let now = Timestamp::now_monotonic();
         let plan = plan::plan(&doc, nodes, now)?;
         if let Some(spec) = spec {
             // Without a start, the start kept from an earlier registration is

@@ -412,3 +412,23 @@ fn a_batch_of_many_documents_is_indexed_in_parallel() {
         .unwrap();
     assert_eq!(all.len(), 24);
 }
+
+/// Documents of one batch are stamped in op order even though they are
+/// indexed in parallel: the last version of a policy in the batch is the one
+/// in force afterwards (no effective dates given), every time.
+#[test]
+fn the_last_document_of_a_batch_is_current_whatever_the_thread_timing() {
+    let (_dir, store) = open();
+    for round in 0..20 {
+        let ops: Vec<WriteOp> = (0..4)
+            .map(|v| WriteOp::StoreDocument {
+                document: Document::new("racy", format!("r{round}v{v}")),
+                nodes: nodes(&format!("round {round} version {v}")),
+                version: None,
+            })
+            .collect();
+        store.apply(ops).unwrap();
+        let (doc, _) = store.read().get_document("racy", None).unwrap();
+        assert_eq!(doc.version_id, format!("r{round}v3"), "round {round}");
+    }
+}

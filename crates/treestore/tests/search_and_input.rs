@@ -310,3 +310,39 @@ fn deleting_the_current_version_falls_back_to_the_latest_remaining() {
         "deleting every version leaves no key behind"
     );
 }
+
+/// A stored posting list naming a node past the document's end (a corrupt
+/// record) makes the search fail with a corrupt-record error naming the key,
+/// in one policy and across policies, instead of sizing score arrays from it.
+#[test]
+fn a_posting_past_the_document_end_is_reported_as_corrupt() {
+    let (_d, store) = open();
+    let nodes = vec![
+        node("n1", None, "knee", "mri knee"),
+        node("n2", None, "spine", "knee"),
+    ];
+    store
+        .store_document(Document::new("p", "v1"), nodes)
+        .unwrap();
+    let bad = treestore::codec::encode_postings(&[treestore::codec::Posting {
+        ord: 4_000_000_000,
+        tf: 1,
+        len: 1,
+    }]);
+    let key = treestore::schema::DocKeys::new("p", "v1").posting("knee");
+    store.db().put(&key, &bad).unwrap();
+    for scope in [
+        SearchScope::Document {
+            policy: "p",
+            version: None,
+        },
+        SearchScope::AllPolicies,
+    ] {
+        match store.read().search(scope, "knee", 10) {
+            Err(Error::CorruptRecord { reason, .. }) => {
+                assert!(reason.contains("past the document"), "{reason}")
+            }
+            other => panic!("expected a corrupt record, got {other:?}"),
+        }
+    }
+}
