@@ -145,36 +145,37 @@ impl ReadTxn {
     /// Calls `f` with each entry of [`range`](Self::range) in key order,
     /// borrowing keys and values from the pages instead of copying each into
     /// new buffers (values in overflow chains are assembled in one buffer
-    /// reused for every entry). Stops when `f` returns false.
-    pub fn for_each_in(
+    /// reused for every entry). `f` returns whether to go on; its error (or
+    /// the engine's, converted) ends the scan and is returned.
+    pub fn for_each_in<E: From<Error>>(
         &self,
         lower: Bound<&[u8]>,
         upper: Bound<&[u8]>,
-        f: impl FnMut(&[u8], &[u8]) -> bool,
-    ) -> Result<()> {
+        f: impl FnMut(&[u8], &[u8]) -> std::result::Result<bool, E>,
+    ) -> std::result::Result<(), E> {
         self.for_each_between(owned(lower), owned(upper), f)
     }
 
     /// [`for_each_in`](Self::for_each_in) over the keys starting with `prefix`.
-    pub fn for_each_prefix(
+    pub fn for_each_prefix<E: From<Error>>(
         &self,
         prefix: &[u8],
-        f: impl FnMut(&[u8], &[u8]) -> bool,
-    ) -> Result<()> {
+        f: impl FnMut(&[u8], &[u8]) -> std::result::Result<bool, E>,
+    ) -> std::result::Result<(), E> {
         let (lower, upper) = prefix_bounds(prefix);
         self.for_each_between(lower, upper, f)
     }
 
-    fn for_each_between(
+    fn for_each_between<E: From<Error>>(
         &self,
         lower: Bound<Vec<u8>>,
         upper: Bound<Vec<u8>>,
-        mut f: impl FnMut(&[u8], &[u8]) -> bool,
-    ) -> Result<()> {
+        mut f: impl FnMut(&[u8], &[u8]) -> std::result::Result<bool, E>,
+    ) -> std::result::Result<(), E> {
         let mut it = self.handle.range(lower, upper, false);
         let mut scratch = Vec::new();
         while let Some(go_on) = it.next_with(&mut scratch, &mut f)? {
-            if !go_on {
+            if !go_on? {
                 break;
             }
         }

@@ -112,14 +112,14 @@ fn run(ops: Vec<Op>) {
                     let mut seen = Vec::new();
                     txn.for_each_in(bounds.0, bounds.1, |k, v| {
                         seen.push((k.to_vec(), v.to_vec()));
-                        true
+                        Ok::<_, treestore_storage::Error>(true)
                     })
                     .unwrap();
                     assert_eq!(seen, want);
                     let mut first = Vec::new();
                     txn.for_each_in(bounds.0, bounds.1, |k, _| {
                         first.push(k.to_vec());
-                        first.len() < 3
+                        Ok::<_, treestore_storage::Error>(first.len() < 3)
                     })
                     .unwrap();
                     let want_first: Vec<_> = want.iter().take(3).map(|(k, _)| k.clone()).collect();
@@ -146,7 +146,7 @@ fn run(ops: Vec<Op>) {
                 db.begin_read()
                     .for_each_prefix(&prefix, |k, v| {
                         seen.push((k.to_vec(), v.to_vec()));
-                        true
+                        Ok::<_, treestore_storage::Error>(true)
                     })
                     .unwrap();
                 assert_eq!(seen, want);

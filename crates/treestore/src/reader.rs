@@ -90,35 +90,40 @@ impl<'s> Reader<'s> {
         if !f(NodeItem::Document(document)) {
             return Ok(());
         }
-        self.scan_nodes(&doc.keys.nodes(), None, |_, node| f(NodeItem::Node(node)))
+        self.scan_nodes(&doc.keys.nodes(), None, u32::MAX, |_, node| {
+            f(NodeItem::Node(node))
+        })
     }
 
     /// Decodes the node records under `prefix` (or in `[prefix, end)` when
-    /// `end` is given), in document order, for `f` (false stops). Records
-    /// are decoded straight from the pages.
+    /// `end` is given), in document order, for `f` (false stops), skipping
+    /// by their header alone the records deeper than `max_depth`. Records are
+    /// decoded straight from the pages.
     fn scan_nodes(
         &self,
         prefix: &[u8],
         end: Option<&[u8]>,
+        max_depth: u32,
         mut f: impl FnMut(&codec::NodeHeader, Node) -> bool,
     ) -> Result<()> {
-        let mut failed = None;
-        let mut visit = |k: &[u8], v: &[u8]| match codec::decode_node(v) {
-            Ok((h, n)) => f(&h, n),
-            Err(e) => {
-                failed = Some(Error::corrupt(k, e));
-                false
+        let mut visit = |k: &[u8], v: &[u8]| -> Result<bool> {
+            if max_depth < u32::MAX {
+                let h = codec::decode_node_header(v).map_err(|e| Error::corrupt(k, e))?;
+                if h.depth > max_depth {
+                    return Ok(true);
+                }
             }
+            let (h, n) = codec::decode_node(v).map_err(|e| Error::corrupt(k, e))?;
+            Ok(f(&h, n))
         };
         match end {
-            None => self.txn.for_each_prefix(prefix, &mut visit)?,
+            None => self.txn.for_each_prefix(prefix, &mut visit),
             Some(end) => self.txn.for_each_in(
                 std::ops::Bound::Included(prefix),
                 std::ops::Bound::Excluded(end),
                 &mut visit,
-            )?,
+            ),
         }
-        failed.map_or(Ok(()), Err)
     }
 
     fn resolve(&self, policy: &str, version: Option<&str>) -> Result<Doc> {
@@ -219,7 +224,7 @@ impl<'s> Reader<'s> {
         let doc = self.resolve(policy, version)?;
         let (document, stats) = self.doc_record(&doc)?;
         let mut nodes = Vec::with_capacity(stats.node_count as usize);
-        self.scan_nodes(&doc.keys.nodes(), None, |_, n| {
+        self.scan_nodes(&doc.keys.nodes(), None, u32::MAX, |_, n| {
             nodes.push(n);
             true
         })?;
@@ -319,35 +324,10 @@ impl<'s> Reader<'s> {
         let mut levels: Vec<(u32, Node)> =
             Vec::with_capacity(top.subtree_size.min(1 << 16) as usize);
         levels.push((top.depth, first));
-        if limit == u32::MAX {
-            self.scan_nodes(&lower, Some(&upper), |h, n| {
-                levels.push((h.depth, n));
-                true
-            })?;
-        } else {
-            // Skip records below the depth limit by their header alone.
-            let mut failed = None;
-            self.txn.for_each_in(
-                std::ops::Bound::Included(lower.as_slice()),
-                std::ops::Bound::Excluded(upper.as_slice()),
-                |k, v| {
-                    let decoded =
-                        codec::decode_node_header(v).and_then(|h| match h.depth > limit {
-                            true => Ok(None),
-                            false => codec::decode_node(v).map(Some),
-                        });
-                    match decoded {
-                        Ok(Some((h, n))) => levels.push((h.depth, n)),
-                        Ok(None) => {}
-                        Err(e) => failed = Some(Error::corrupt(k, e)),
-                    }
-                    failed.is_none()
-                },
-            )?;
-            if let Some(e) = failed {
-                return Err(e);
-            }
-        }
+        self.scan_nodes(&lower, Some(&upper), limit, |h, n| {
+            levels.push((h.depth, n));
+            true
+        })?;
         // Pre-order restricted to one level is that level in document order, so
         // a stable sort by depth gives breadth-first order.
         levels.sort_by_key(|(d, _)| *d);

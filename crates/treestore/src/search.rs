@@ -493,26 +493,14 @@ pub(crate) fn search_all(
     buckets.dedup();
     for (t, term) in terms.iter().enumerate() {
         for prefix in buckets.iter().map(|&b| schema::terms(b, term)) {
-            let mut failed = None;
-            txn.for_each_prefix(&prefix, |k, v| {
-                let Some(&d) = by_suffix.get(&k[prefix.len()..]) else {
-                    return true;
-                };
-                match codec::decode_summary(v) {
-                    Ok(s) => {
-                        df[t] += u64::from(s.count);
-                        candidates.entry(d).or_default().push((t, s));
-                        true
-                    }
-                    Err(e) => {
-                        failed = Some(Error::corrupt(k, e));
-                        false
-                    }
+            txn.for_each_prefix(&prefix, |k, v| -> Result<bool> {
+                if let Some(&d) = by_suffix.get(&k[prefix.len()..]) {
+                    let s = codec::decode_summary(v).map_err(|e| Error::corrupt(k, e))?;
+                    df[t] += u64::from(s.count);
+                    candidates.entry(d).or_default().push((t, s));
                 }
+                Ok(true)
             })?;
-            if let Some(e) = failed {
-                return Err(e);
-            }
         }
     }
     let idfs: Vec<f64> = df.iter().map(|&d| idf(n, d)).collect();

@@ -346,3 +346,41 @@ fn a_posting_past_the_document_end_is_reported_as_corrupt() {
         }
     }
 }
+
+/// A corrupt node record inside a scanned range, and a corrupt term summary,
+/// end the scan with a corrupt-record error naming the key: for the whole
+/// document, a subtree (with and without a depth limit) and a cross-policy
+/// search.
+#[test]
+fn corrupt_records_met_in_a_scan_are_reported() {
+    let (_d, store) = open();
+    let nodes = vec![
+        node("n1", None, "knee", "mri knee"),
+        node("n2", Some("n1"), "spine", "knee"),
+        node("n3", Some("n2"), "hip", "knee"),
+    ];
+    store
+        .store_document(Document::new("p", "v1"), nodes)
+        .unwrap();
+    let keys = treestore::schema::DocKeys::new("p", "v1");
+    store.db().put(&keys.node(2), b"\x01\xff").unwrap();
+    let r = store.read();
+    let corrupt = |e: Error| match e {
+        Error::CorruptRecord { key, .. } => key,
+        other => panic!("expected a corrupt record, got {other:?}"),
+    };
+    corrupt(r.get_document("p", None).unwrap_err());
+    corrupt(r.get_subtree("p", None, "n1", 0).unwrap_err());
+    corrupt(r.get_subtree("p", None, "n1", 2).unwrap_err());
+    drop(r);
+    store
+        .db()
+        .put(&treestore::schema::term("knee", "p", "v1"), b"\x01\xff")
+        .unwrap();
+    corrupt(
+        store
+            .read()
+            .search(SearchScope::AllPolicies, "knee", 10)
+            .unwrap_err(),
+    );
+}
