@@ -123,6 +123,22 @@ enum Command {
     },
 }
 
+/// The data directory of a benchmark over a corpus: with `preloaded`, the
+/// given directory, which must exist; otherwise as [`data_dir`].
+fn bench_dir(
+    dir: Option<PathBuf>,
+    preloaded: bool,
+) -> Result<(Option<tempfile::TempDir>, PathBuf)> {
+    match (preloaded, dir) {
+        (true, Some(d)) => {
+            anyhow::ensure!(d.is_dir(), "--preloaded: {} does not exist", d.display());
+            Ok((None, d))
+        }
+        (true, None) => anyhow::bail!("--preloaded needs --dir"),
+        (false, dir) => data_dir(dir),
+    }
+}
+
 /// The data directory: `dir` if given (it must not exist), else one in a
 /// temporary directory that lives as long as the returned guard.
 fn data_dir(dir: Option<PathBuf>) -> Result<(Option<tempfile::TempDir>, PathBuf)> {
@@ -161,11 +177,7 @@ fn main() -> Result<()> {
             preloaded,
             out,
         } => {
-            let (_tmp, dir) = match (preloaded, dir) {
-                (true, Some(d)) => (None, d),
-                (true, None) => anyhow::bail!("--preloaded needs --dir"),
-                (false, dir) => data_dir(dir)?,
-            };
+            let (_tmp, dir) = bench_dir(dir, preloaded)?;
             let opts = DocBenchOptions {
                 nodes,
                 seed,
@@ -192,11 +204,7 @@ fn main() -> Result<()> {
             working_set,
             out,
         } => {
-            let (_tmp, dir) = match (preloaded, dir) {
-                (true, Some(d)) => (None, d),
-                (true, None) => anyhow::bail!("--preloaded needs --dir"),
-                (false, dir) => data_dir(dir)?,
-            };
+            let (_tmp, dir) = bench_dir(dir, preloaded)?;
             let bin = match bin {
                 Some(b) => b,
                 None => std::env::current_exe()?
