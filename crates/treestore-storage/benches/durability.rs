@@ -24,6 +24,8 @@ use rand::{Rng, SeedableRng};
 use treestore_storage::{Db, Durability, Options};
 
 const CHILD_ENV: &str = "TREESTORE_BENCH_RECOVERY_CHILD";
+/// Set to a data directory: only replay it (see [`replay_only`]).
+const REPLAY_ENV: &str = "TREESTORE_BENCH_REPLAY_ONLY";
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -143,6 +145,38 @@ fn recovery_child(dir: &str, mib: u64) {
     std::process::exit(0);
 }
 
+/// Opens `dir` (a copy of a crashed child's directory), prints what replay
+/// took, and exits without the final checkpoint, so the same copy shows the
+/// replay alone in a fresh process (for profiling it).
+fn replay_only(dir: &str) {
+    let t0 = Instant::now();
+    let db = Db::open(
+        dir,
+        Options {
+            cache_bytes: 1 << 30,
+            background: false,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let open = t0.elapsed();
+    let stats = db.stats().unwrap();
+    let rec = stats.recovery;
+    let mib = rec.replayed_bytes as f64 / (1 << 20) as f64;
+    println!(
+        "replayed {mib:.0} MiB ({} commits) in {:.3} s: {:.0} MiB/s; open {:.3} s; \
+         {} entries, {} pages in use, {} MiB cached",
+        rec.replayed_commits,
+        rec.replay_time.as_secs_f64(),
+        mib / rec.replay_time.as_secs_f64(),
+        open.as_secs_f64(),
+        stats.entries,
+        stats.pages_in_use,
+        stats.pool.resident_bytes >> 20
+    );
+    std::process::exit(0);
+}
+
 struct ReadRun {
     gets_per_s: f64,
     writer_commits: u64,
@@ -210,6 +244,10 @@ fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(256);
         recovery_child(&dir, mib);
+        return;
+    }
+    if let Ok(dir) = std::env::var(REPLAY_ENV) {
+        replay_only(&dir);
         return;
     }
     // `cargo bench` passes --bench; anything else (cargo test) just smoke-runs.

@@ -24,6 +24,21 @@ pub type PageId = u64;
 /// Holding a clone pins the image: the pool never hands its memory to another page.
 pub type PageRef = Arc<[u8]>;
 
+/// A zeroed page image of `len` bytes, allocated in place (no copy from a
+/// `Vec`), and a mutable view of it for filling: the image is not shared yet.
+pub fn new_image(len: usize) -> PageRef {
+    std::iter::repeat_n(0u8, len).collect()
+}
+
+/// The bytes of an image nobody else holds yet (see [`new_image`]). A shared
+/// image is first copied, so this never changes what another holder sees.
+pub fn image_mut(image: &mut PageRef) -> &mut [u8] {
+    if Arc::get_mut(image).is_none() {
+        *image = Arc::from(&image[..]);
+    }
+    Arc::get_mut(image).unwrap_or_default()
+}
+
 /// Size of the common page header.
 pub const PAGE_HEADER_LEN: usize = 16;
 

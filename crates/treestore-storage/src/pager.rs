@@ -62,22 +62,23 @@ impl Pager {
 
     /// Reads a page from disk and verifies checksum and (for nodes) layout.
     pub fn read_from_disk(&self, id: PageId) -> Result<(PageRef, PageType)> {
-        let mut buf = vec![0u8; self.page_size];
+        let mut image = page::new_image(self.page_size);
+        let buf = page::image_mut(&mut image);
         let offset = id
             .checked_mul(self.page_size as u64)
             .ok_or_else(|| Error::corrupt(id, "page id out of range"))?;
-        self.file.read_exact_at(&mut buf, offset).map_err(|e| {
+        self.file.read_exact_at(buf, offset).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
                 Error::corrupt(id, "page lies beyond the end of the file")
             } else {
                 Error::io(format!("reading page {id} of {}", self.path.display()), e)
             }
         })?;
-        let ty = page::verify(&buf, id)?;
+        let ty = page::verify(buf, id)?;
         if matches!(ty, PageType::Leaf | PageType::Branch) {
-            node::validate(&buf, id, ty, &self.limits)?;
+            node::validate(buf, id, ty, &self.limits)?;
         }
-        Ok((Arc::from(buf), ty))
+        Ok((image, ty))
     }
 
     /// Reads a tree node (branch or leaf) through the buffer pool.
@@ -135,8 +136,8 @@ impl Pager {
     }
 
     /// Stages a new node image in the pool; it reaches the file at the next flush.
-    pub fn stage(&self, id: PageId, image: Vec<u8>) -> Result<()> {
-        self.pool.insert_dirty(id, Arc::from(image))
+    pub fn stage(&self, id: PageId, image: PageRef) -> Result<()> {
+        self.pool.insert_dirty(id, image)
     }
 
     /// Writes pages directly to the file (bypassing the pool), coalescing runs.

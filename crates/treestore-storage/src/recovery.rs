@@ -226,6 +226,14 @@ fn replay(pager: &Pager, st: &mut CommitState, vfs: &dyn Vfs, wal_dir: &Path) ->
             let ops: Vec<Op<'_>> = batch.into_iter().collect();
             let seq = st.seq;
             apply_ops(pager, st, seq, &ops)?;
+            // No snapshot exists during recovery: pages this batch superseded
+            // that were written since the checkpoint are dead at once. Dropping
+            // their images now keeps the pool from filling with dead dirty
+            // pages (and writing them back on eviction), and their memory is
+            // reused by the next batch.
+            for id in st.freelist.release(seq) {
+                pager.invalidate(id);
+            }
         }
         Ok(())
     })?;

@@ -32,7 +32,7 @@
 //! to ci when ki <= k < k(i+1).
 
 use crate::error::{Error, Result};
-use crate::page::{self, PageId, PageType, PAGE_HEADER_LEN};
+use crate::page::{self, PageId, PageRef, PageType, PAGE_HEADER_LEN};
 
 /// Bytes of a leaf cell before its key.
 pub const LEAF_CELL_HEADER: usize = 7;
@@ -110,6 +110,34 @@ pub struct LeafCell {
 }
 
 impl LeafCell {
+    /// Bytes this entry takes in a page, slot included.
+    pub fn size(&self) -> usize {
+        self.as_ref().size()
+    }
+    /// The same entry, borrowed.
+    pub fn as_ref(&self) -> CellRef<'_> {
+        CellRef {
+            key: &self.key,
+            val: match &self.val {
+                Val::Inline(v) => ValRef::Inline(v),
+                Val::Overflow { first, len } => ValRef::Overflow {
+                    first: *first,
+                    len: *len,
+                },
+            },
+        }
+    }
+}
+
+/// A leaf entry borrowed from a page image or from a batch of writes: what
+/// the writer merges and encodes, without copying keys and values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CellRef<'a> {
+    pub key: &'a [u8],
+    pub val: ValRef<'a>,
+}
+
+impl CellRef<'_> {
     /// Bytes this entry takes in a page, slot included.
     pub fn size(&self) -> usize {
         SLOT + LEAF_CELL_HEADER + self.key.len() + self.val.stored_len()
@@ -314,6 +342,14 @@ pub enum ValRef<'a> {
 }
 
 impl ValRef<'_> {
+    /// Bytes of the value part in the cell.
+    pub fn stored_len(&self) -> usize {
+        match self {
+            ValRef::Inline(v) => v.len(),
+            ValRef::Overflow { .. } => OVERFLOW_REF_LEN,
+        }
+    }
+
     pub fn to_owned_val(self) -> Val {
         match self {
             ValRef::Inline(v) => Val::Inline(v.to_vec()),
@@ -365,6 +401,16 @@ impl<'a> LeafView<'a> {
         }
     }
     /// Decodes every entry.
+    /// Every entry, borrowed from the page.
+    pub fn cells(&self) -> Vec<CellRef<'a>> {
+        (0..self.len())
+            .map(|i| CellRef {
+                key: self.key(i),
+                val: self.val(i),
+            })
+            .collect()
+    }
+
     pub fn to_cells(&self) -> Vec<LeafCell> {
         (0..self.len())
             .map(|i| LeafCell {
@@ -438,59 +484,61 @@ fn write_slot(buf: &mut [u8], i: usize, offset: usize, hint: u32) {
 }
 
 /// Encodes leaf cells into a sealed page image for page `id`.
-pub fn encode_leaf(cells: &[LeafCell], id: PageId, page_size: usize) -> Vec<u8> {
-    let mut buf = vec![0u8; page_size];
+pub fn encode_leaf(cells: &[CellRef<'_>], id: PageId, page_size: usize) -> PageRef {
+    let mut image = page::new_image(page_size);
+    let buf = page::image_mut(&mut image);
     let p = match (cells.first(), cells.last()) {
         (Some(a), Some(b)) => common_prefix(&a.key, &b.key),
         _ => 0,
     };
-    page::write_u16(&mut buf, PAGE_HEADER_LEN, p as u16);
+    page::write_u16(buf, PAGE_HEADER_LEN, p as u16);
     let mut at = SLOTS_START + cells.len() * SLOT;
     for (i, c) in cells.iter().enumerate() {
-        write_slot(&mut buf, i, at, hint(&c.key, p));
-        let overflow = matches!(c.val, Val::Overflow { .. });
+        write_slot(buf, i, at, hint(&c.key, p));
+        let overflow = matches!(c.val, ValRef::Overflow { .. });
         buf[at] = if overflow { FLAG_OVERFLOW } else { 0 };
-        page::write_u16(&mut buf, at + 1, c.key.len() as u16);
-        page::write_u32(&mut buf, at + 3, c.val.stored_len() as u32);
+        page::write_u16(buf, at + 1, c.key.len() as u16);
+        page::write_u32(buf, at + 3, c.val.stored_len() as u32);
         at += LEAF_CELL_HEADER;
-        buf[at..at + c.key.len()].copy_from_slice(&c.key);
+        buf[at..at + c.key.len()].copy_from_slice(c.key);
         at += c.key.len();
-        match &c.val {
-            Val::Inline(v) => {
+        match c.val {
+            ValRef::Inline(v) => {
                 buf[at..at + v.len()].copy_from_slice(v);
                 at += v.len();
             }
-            Val::Overflow { first, len } => {
-                page::write_u64(&mut buf, at, *first);
-                page::write_u64(&mut buf, at + 8, *len);
+            ValRef::Overflow { first, len } => {
+                page::write_u64(buf, at, first);
+                page::write_u64(buf, at + 8, len);
                 at += OVERFLOW_REF_LEN;
             }
         }
     }
-    page::seal(&mut buf, id, PageType::Leaf, cells.len() as u16, 0);
-    buf
+    page::seal(buf, id, PageType::Leaf, cells.len() as u16, 0);
+    image
 }
 
 /// Encodes branch entries (first = leftmost child, key ignored) into a sealed page.
-pub fn encode_branch(entries: &[BranchEntry], id: PageId, page_size: usize) -> Vec<u8> {
-    let mut buf = vec![0u8; page_size];
+pub fn encode_branch(entries: &[BranchEntry], id: PageId, page_size: usize) -> PageRef {
+    let mut image = page::new_image(page_size);
+    let buf = page::image_mut(&mut image);
     let n = entries.len() - 1;
     let p = match (entries.get(1), entries.last()) {
         (Some(a), Some(b)) if n > 0 => common_prefix(&a.key, &b.key),
         _ => 0,
     };
-    page::write_u16(&mut buf, PAGE_HEADER_LEN, p as u16);
+    page::write_u16(buf, PAGE_HEADER_LEN, p as u16);
     let mut at = SLOTS_START + n * SLOT;
     for (i, e) in entries[1..].iter().enumerate() {
-        write_slot(&mut buf, i, at, hint(&e.key, p));
-        page::write_u16(&mut buf, at, e.key.len() as u16);
-        page::write_u64(&mut buf, at + 2, e.child);
+        write_slot(buf, i, at, hint(&e.key, p));
+        page::write_u16(buf, at, e.key.len() as u16);
+        page::write_u64(buf, at + 2, e.child);
         at += BRANCH_CELL_HEADER;
         buf[at..at + e.key.len()].copy_from_slice(&e.key);
         at += e.key.len();
     }
-    page::seal(&mut buf, id, PageType::Branch, n as u16, entries[0].child);
-    buf
+    page::seal(buf, id, PageType::Branch, n as u16, entries[0].child);
+    image
 }
 
 /// Points child `i` of a branch image at `child`, in place (child 0 lives in
@@ -527,11 +575,6 @@ pub fn branch_size(entries: &[BranchEntry]) -> usize {
     entries.iter().skip(1).map(BranchEntry::size).sum()
 }
 
-/// Bytes a set of leaf cells takes.
-pub fn leaf_size(cells: &[LeafCell]) -> usize {
-    cells.iter().map(LeafCell::size).sum()
-}
-
 /// The shortest key `s` with `left < s <= right` (suffix truncation of separators).
 pub fn separator(left: &[u8], right: &[u8]) -> Vec<u8> {
     debug_assert!(left < right);
@@ -542,6 +585,11 @@ pub fn separator(left: &[u8], right: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn encode_owned(cells: &[LeafCell], id: PageId, page_size: usize) -> PageRef {
+        let refs: Vec<CellRef<'_>> = cells.iter().map(LeafCell::as_ref).collect();
+        encode_leaf(&refs, id, page_size)
+    }
 
     fn cell(k: &str, v: &str) -> LeafCell {
         LeafCell {
@@ -560,7 +608,7 @@ mod tests {
                 len: 123_456,
             },
         });
-        let buf = encode_leaf(&cells, 5, 4096);
+        let buf = encode_owned(&cells, 5, 4096);
         let limits = Limits::new(4096);
         page::verify_type(&buf, 5, PageType::Leaf).unwrap();
         validate(&buf, 5, PageType::Leaf, &limits).unwrap();
@@ -625,7 +673,7 @@ mod tests {
                 val: Val::Inline(vec![1]),
             })
             .collect();
-        let buf = encode_leaf(&cells, 9, 4096);
+        let buf = encode_owned(&cells, 9, 4096);
         validate(&buf, 9, PageType::Leaf, &Limits::new(4096)).unwrap();
         let leaf = LeafView::new(&buf);
         let entries: Vec<BranchEntry> = std::iter::once(BranchEntry {
@@ -684,7 +732,7 @@ mod tests {
                 key: b"k".to_vec(),
                 val: Val::Overflow { first: 9, len },
             }];
-            let buf = encode_leaf(&cells, 4, 4096);
+            let buf = encode_owned(&cells, 4, 4096);
             assert_eq!(
                 validate(&buf, 4, PageType::Leaf, &limits).is_ok(),
                 ok,
@@ -697,25 +745,25 @@ mod tests {
     fn validate_rejects_bad_layouts_without_panicking() {
         let limits = Limits::new(1024);
         let cells = vec![cell("a", "x"), cell("b", "y")];
-        let good = encode_leaf(&cells, 2, 1024);
+        let good = encode_owned(&cells, 2, 1024);
         // Out-of-bounds slot.
-        let mut bad = good.clone();
+        let mut bad = good.to_vec();
         page::write_u16(&mut bad, SLOTS_START, 1020);
         assert!(validate(&bad, 2, PageType::Leaf, &limits).is_err());
         // Huge key length.
-        let mut bad = good.clone();
+        let mut bad = good.to_vec();
         let off = page::read_u16(&bad, SLOTS_START) as usize;
         page::write_u16(&mut bad, off + 1, 60000);
         assert!(validate(&bad, 2, PageType::Leaf, &limits).is_err());
         // Keys out of order.
-        let swapped = encode_leaf(&[cell("b", "y"), cell("a", "x")], 2, 1024);
+        let swapped = encode_owned(&[cell("b", "y"), cell("a", "x")], 2, 1024);
         assert!(validate(&swapped, 2, PageType::Leaf, &limits).is_err());
         // A hint that disagrees with its key.
-        let mut bad = good.clone();
+        let mut bad = good.to_vec();
         bad[SLOTS_START + 2] ^= 1;
         assert!(validate(&bad, 2, PageType::Leaf, &limits).is_err());
         // Too many slots.
-        let mut bad = good;
+        let mut bad = good.to_vec();
         page::write_u16(&mut bad, 6, 4000);
         assert!(validate(&bad, 2, PageType::Leaf, &limits).is_err());
     }

@@ -15,12 +15,13 @@
 //! checkpoint); pages created and discarded within the same batch are reused at once.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
-use super::node::{self, BranchEntry, BranchView, LeafCell, LeafView, Limits, Val, ValRef};
+use super::node::{self, BranchEntry, BranchView, CellRef, LeafView, Limits, ValRef};
 use super::{overflow, TreeRoot};
 use crate::error::{Error, Result};
 use crate::freelist::FreeList;
-use crate::page::{self, PageId, PageType};
+use crate::page::{self, PageId, PageRef, PageType};
 use crate::pager::Pager;
 
 /// One change of a batch: `None` deletes the key.
@@ -111,16 +112,16 @@ impl<'a> Writer<'a> {
         Ok(())
     }
 
-    fn make_val(&mut self, key: &[u8], value: &[u8]) -> Result<Val> {
+    fn make_val<'v>(&mut self, key: &[u8], value: &'v [u8]) -> Result<ValRef<'v>> {
         if self.limits.is_inline(key.len(), value.len()) {
-            return Ok(Val::Inline(value.to_vec()));
+            return Ok(ValRef::Inline(value));
         }
         let n = overflow::pages_for(value.len() as u64, self.limits.page_size);
         // Allocate (and record for rollback) before writing, so a failed write
         // cannot lose track of pages.
         let ids: Vec<PageId> = (0..n).map(|_| self.allocate()).collect();
         let first = overflow::write(self.pager, value, &ids)?;
-        Ok(Val::Overflow {
+        Ok(ValRef::Overflow {
             first,
             len: value.len() as u64,
         })
@@ -219,12 +220,13 @@ impl<'a> Writer<'a> {
                 && !(list[0].mergeable && list[0].size.is_some_and(|s| s < self.limits.underfull))
         });
         if one_to_one {
-            let mut image = page.to_vec();
+            let mut image: PageRef = Arc::from(&page[..]);
+            let buf = page::image_mut(&mut image);
             for (i, list) in &results {
-                node::set_branch_child(&mut image, *i, list[0].page);
+                node::set_branch_child(buf, *i, list[0].page);
             }
             let new_id = self.allocate();
-            node::reseal_branch(&mut image, new_id);
+            node::reseal_branch(buf, new_id);
             let size = node::branch_used(&image);
             self.pager.stage(new_id, image)?;
             self.release(id);
@@ -283,7 +285,7 @@ impl<'a> Writer<'a> {
             Some((_, v)) if n > 0 => ops[0].0 > v.key(n - 1),
             _ => true,
         };
-        let mut cells: Vec<LeafCell> = Vec::with_capacity(n + ops.len());
+        let mut cells: Vec<CellRef<'_>> = Vec::with_capacity(n + ops.len());
         let mut changed = false;
         let (mut i, mut j) = (0usize, 0usize);
         while i < n || j < ops.len() {
@@ -298,11 +300,8 @@ impl<'a> Writer<'a> {
             };
             match order {
                 std::cmp::Ordering::Less => {
-                    if let Some((k, v)) = existing {
-                        cells.push(LeafCell {
-                            key: k.to_vec(),
-                            val: v.to_owned_val(),
-                        });
+                    if let Some((key, val)) = existing {
+                        cells.push(CellRef { key, val });
                     }
                     i += 1;
                 }
@@ -313,10 +312,7 @@ impl<'a> Writer<'a> {
                     // Unchanged inline value: keep the cell, write nothing new for it.
                     if let (ValRef::Inline(old), Some(new)) = (&v, op) {
                         if *old == new {
-                            cells.push(LeafCell {
-                                key: k.to_vec(),
-                                val: v.to_owned_val(),
-                            });
+                            cells.push(CellRef { key: k, val: v });
                             i += 1;
                             j += 1;
                             continue;
@@ -327,10 +323,7 @@ impl<'a> Writer<'a> {
                     match op {
                         Some(value) => {
                             let val = self.make_val(k, value)?;
-                            cells.push(LeafCell {
-                                key: k.to_vec(),
-                                val,
-                            });
+                            cells.push(CellRef { key: k, val });
                         }
                         None => self.entry_delta -= 1,
                     }
@@ -342,10 +335,7 @@ impl<'a> Writer<'a> {
                     if let Some(value) = op {
                         changed = true;
                         let val = self.make_val(k, value)?;
-                        cells.push(LeafCell {
-                            key: k.to_vec(),
-                            val,
-                        });
+                        cells.push(CellRef { key: k, val });
                         self.entry_delta += 1;
                     }
                     j += 1;
@@ -361,7 +351,7 @@ impl<'a> Writer<'a> {
         if cells.is_empty() {
             return Ok(Some(Vec::new()));
         }
-        self.pack_leaves(cells, append).map(Some)
+        self.pack_leaves(&cells, append).map(Some)
     }
 
     /// Splits `sizes` into consecutive chunks that each fit a page: as few chunks
@@ -385,15 +375,15 @@ impl<'a> Writer<'a> {
         out
     }
 
-    fn pack_leaves(&mut self, cells: Vec<LeafCell>, dense: bool) -> Result<Vec<Child>> {
-        let sizes: Vec<usize> = cells.iter().map(LeafCell::size).collect();
+    fn pack_leaves(&mut self, cells: &[CellRef<'_>], dense: bool) -> Result<Vec<Child>> {
+        let sizes: Vec<usize> = cells.iter().map(CellRef::size).collect();
         let ranges = self.chunk(&sizes, dense);
         let mut out = Vec::with_capacity(ranges.len());
         for (n, r) in ranges.iter().enumerate() {
             let key = if n == 0 {
                 Vec::new()
             } else {
-                node::separator(&cells[r.start - 1].key, &cells[r.start].key)
+                node::separator(cells[r.start - 1].key, cells[r.start].key)
             };
             let id = self.allocate();
             let image = node::encode_leaf(&cells[r.clone()], id, self.limits.page_size);
@@ -444,11 +434,14 @@ impl<'a> Writer<'a> {
             let left = children[a].clone();
             let right = children[a + 1].clone();
             let mut merged = if height == 1 {
-                let mut cells = self.leaf_cells(left.page)?;
-                cells.extend(self.leaf_cells(right.page)?);
+                // The images stay alive (and unchanged) while the cells
+                // borrow them, even once their page ids are released.
+                let (left_page, right_page) = (self.leaf(left.page)?, self.leaf(right.page)?);
+                let mut cells = LeafView::new(&left_page).cells();
+                cells.extend(LeafView::new(&right_page).cells());
                 self.release(left.page);
                 self.release(right.page);
-                self.pack_leaves(cells, false)?
+                self.pack_leaves(&cells, false)?
             } else {
                 let mut entries = self.branch_entries(left.page)?;
                 let mut more = self.branch_entries(right.page)?;
@@ -469,12 +462,12 @@ impl<'a> Writer<'a> {
         }
     }
 
-    fn leaf_cells(&self, id: PageId) -> Result<Vec<LeafCell>> {
+    fn leaf(&self, id: PageId) -> Result<PageRef> {
         let page = self.pager.read_node(id)?;
         if page::page_type(&page) != Some(PageType::Leaf) {
             return Err(Error::corrupt(id, "expected a leaf while merging"));
         }
-        Ok(LeafView::new(&page).to_cells())
+        Ok(page)
     }
 
     fn branch_entries(&self, id: PageId) -> Result<Vec<BranchEntry>> {
