@@ -488,13 +488,13 @@ pub fn encode_leaf(cells: &[CellRef<'_>], id: PageId, page_size: usize) -> PageR
     let mut image = page::new_image(page_size);
     let buf = page::image_mut(&mut image);
     let p = match (cells.first(), cells.last()) {
-        (Some(a), Some(b)) => common_prefix(&a.key, &b.key),
+        (Some(a), Some(b)) => common_prefix(a.key, b.key),
         _ => 0,
     };
     page::write_u16(buf, PAGE_HEADER_LEN, p as u16);
     let mut at = SLOTS_START + cells.len() * SLOT;
     for (i, c) in cells.iter().enumerate() {
-        write_slot(buf, i, at, hint(&c.key, p));
+        write_slot(buf, i, at, hint(c.key, p));
         let overflow = matches!(c.val, ValRef::Overflow { .. });
         buf[at] = if overflow { FLAG_OVERFLOW } else { 0 };
         page::write_u16(buf, at + 1, c.key.len() as u16);
