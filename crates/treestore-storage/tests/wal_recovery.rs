@@ -180,10 +180,8 @@ fn replaying_many_segments_of_rewrites_frees_the_pages_it_supersedes() {
     // 100 keys rewritten 40 times, all only in the log (no checkpoint).
     let mut model = BTreeMap::new();
     for round in 0..40u32 {
-        model.extend(commit_n(&db, 0, 100).into_iter().map(|(k, _)| {
-            let v = format!("round {round}").into_bytes();
-            (k, v)
-        }));
+        let v = format!("round {round}").into_bytes();
+        model.extend(commit_n(&db, 0, 100).into_keys().map(|k| (k, v.clone())));
         let mut txn = db.begin_write();
         for (k, v) in &model {
             txn.put(k, v).unwrap();
