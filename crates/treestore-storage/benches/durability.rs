@@ -24,6 +24,8 @@ use rand::{Rng, SeedableRng};
 use treestore_storage::{Db, Durability, Options};
 
 const CHILD_ENV: &str = "TREESTORE_BENCH_RECOVERY_CHILD";
+/// Set (to anything) to run only the durable commit measurements.
+const COMMITS_ONLY_ENV: &str = "TREESTORE_BENCH_COMMITS_ONLY";
 /// Set to a data directory: only replay it (see [`replay_only`]).
 const REPLAY_ENV: &str = "TREESTORE_BENCH_REPLAY_ONLY";
 
@@ -282,8 +284,21 @@ fn main() {
         raw_append.as_secs_f64() * 1e3
     ));
 
-    let one = commit_run(Durability::Sync, 1, 400);
-    let sixteen = commit_run(Durability::Sync, 16, 100);
+    let one = commit_run(Durability::Sync, 1, 1000);
+    let sixteen = commit_run(Durability::Sync, 16, 500);
+    if std::env::var_os(COMMITS_ONLY_ENV).is_some() {
+        println!(
+            "1 committer: {:.0} commits/s, median {:.3} ms; 16 committers: {:.0} commits/s, \
+             median {:.3} ms, {:.2} fsyncs/commit ({:.1}x)",
+            one.commits_per_s,
+            one.median_latency.as_secs_f64() * 1e3,
+            sixteen.commits_per_s,
+            sixteen.median_latency.as_secs_f64() * 1e3,
+            sixteen.fsyncs_per_commit,
+            sixteen.commits_per_s / one.commits_per_s
+        );
+        return;
+    }
     for (label, key, r) in [
         ("1 committer", "sync_1", &one),
         ("16 committers", "sync_16", &sixteen),

@@ -5,10 +5,11 @@
 //! set is applied copy-on-write to the in-memory working tree (new pages are dirty
 //! in the buffer pool), and the write set is appended to the write-ahead log
 //! buffer. Outside the mutex the committer waits until the log is durable up to
-//! its record (group commit: one fdatasync covers everyone waiting), then
-//! publishes the new tree to readers. `commit()` returns only after that, so an
-//! acknowledged commit survives any crash; a reader never sees a commit that
-//! could still be lost.
+//! its record (one fdatasync covers everyone waiting), then publishes the new
+//! tree to readers. `commit()` returns only after that, so an acknowledged
+//! commit survives any crash; a reader never sees a commit that could still be
+//! lost. Concurrent committers go through [`crate::group_commit`], whose leader
+//! does these steps once for a whole group.
 //!
 //! Checkpoints ([`crate::checkpoint`]) write the dirty pages to free locations and
 //! a new meta page naming the tree and the log position it covers; recovery
@@ -29,6 +30,7 @@ use crate::btree::TreeRoot;
 use crate::buffer_pool::PoolStats;
 use crate::error::{Error, Result};
 use crate::freelist::FreeList;
+use crate::group_commit::CommitQueue;
 use crate::log_record;
 use crate::meta::Meta;
 use crate::page::{PageId, DEFAULT_PAGE_SIZE};
@@ -146,6 +148,8 @@ pub(crate) struct DbInner {
     pub commit: Mutex<CommitState>,
     /// Applied commits waiting for their log record to be durable.
     pub unpublished: Mutex<VecDeque<(u64, Arc<Snapshot>)>>,
+    /// Committers waiting to be combined into a group.
+    pub queue: Mutex<CommitQueue>,
     pub _lock: Box<dyn DirLock>,
 }
 
@@ -480,8 +484,23 @@ impl DbInner {
         }
     }
 
-    /// Commits a write set made on snapshot `base`.
+    /// Commits a write set made on snapshot `base`: through the group-commit
+    /// queue ([`crate::group_commit`]), or alone when it writes nothing (a
+    /// validation only) or is large enough to be made durable by a checkpoint.
     pub(crate) fn commit(
+        &self,
+        base: u64,
+        writes: WriteSet,
+        reads: Option<ReadSet>,
+    ) -> Result<CommitInfo> {
+        if !writes.is_empty() && log_record::encoded_len(&writes) <= self.large_txn_bytes {
+            return self.commit_queued(base, writes, reads);
+        }
+        self.commit_alone(base, writes, reads)
+    }
+
+    /// Commits one write set under the commit mutex by itself.
+    fn commit_alone(
         &self,
         base: u64,
         writes: WriteSet,
@@ -583,6 +602,11 @@ impl DbInner {
     /// that started before a commit can).
     fn remember_writes(&self, st: &mut CommitState, seq: u64, writes: WriteSet) {
         st.recent.push_back((seq, Arc::new(writes)));
+        self.forget_old_writes(st);
+    }
+
+    /// Drops the write sets no open write transaction can conflict with.
+    pub(crate) fn forget_old_writes(&self, st: &mut CommitState) {
         match self.oldest_snapshots().1 {
             Some(w) => st.recent.retain(|(s, _)| *s > w),
             None => st.recent.clear(),
@@ -616,7 +640,7 @@ impl DbInner {
     }
 }
 
-fn overlaps(a: &WriteSet, b: &WriteSet) -> bool {
+pub(crate) fn overlaps(a: &WriteSet, b: &WriteSet) -> bool {
     let (small, large) = if a.len() <= b.len() { (a, b) } else { (b, a) };
     small.keys().any(|k| large.contains_key(k))
 }

@@ -12,6 +12,7 @@
 //! - [`wal`] and [`log_record`]: the write-ahead log (segments, framing, group
 //!   commit) and the commit records in it.
 //! - [`db`] and [`txn`]: snapshots, transactions and the commit path;
+//!   [`group_commit`] combines concurrent committers into groups;
 //!   [`recovery`] opens a directory and replays the log; [`checkpoint`] makes the
 //!   working tree durable in the page file; [`background`] runs checkpoints.
 //! - [`check`]: the read-only integrity checker.
@@ -35,6 +36,7 @@ pub mod db;
 pub mod error;
 pub mod fault;
 pub mod freelist;
+pub mod group_commit;
 pub mod log_record;
 pub mod meta;
 pub mod page;

@@ -23,6 +23,7 @@ use crate::db::{
 };
 use crate::error::{Error, Result};
 use crate::freelist::{self, FreeList};
+use crate::group_commit::CommitQueue;
 use crate::log_record;
 use crate::meta::{self, Meta};
 use crate::page::{self, PageId, PageType, MAX_PAGE_SIZE};
@@ -180,6 +181,7 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<DbInner> {
         }),
         commit: Mutex::new(st),
         unpublished: Mutex::new(VecDeque::new()),
+        queue: Mutex::new(CommitQueue::default()),
         _lock: dir_lock,
     };
     // The replayed commits stay in memory and in the log; the background

@@ -232,19 +232,28 @@ impl Wal {
 
     /// Buffers a record; returns the LSN just past it (what to wait for).
     pub fn append(&self, payload: &[u8]) -> Result<u64> {
+        self.append_all(&[payload])
+    }
+
+    /// Buffers several records in order under one lock; returns the LSN just
+    /// past the last (what to wait for). They may share a write batch.
+    pub fn append_all(&self, payloads: &[impl AsRef<[u8]>]) -> Result<u64> {
         let mut st = self.lock();
         if let Some(why) = &st.failed {
             return Err(Error::Poisoned(why.clone()));
         }
-        let lsn = st.next_lsn;
-        // The leader takes the whole buffer, so a record appended to an empty
-        // buffer is the first of the next write batch.
-        let batch_start = st.buffer.is_empty();
-        frame(&mut st.buffer, lsn, payload, batch_start);
-        let framed = RECORD_HEADER_LEN + payload.len() as u64;
-        st.next_lsn += framed;
-        self.records.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(framed, Ordering::Relaxed);
+        for payload in payloads {
+            let payload = payload.as_ref();
+            let lsn = st.next_lsn;
+            // The leader takes the whole buffer, so a record appended to an
+            // empty buffer is the first of the next write batch.
+            let batch_start = st.buffer.is_empty();
+            frame(&mut st.buffer, lsn, payload, batch_start);
+            let framed = RECORD_HEADER_LEN + payload.len() as u64;
+            st.next_lsn += framed;
+            self.records.fetch_add(1, Ordering::Relaxed);
+            self.bytes.fetch_add(framed, Ordering::Relaxed);
+        }
         Ok(st.next_lsn)
     }
 
