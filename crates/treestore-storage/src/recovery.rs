@@ -202,7 +202,7 @@ fn replay(pager: &Pager, st: &mut CommitState, vfs: &dyn Vfs, wal_dir: &Path) ->
     // One merged batch per segment, borrowing keys and values from the
     // segment's read buffer: later writes of a key replace earlier ones.
     let end = wal::read_from(vfs, wal_dir, from, true, |records| {
-        let mut batch: BTreeMap<&[u8], Option<&[u8]>> = BTreeMap::new();
+        let mut batch: Vec<Op<'_>> = Vec::new();
         for rec in records {
             let bad = |why: String| Error::CorruptFile {
                 path: wal_dir.to_path_buf(),
@@ -225,7 +225,16 @@ fn replay(pager: &Pager, st: &mut CommitState, vfs: &dyn Vfs, wal_dir: &Path) ->
             commits += 1;
         }
         if !batch.is_empty() {
-            let ops: Vec<Op<'_>> = batch.into_iter().collect();
+            // Sorted by key, the last write of each key wins (the sort is
+            // stable, so equal keys stay in log order).
+            batch.sort_by(|a, b| a.0.cmp(b.0));
+            let mut ops: Vec<Op<'_>> = Vec::with_capacity(batch.len());
+            for op in batch {
+                match ops.last_mut() {
+                    Some(last) if last.0 == op.0 => *last = op,
+                    _ => ops.push(op),
+                }
+            }
             let seq = st.seq;
             apply_ops(pager, st, seq, &ops)?;
             // No snapshot exists during recovery: pages this batch superseded

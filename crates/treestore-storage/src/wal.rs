@@ -462,12 +462,16 @@ pub fn list_segments(vfs: &dyn Vfs, dir: &Path) -> Result<Vec<u64>> {
 }
 
 /// Reads every valid record from `from_lsn` on, calling `visit` once per
-/// segment with that segment's records (borrowed from one reused buffer), and
+/// segment with that segment's records (borrowed from the read buffer), and
 /// finds where the log ends. A record that fails its checksum at the very end
 /// of the last segment is a torn write: it and everything after it are cut
 /// off (`truncate` = true does that on disk). A bad record followed by a valid
 /// one, or a bad record in any segment but the last, is corruption: an error
 /// naming the segment and offset.
+///
+/// While `visit` works on one segment, a helper thread reads the next one and
+/// verifies its records (two buffers, reused: fresh multi-MiB allocations per
+/// segment cost more in page faults than reading the data).
 pub fn read_from(
     vfs: &dyn Vfs,
     dir: &Path,
@@ -475,9 +479,6 @@ pub fn read_from(
     truncate: bool,
     mut visit: impl FnMut(&[Record<'_>]) -> Result<()>,
 ) -> Result<ReadEnd> {
-    // One buffer for every segment: fresh 64 MiB allocations per segment cost
-    // more in page faults than reading the data.
-    let mut data: Vec<u8> = Vec::new();
     let firsts = list_segments(vfs, dir)?;
     // Segments entirely before from_lsn are not needed (but still on disk).
     let start_idx = firsts.iter().rposition(|&f| f <= from_lsn);
@@ -497,146 +498,225 @@ pub fn read_from(
         });
     };
     older.extend_from_slice(&firsts[..start_idx]);
-    let mut expected = from_lsn;
     let last_idx = firsts.len() - 1;
-    for (idx, &first) in firsts.iter().enumerate().skip(start_idx) {
-        let path = dir.join(segment_name(first));
-        let corrupt = |offset: u64, what: &str| Error::CorruptFile {
-            path: path.clone(),
+    std::thread::scope(|scope| {
+        let mut expected = from_lsn;
+        let mut spare: Vec<u8> = Vec::new();
+        let mut prefetch: Option<std::thread::ScopedJoinHandle<'_, Result<Loaded>>> = None;
+        for (idx, &first) in firsts.iter().enumerate().skip(start_idx) {
+            let seg = match prefetch.take() {
+                Some(helper) => helper.join().unwrap_or_else(|_| {
+                    Err(Error::Poisoned(format!(
+                        "reading log segment {} panicked",
+                        segment_name(first)
+                    )))
+                })?,
+                None => load_segment(vfs, dir, first, expected, Vec::new())?,
+            };
+            if let Some(&after) = firsts.get(idx + 1) {
+                let buffer = std::mem::take(&mut spare);
+                prefetch = Some(scope.spawn(move || load_segment(vfs, dir, after, after, buffer)));
+            }
+            let corrupt = |offset: u64, what: &str| Error::CorruptFile {
+                path: seg.path.clone(),
+                reason: format!(
+                    "log segment {} offset {offset}: {what}",
+                    segment_name(first)
+                ),
+            };
+            if first != expected && idx != start_idx {
+                return Err(corrupt(
+                    0,
+                    &format!(
+                        "segment starts at LSN {first}, expected {expected} (a segment is missing)"
+                    ),
+                ));
+            }
+            let (data, len) = (&seg.data, seg.len);
+            let Some(scan) = &seg.scan else {
+                // Records are written only after a segment's header and zeros
+                // are synced, so a last segment with a bad header and no valid
+                // record anywhere is a creation the crash interrupted: rebuild
+                // it. A bad header in front of valid records is corruption.
+                let interrupted = idx == last_idx
+                    && first == expected
+                    && !(SEGMENT_HEADER_LEN..len).any(|o| parse_record(data, o, first).is_some());
+                if !interrupted {
+                    return Err(corrupt(0, "bad segment header"));
+                }
+                if truncate {
+                    let mut fresh = vec![0u8; (len.max(SEGMENT_HEADER_LEN)) as usize];
+                    fresh[..SEGMENT_HEADER_LEN as usize].copy_from_slice(&segment_header(first));
+                    seg.file
+                        .write_all_at(&fresh, 0)
+                        .and_then(|()| seg.file.sync_data())
+                        .map_err(|e| {
+                            Error::io(format!("repairing log segment {}", seg.path.display()), e)
+                        })?;
+                }
+                return Ok(ReadEnd {
+                    end_lsn: expected,
+                    tail: Some((first, seg.file)),
+                    older,
+                    torn_bytes: len,
+                });
+            };
+            if scan.start > len {
+                return Err(corrupt(
+                    len,
+                    &format!("segment ends before LSN {expected}, where the log must continue"),
+                ));
+            }
+            if let Some(&(lsn, _, n)) = scan.found.last() {
+                expected = lsn + RECORD_HEADER_LEN + n as u64;
+            }
+            if !scan.clean_end {
+                // The last write batch is written in one call and synced once;
+                // until that sync completes its blocks may land in any order,
+                // so damage followed by valid records of the same batch is
+                // still a torn write. Damage followed by a later batch, or in
+                // an earlier segment, was synced.
+                let offset = scan.stop;
+                let later_batch = (offset + 1..len)
+                    .any(|o| parse_record(data, o, first).is_some_and(|p| p.batch_start));
+                if idx != last_idx || later_batch {
+                    return Err(corrupt(
+                        offset,
+                        "record fails its checksum or framing, and a later synced batch follows",
+                    ));
+                }
+                visit(&to_records(&scan.found, data))?;
+                // A write cut short by the crash: zero it (keeping the
+                // preallocated space) so appends continue from here.
+                let torn = len - offset;
+                if truncate {
+                    let zeros = vec![0u8; torn as usize];
+                    seg.file
+                        .write_all_at(&zeros, offset)
+                        .and_then(|()| seg.file.sync_data())
+                        .map_err(|e| {
+                            Error::io(
+                                format!("cutting the torn tail of {}", seg.path.display()),
+                                e,
+                            )
+                        })?;
+                }
+                return Ok(ReadEnd {
+                    end_lsn: expected,
+                    tail: Some((first, seg.file)),
+                    older,
+                    torn_bytes: torn,
+                });
+            }
+            visit(&to_records(&scan.found, data))?;
+            if idx == last_idx {
+                return Ok(ReadEnd {
+                    end_lsn: expected,
+                    tail: Some((first, seg.file)),
+                    older,
+                    torn_bytes: 0,
+                });
+            }
+            older.push(first);
+            spare = seg.data;
+        }
+        // Not reached: the last segment always returns inside the loop. Answer
+        // as a log that ends where reading stopped rather than panic.
+        Ok(ReadEnd {
+            end_lsn: expected,
+            tail: None,
+            older,
+            torn_bytes: 0,
+        })
+    })
+}
+
+/// A log segment read into memory.
+struct Loaded {
+    path: PathBuf,
+    file: Arc<dyn StorageFile>,
+    /// Length of the file.
+    len: u64,
+    data: Vec<u8>,
+    /// The records found; `None` when the segment header is bad.
+    scan: Option<Scan>,
+}
+
+/// The valid records of a segment from a starting offset on.
+struct Scan {
+    /// File offset scanning started at (past the end: the segment is too short).
+    start: u64,
+    /// (LSN, payload start, payload length) of each record, in order.
+    found: Vec<(u64, usize, usize)>,
+    /// Offset of the first byte that is not part of a valid record.
+    stop: u64,
+    /// Whether the records end cleanly there: at the end of the file, or where
+    /// the preallocated zeros begin.
+    clean_end: bool,
+}
+
+/// Reads segment `first` into `data` (reusing its allocation) and finds its
+/// valid records from LSN `start_lsn` on.
+fn load_segment(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    first: u64,
+    start_lsn: u64,
+    mut data: Vec<u8>,
+) -> Result<Loaded> {
+    let path = dir.join(segment_name(first));
+    let file = vfs
+        .open(&path, false)
+        .map_err(|e| Error::io(format!("opening log segment {}", path.display()), e))?;
+    let len = file
+        .len()
+        .map_err(|e| Error::io(format!("reading the length of {}", path.display()), e))?;
+    if len > MAX_SEGMENT_FILE {
+        return Err(Error::CorruptFile {
             reason: format!(
-                "log segment {} offset {offset}: {what}",
+                "log segment {} offset 0: segment file of {len} bytes is larger than any log segment",
                 segment_name(first)
             ),
-        };
-        if first != expected && idx != start_idx {
-            return Err(corrupt(
-                0,
-                &format!(
-                    "segment starts at LSN {first}, expected {expected} (a segment is missing)"
-                ),
-            ));
-        }
-        let file = vfs
-            .open(&path, false)
-            .map_err(|e| Error::io(format!("opening log segment {}", path.display()), e))?;
-        let len = file
-            .len()
-            .map_err(|e| Error::io(format!("reading the length of {}", path.display()), e))?;
-        if len > MAX_SEGMENT_FILE {
-            return Err(corrupt(
-                0,
-                &format!("segment file of {len} bytes is larger than any log segment"),
-            ));
-        }
-        data.resize(len as usize, 0);
-        file.read_exact_at(&mut data, 0)
-            .map_err(|e| Error::io(format!("reading log segment {}", path.display()), e))?;
-        if parse_segment_header(&data) != Some(first) {
-            // Records are written only after a segment's header and zeros are
-            // synced, so a last segment with a bad header and no valid record
-            // anywhere is a creation the crash interrupted: rebuild it. A bad
-            // header in front of valid records is corruption.
-            let interrupted = idx == last_idx
-                && first == expected
-                && !(SEGMENT_HEADER_LEN..len).any(|o| parse_record(&data, o, first).is_some());
-            if !interrupted {
-                return Err(corrupt(0, "bad segment header"));
-            }
-            if truncate {
-                let mut fresh = vec![0u8; (len.max(SEGMENT_HEADER_LEN)) as usize];
-                fresh[..SEGMENT_HEADER_LEN as usize].copy_from_slice(&segment_header(first));
-                file.write_all_at(&fresh, 0)
-                    .and_then(|()| file.sync_data())
-                    .map_err(|e| {
-                        Error::io(format!("repairing log segment {}", path.display()), e)
-                    })?;
-            }
-            return Ok(ReadEnd {
-                end_lsn: expected,
-                tail: Some((first, file)),
-                older,
-                torn_bytes: len,
-            });
-        }
-        let mut offset = expected - first + SEGMENT_HEADER_LEN;
-        if offset > len {
-            return Err(corrupt(
-                len,
-                &format!("segment ends before LSN {expected}, where the log must continue"),
-            ));
-        }
-        // (LSN, payload start, payload length) of this segment's records.
-        let mut found: Vec<(u64, usize, usize)> = Vec::new();
-        loop {
-            if offset == len {
-                break;
+            path,
+        });
+    }
+    data.resize(len as usize, 0);
+    file.read_exact_at(&mut data, 0)
+        .map_err(|e| Error::io(format!("reading log segment {}", path.display()), e))?;
+    let scan = (parse_segment_header(&data) == Some(first)).then(|| {
+        let start = start_lsn.saturating_sub(first) + SEGMENT_HEADER_LEN;
+        let mut found = Vec::new();
+        let mut offset = start;
+        let clean_end = loop {
+            if offset >= len {
+                break true;
             }
             match parse_record(&data, offset, first) {
-                Some(Parsed {
-                    payload_len, lsn, ..
-                }) => {
-                    let start = (offset + RECORD_HEADER_LEN) as usize;
-                    found.push((lsn, start, payload_len as usize));
-                    offset += RECORD_HEADER_LEN + payload_len;
-                    expected = lsn + RECORD_HEADER_LEN + payload_len;
+                Some(p) => {
+                    found.push((
+                        p.lsn,
+                        (offset + RECORD_HEADER_LEN) as usize,
+                        p.payload_len as usize,
+                    ));
+                    offset += RECORD_HEADER_LEN + p.payload_len;
                 }
-                None if data[offset as usize..].iter().all(|&b| b == 0) => {
-                    // The preallocated zeros: this segment's records end here.
-                    break;
-                }
-                None => {
-                    // The last write batch is written in one call and synced
-                    // once; until that sync completes its blocks may land in
-                    // any order, so damage followed by valid records of the
-                    // same batch is still a torn write. Damage followed by a
-                    // later batch, or in an earlier segment, was synced.
-                    let later_batch = (offset + 1..len)
-                        .any(|o| parse_record(&data, o, first).is_some_and(|p| p.batch_start));
-                    if idx != last_idx || later_batch {
-                        return Err(corrupt(
-                            offset,
-                            "record fails its checksum or framing, and a later synced batch follows",
-                        ));
-                    }
-                    visit(&to_records(&found, &data))?;
-                    // A write cut short by the crash: zero it (keeping the
-                    // preallocated space) so appends continue from here.
-                    let torn = len - offset;
-                    if truncate {
-                        let zeros = vec![0u8; torn as usize];
-                        file.write_all_at(&zeros, offset)
-                            .and_then(|()| file.sync_data())
-                            .map_err(|e| {
-                                Error::io(format!("cutting the torn tail of {}", path.display()), e)
-                            })?;
-                    }
-                    return Ok(ReadEnd {
-                        end_lsn: expected,
-                        tail: Some((first, file)),
-                        older,
-                        torn_bytes: torn,
-                    });
-                }
+                // The preallocated zeros: this segment's records end here.
+                None => break data[offset as usize..].iter().all(|&b| b == 0),
             }
+        };
+        Scan {
+            start,
+            found,
+            stop: offset,
+            clean_end,
         }
-        visit(&to_records(&found, &data))?;
-        if idx == last_idx {
-            return Ok(ReadEnd {
-                end_lsn: expected,
-                tail: Some((first, file)),
-                older,
-                torn_bytes: 0,
-            });
-        }
-        older.push(first);
-    }
-    // Not reached: the last segment always returns inside the loop. Answer as
-    // a log that ends where reading stopped rather than panic.
-    Ok(ReadEnd {
-        end_lsn: expected,
-        tail: None,
-        older,
-        torn_bytes: 0,
+    });
+    Ok(Loaded {
+        path,
+        file,
+        len,
+        data,
+        scan,
     })
 }
 
