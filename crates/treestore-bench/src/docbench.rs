@@ -29,7 +29,20 @@ pub struct DocBenchOptions {
     /// `dir` already holds this corpus (from an earlier run with the same
     /// seed and node count): skip the ingest, measure the queries.
     pub preloaded: bool,
+    /// Measure only this query kind (one of [`QUERY_KINDS`]), for profiling.
+    pub only: Option<String>,
 }
+
+/// Short names of the measured query kinds, in the order they run.
+pub const QUERY_KINDS: [&str; 7] = [
+    "get_node",
+    "get_children",
+    "subtree",
+    "ancestors",
+    "page",
+    "search_one",
+    "search_all",
+];
 
 /// Latency summary of one query kind, in microseconds.
 #[derive(Debug, Clone)]
@@ -226,6 +239,7 @@ pub fn run(opts: &DocBenchOptions) -> treestore::Result<DocBenchReport> {
     }
     let data_bytes = dir_size(&opts.dir);
 
+    let wanted = |kind: &str| opts.only.as_deref().is_none_or(|only| only == kind);
     let mut rng = Rng::new(opts.seed ^ 0xBE7C);
     let n = opts.samples;
     let pick = |rng: &mut Rng| rng.range(0, docs.len() - 1);
@@ -237,12 +251,18 @@ pub fn run(opts: &DocBenchOptions) -> treestore::Result<DocBenchReport> {
             (d, rng.range(0, docs[d].nodes as usize - 1) as u16)
         })
         .collect();
-    stats.push(measure("get_node", &sample, |(d, pos)| {
-        store
-            .read()
-            .get_node(&Corpus::policy_id(*d), None, &node_id(*pos))
-            .map(|_| 1)
-    })?);
+    stats.extend(
+        wanted("get_node")
+            .then(|| {
+                measure("get_node", &sample, |(d, pos)| {
+                    store
+                        .read()
+                        .get_node(&Corpus::policy_id(*d), None, &node_id(*pos))
+                        .map(|_| 1)
+                })
+            })
+            .transpose()?,
+    );
 
     let sample: Vec<(usize, u16)> = (0..n)
         .filter_map(|_| {
@@ -251,31 +271,49 @@ pub fn run(opts: &DocBenchOptions) -> treestore::Result<DocBenchReport> {
             (!i.is_empty()).then(|| (d, i[rng.range(0, i.len() - 1)]))
         })
         .collect();
-    stats.push(measure("get_children", &sample, |(d, pos)| {
-        store
-            .read()
-            .get_children(&Corpus::policy_id(*d), None, Some(&node_id(*pos)))
-            .map(|v| v.len())
-    })?);
+    stats.extend(
+        wanted("get_children")
+            .then(|| {
+                measure("get_children", &sample, |(d, pos)| {
+                    store
+                        .read()
+                        .get_children(&Corpus::policy_id(*d), None, Some(&node_id(*pos)))
+                        .map(|v| v.len())
+                })
+            })
+            .transpose()?,
+    );
 
     let full: Vec<usize> = (0..docs.len()).filter(|&d| docs[d].nodes == 300).collect();
     if !full.is_empty() {
         let sample: Vec<usize> = (0..n).map(|_| full[rng.range(0, full.len() - 1)]).collect();
-        stats.push(measure("subtree of a 300-node document", &sample, |d| {
-            store
-                .read()
-                .get_subtree(&Corpus::policy_id(*d), None, "0000", 0)
-                .map(|v| v.len())
-        })?);
+        stats.extend(
+            wanted("subtree")
+                .then(|| {
+                    measure("subtree of a 300-node document", &sample, |d| {
+                        store
+                            .read()
+                            .get_subtree(&Corpus::policy_id(*d), None, "0000", 0)
+                            .map(|v| v.len())
+                    })
+                })
+                .transpose()?,
+        );
     }
 
     let sample: Vec<usize> = (0..n).map(|_| pick(&mut rng)).collect();
-    stats.push(measure("ancestor path (deepest node)", &sample, |d| {
-        store
-            .read()
-            .get_ancestor_path(&Corpus::policy_id(*d), None, &node_id(docs[*d].deepest))
-            .map(|v| v.len())
-    })?);
+    stats.extend(
+        wanted("ancestors")
+            .then(|| {
+                measure("ancestor path (deepest node)", &sample, |d| {
+                    store
+                        .read()
+                        .get_ancestor_path(&Corpus::policy_id(*d), None, &node_id(docs[*d].deepest))
+                        .map(|v| v.len())
+                })
+            })
+            .transpose()?,
+    );
 
     let sample: Vec<(usize, u32)> = (0..n)
         .map(|_| {
@@ -283,30 +321,48 @@ pub fn run(opts: &DocBenchOptions) -> treestore::Result<DocBenchReport> {
             (d, rng.range(1, docs[d].pages as usize) as u32)
         })
         .collect();
-    stats.push(measure("nodes by page", &sample, |(d, page)| {
-        store
-            .read()
-            .get_nodes_by_page(&Corpus::policy_id(*d), None, *page)
-            .map(|v| v.len())
-    })?);
+    stats.extend(
+        wanted("page")
+            .then(|| {
+                measure("nodes by page", &sample, |(d, page)| {
+                    store
+                        .read()
+                        .get_nodes_by_page(&Corpus::policy_id(*d), None, *page)
+                        .map(|v| v.len())
+                })
+            })
+            .transpose()?,
+    );
 
     let qs = queries(corpus.vocab(), &mut rng, n);
     let sample: Vec<(usize, &String)> = qs.iter().map(|q| (pick(&mut rng), q)).collect();
-    stats.push(measure("search top-10, one policy", &sample, |(d, q)| {
-        let scope = SearchScope::Document {
-            policy: &Corpus::policy_id(*d),
-            version: None,
-        };
-        store.read().search(scope, q, 10).map(|v| v.len())
-    })?);
+    stats.extend(
+        wanted("search_one")
+            .then(|| {
+                measure("search top-10, one policy", &sample, |(d, q)| {
+                    let scope = SearchScope::Document {
+                        policy: &Corpus::policy_id(*d),
+                        version: None,
+                    };
+                    store.read().search(scope, q, 10).map(|v| v.len())
+                })
+            })
+            .transpose()?,
+    );
 
     let sample: Vec<&String> = qs.iter().take((n / 10).max(10)).collect();
-    stats.push(measure("search top-10, all policies", &sample, |q| {
-        store
-            .read()
-            .search(SearchScope::AllPolicies, q, 10)
-            .map(|v| v.len())
-    })?);
+    stats.extend(
+        wanted("search_all")
+            .then(|| {
+                measure("search top-10, all policies", &sample, |q| {
+                    store
+                        .read()
+                        .search(SearchScope::AllPolicies, q, 10)
+                        .map(|v| v.len())
+                })
+            })
+            .transpose()?,
+    );
 
     store.close()?;
     Ok(DocBenchReport {

@@ -12,6 +12,11 @@ use treestore_bench::docbench::{self, DocBenchOptions};
 use treestore_bench::grpcbench::{self, GrpcBenchOptions};
 use treestore_bench::metabench::{self, MetaBenchOptions};
 
+/// The same allocator as the server binary, so the embedded measurements
+/// match what `treestore serve` does.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "treestore-bench", about = "TreeStore end-to-end benchmarks")]
 struct Cli {
@@ -45,6 +50,9 @@ enum Command {
         /// and --nodes): skip the ingest and measure the queries only.
         #[arg(long)]
         preloaded: bool,
+        /// Measure only this query kind (for profiling).
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(docbench::QUERY_KINDS))]
+        only: Option<String>,
         /// Write the results as JSON here.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -175,6 +183,7 @@ fn main() -> Result<()> {
             cache_mib,
             batch,
             preloaded,
+            only,
             out,
         } => {
             let (_tmp, dir) = bench_dir(dir, preloaded)?;
@@ -186,6 +195,7 @@ fn main() -> Result<()> {
                 cache_bytes: cache_mib << 20,
                 batch,
                 preloaded,
+                only,
             };
             let report = docbench::run(&opts).context("document benchmark")?;
             print!("{}", report.to_markdown());
