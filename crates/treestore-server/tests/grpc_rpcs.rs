@@ -139,11 +139,15 @@ async fn store_get_and_delete_documents() {
     let e = c
         .store_document(store_req("", "v1", small_doc_nodes()))
         .await;
-    assert_status(e, Code::InvalidArgument, "policy_id");
+    assert_status(e, Code::InvalidArgument, "document.policy_id");
     let e = c
         .store_document(store_req("pol", "", small_doc_nodes()))
         .await;
-    assert_status(e, Code::InvalidArgument, "version_id");
+    assert_status(e, Code::InvalidArgument, "document.version_id");
+    let mut bad_root = store_req("pol", "v9", small_doc_nodes());
+    bad_root.document.as_mut().unwrap().root_node_id = "a1".into();
+    let e = c.store_document(bad_root).await;
+    assert_status(e, Code::InvalidArgument, "document.root_node_id");
     let mut orphan = small_doc_nodes();
     orphan.push(node("lost", "nosuchparent", "Lost"));
     let e = c.store_document(store_req("pol", "v9", orphan)).await;
@@ -172,7 +176,7 @@ async fn store_get_and_delete_documents() {
     let mut sup = store_req("pol", "v9", small_doc_nodes());
     sup.supersedes_version_id = "v9".into();
     let e = c.store_document(sup).await;
-    assert_status(e, Code::InvalidArgument, "supersede");
+    assert_status(e, Code::InvalidArgument, "supersedes_version_id");
     // None of the failed stores left anything behind.
     let e = c
         .get_document(pb::GetDocumentRequest {

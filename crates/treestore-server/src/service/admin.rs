@@ -61,7 +61,7 @@ type WireOp = (&'static str, &'static [(&'static str, &'static str)]);
 
 /// Store field names of a document write and their wire names in a
 /// StoreDocumentRequest.
-const DOCUMENT_FIELDS: &[(&str, &str)] = &[
+pub(crate) const DOCUMENT_FIELDS: &[(&str, &str)] = &[
     ("policy_id", "document.policy_id"),
     ("version_id", "document.version_id"),
     ("pageindex_doc_id", "document.pageindex_doc_id"),

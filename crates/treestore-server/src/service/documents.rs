@@ -47,7 +47,7 @@ pub fn store_document(
     let report = ctx
         .store
         .store_document_with(doc, nodes, spec.as_ref())
-        .map_err(|e| crate::status::in_field("", super::versions::VERSION_FIELDS, e))?;
+        .map_err(|e| crate::status::in_field("", super::admin::DOCUMENT_FIELDS, e))?;
     Ok(pb::StoreDocumentResponse {
         success: true,
         message: format!(
