@@ -12,8 +12,12 @@ use treestore_bench::docbench::{self, DocBenchOptions};
 use treestore_bench::grpcbench::{self, GrpcBenchOptions};
 use treestore_bench::metabench::{self, MetaBenchOptions};
 
-/// The same allocator as the server binary, so the embedded measurements
-/// match what `treestore serve` does.
+/// mimalloc for the embedded measurements: node records are multi-KiB
+/// strings, which glibc's malloc serves from its sorted bins (a 300-node
+/// subtree took twice as long with it). An application embedding the
+/// `treestore` crate chooses its allocator; the `treestore` server binary
+/// keeps the system allocator, which did as well or better over gRPC
+/// (docs/benchmarks.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

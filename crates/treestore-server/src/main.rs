@@ -12,13 +12,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc instead of the system allocator: reads return many multi-KiB
-/// strings, which glibc's malloc serves from its sorted bins; with mimalloc a
-/// 300-node subtree took half the time and a node lookup a third less
-/// (docs/benchmarks.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// TreeStore: a database for hierarchical documents.
 #[derive(Debug, Parser)]
 #[command(name = "treestore", version, about)]

@@ -11,7 +11,10 @@
 //!
 //! Run: `cargo bench -p treestore-storage --bench durability`. Prints a markdown
 //! table and writes `target/bench/durability.json`. `TREESTORE_BENCH_LOG_MIB`
-//! changes the recovery log size.
+//! changes the recovery log size; `TREESTORE_BENCH_COMMITS_ONLY=1` runs only
+//! the durable commit measurements; `TREESTORE_BENCH_REPLAY_ONLY=DIR` only
+//! replays DIR (a copy of a crashed child's directory, made with
+//! `TREESTORE_BENCH_RECOVERY_CHILD=DIR`) in a fresh process.
 
 use std::path::Path;
 use std::process::Command;

@@ -541,16 +541,7 @@ impl DbInner {
             st.seq = seq;
             st.last_lsn = lsn;
             self.remember_writes(st, seq, writes);
-            let snap = Arc::new(Snapshot {
-                seq,
-                tree: st.tree,
-                entries: st.entries,
-            });
-            match self.durability {
-                Durability::Sync => lock(&self.unpublished).push_back((lsn, snap)),
-                // Visible at once; durable within one timer interval.
-                Durability::Timer { .. } => lock(&self.snapshots).current = snap,
-            }
+            self.stage_snapshot(st, lsn);
             (seq, lsn)
         };
         if self.durability == Durability::Sync {
@@ -563,6 +554,21 @@ impl DbInner {
             self.publish_durable();
         }
         Ok(CommitInfo { seq })
+    }
+
+    /// The working tree as the snapshot of commit `st.seq`, whose log record
+    /// ends at `lsn`: published once that is durable (sync mode), or at once
+    /// (timer mode: durable within one interval).
+    pub(crate) fn stage_snapshot(&self, st: &CommitState, lsn: u64) {
+        let snap = Arc::new(Snapshot {
+            seq: st.seq,
+            tree: st.tree,
+            entries: st.entries,
+        });
+        match self.durability {
+            Durability::Sync => lock(&self.unpublished).push_back((lsn, snap)),
+            Durability::Timer { .. } => lock(&self.snapshots).current = snap,
+        }
     }
 
     /// Makes a large commit durable by checkpointing instead of logging it: the

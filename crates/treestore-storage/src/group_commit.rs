@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::Thread;
 
 use crate::btree::write::Op;
-use crate::db::{apply_batch, apply_ops, lock, overlaps, CommitInfo, DbInner, Snapshot, WriteSet};
+use crate::db::{apply_batch, apply_ops, lock, overlaps, CommitInfo, DbInner, WriteSet};
 use crate::error::{Error, Result};
 use crate::log_record;
 use crate::txn::ReadSet;
@@ -261,16 +261,7 @@ impl DbInner {
             st.recent.push_back((m.seq, m.writes.clone()));
         }
         self.forget_old_writes(st);
-        let snap = Arc::new(Snapshot {
-            seq,
-            tree: st.tree,
-            entries: st.entries,
-        });
-        match self.durability {
-            Durability::Sync => lock(&self.unpublished).push_back((lsn, snap)),
-            // Visible at once; durable within one timer interval.
-            Durability::Timer { .. } => lock(&self.snapshots).current = snap,
-        }
+        self.stage_snapshot(st, lsn);
         (members, Some(lsn))
     }
 }

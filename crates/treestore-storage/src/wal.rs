@@ -547,12 +547,7 @@ pub fn read_from(
                 if truncate {
                     let mut fresh = vec![0u8; (len.max(SEGMENT_HEADER_LEN)) as usize];
                     fresh[..SEGMENT_HEADER_LEN as usize].copy_from_slice(&segment_header(first));
-                    seg.file
-                        .write_all_at(&fresh, 0)
-                        .and_then(|()| seg.file.sync_data())
-                        .map_err(|e| {
-                            Error::io(format!("repairing log segment {}", seg.path.display()), e)
-                        })?;
+                    overwrite(&seg, 0, &fresh, "repairing log segment")?;
                 }
                 return Ok(ReadEnd {
                     end_lsn: expected,
@@ -591,15 +586,7 @@ pub fn read_from(
                 let torn = len - offset;
                 if truncate {
                     let zeros = vec![0u8; torn as usize];
-                    seg.file
-                        .write_all_at(&zeros, offset)
-                        .and_then(|()| seg.file.sync_data())
-                        .map_err(|e| {
-                            Error::io(
-                                format!("cutting the torn tail of {}", seg.path.display()),
-                                e,
-                            )
-                        })?;
+                    overwrite(&seg, offset, &zeros, "cutting the torn tail of")?;
                 }
                 return Ok(ReadEnd {
                     end_lsn: expected,
@@ -629,6 +616,15 @@ pub fn read_from(
             torn_bytes: 0,
         })
     })
+}
+
+/// Writes `bytes` at `offset` of a segment and syncs it; `what` (followed
+/// by the path) says why in an error.
+fn overwrite(seg: &Loaded, offset: u64, bytes: &[u8], what: &str) -> Result<()> {
+    seg.file
+        .write_all_at(bytes, offset)
+        .and_then(|()| seg.file.sync_data())
+        .map_err(|e| Error::io(format!("{what} {}", seg.path.display()), e))
 }
 
 /// A log segment read into memory.
