@@ -166,6 +166,35 @@ impl ReadTxn {
         self.for_each_between(lower, upper, f)
     }
 
+    /// [`for_each_prefix`](Self::for_each_prefix) for several prefixes, in
+    /// the order given, with `f` told which prefix (its index) each entry
+    /// is under; `f` returning false ends the whole scan. One cursor serves
+    /// them all: for sorted prefixes each seek re-reads only the levels of
+    /// the tree below the deepest node covering both positions.
+    pub fn for_each_in_prefixes<E: From<Error>>(
+        &self,
+        prefixes: &[Vec<u8>],
+        mut f: impl FnMut(usize, &[u8], &[u8]) -> std::result::Result<bool, E>,
+    ) -> std::result::Result<(), E> {
+        let Some(first) = prefixes.first() else {
+            return Ok(());
+        };
+        let (lower, upper) = prefix_bounds(first);
+        let mut it = self.handle.range(lower, upper, false);
+        let mut scratch = Vec::new();
+        for (i, prefix) in prefixes.iter().enumerate() {
+            if i > 0 {
+                it.seek(prefix, prefix_bounds(prefix).1)?;
+            }
+            while let Some(go_on) = it.next_with(&mut scratch, |k, v| f(i, k, v))? {
+                if !go_on? {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn for_each_between<E: From<Error>>(
         &self,
         lower: Bound<Vec<u8>>,

@@ -492,16 +492,16 @@ pub(crate) fn search_all(
     buckets.sort_unstable();
     buckets.dedup();
     for (t, term) in terms.iter().enumerate() {
-        for prefix in buckets.iter().map(|&b| schema::terms(b, term)) {
-            txn.for_each_prefix(&prefix, |k, v| -> Result<bool> {
-                if let Some(&d) = by_suffix.get(&k[prefix.len()..]) {
-                    let s = codec::decode_summary(v).map_err(|e| Error::corrupt(k, e))?;
-                    df[t] += u64::from(s.count);
-                    candidates.entry(d).or_default().push((t, s));
-                }
-                Ok(true)
-            })?;
-        }
+        // Bucket order is key order: one cursor hops from bucket to bucket.
+        let prefixes: Vec<Vec<u8>> = buckets.iter().map(|&b| schema::terms(b, term)).collect();
+        txn.for_each_in_prefixes(&prefixes, |i, k, v| -> Result<bool> {
+            if let Some(&d) = by_suffix.get(&k[prefixes[i].len()..]) {
+                let s = codec::decode_summary(v).map_err(|e| Error::corrupt(k, e))?;
+                df[t] += u64::from(s.count);
+                candidates.entry(d).or_default().push((t, s));
+            }
+            Ok(true)
+        })?;
     }
     let idfs: Vec<f64> = df.iter().map(|&d| idf(n, d)).collect();
     let mut order: Vec<(f64, usize)> = candidates

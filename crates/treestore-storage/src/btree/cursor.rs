@@ -116,6 +116,43 @@ impl<'p> RangeIter<'p> {
         }
     }
 
+    /// Repositions a forward iterator at the first key `>= key`, now bounded
+    /// above by `upper`. The path is kept down to the deepest node that
+    /// covers both the current position and `key`, so a seek near the
+    /// current position (the next of a series of sorted prefixes) reads only
+    /// the levels below it instead of descending from the root. Any key
+    /// works, earlier ones too.
+    pub fn seek(&mut self, key: &[u8], upper: Bound<Vec<u8>>) -> Result<()> {
+        debug_assert!(!self.reverse, "seek is for forward iterators");
+        self.lower = Bound::Included(key.to_vec());
+        self.upper = upper;
+        self.done = self.tree.is_empty();
+        let depth = self.tree.depth as usize;
+        if self.done || !self.started || self.stack.len() != depth {
+            self.stack.clear();
+            self.started = false;
+            return Ok(());
+        }
+        // From the root down, keep each level whose current child covers
+        // `key` (a node covers only what its parent routes to it, so this
+        // must go top-down); re-descend from the first that does not.
+        for level in 0..depth - 1 {
+            let b = BranchView::new(&self.stack[level].page);
+            let i = b.child_index(key);
+            if i != self.stack[level].idx {
+                let child = b.child(i);
+                self.stack.truncate(level + 1);
+                self.stack[level].idx = i;
+                return self.descend(child, Seek::AtOrAfter(key));
+            }
+        }
+        // Every level covers `key`: it belongs in the current leaf.
+        if let Some(top) = self.stack.last_mut() {
+            top.idx = LeafView::new(&top.page).search(key).0;
+        }
+        Ok(())
+    }
+
     /// Moves to the next (or previous) leaf; false at the end of the tree.
     fn step_leaf(&mut self) -> Result<bool> {
         self.stack.pop();
@@ -205,10 +242,15 @@ impl<'p> RangeIter<'p> {
         }
         let next = match self.position_next() {
             Ok(Some(at)) => at,
-            other => {
+            // The path stays: a later `seek` starts from it.
+            Ok(None) => {
+                self.done = true;
+                return Ok(None);
+            }
+            Err(e) => {
                 self.done = true;
                 self.stack.clear();
-                return other.map(|_| None);
+                return Err(e);
             }
         };
         let (page, i) = next;
