@@ -52,7 +52,11 @@ impl Slot {
     fn finish(&self, result: Result<CommitInfo>) {
         *lock(&self.result) = Some(result);
         self.state.store(DONE, Ordering::Release);
-        self.thread.unpark();
+        // A leader finishing its own request is awake already (and an unpark
+        // token left behind would cut a later, unrelated park short).
+        if self.thread.id() != std::thread::current().id() {
+            self.thread.unpark();
+        }
     }
 
     fn lead(&self) {
@@ -131,15 +135,15 @@ impl DbInner {
     /// waits for durability and reports each member's outcome.
     fn lead_group(&self) {
         let requests = std::mem::take(&mut lock(&self.queue).pending);
+        let mut guard = Leading {
+            db: self,
+            slots: requests.iter().map(|r| r.slot.clone()).collect(),
+            handed_off: false,
+        };
         let (members, last_lsn) = self.apply_group(requests);
         // Whoever queued meanwhile leads the next group while this one syncs.
-        {
-            let mut q = lock(&self.queue);
-            match q.pending.first() {
-                Some(next) => next.slot.lead(),
-                None => q.leading = false,
-            }
-        }
+        self.pass_leadership();
+        guard.handed_off = true;
         if members.is_empty() {
             return;
         }
@@ -169,6 +173,16 @@ impl DbInner {
         }
     }
 
+    /// Makes the oldest queued request the next leader, or records that
+    /// nobody leads.
+    fn pass_leadership(&self) {
+        let mut q = lock(&self.queue);
+        match q.pending.first() {
+            Some(next) => next.slot.lead(),
+            None => q.leading = false,
+        }
+    }
+
     /// Validates, applies and logs a group under the commit mutex. Rejected
     /// requests are answered at once; returns the accepted members and the LSN
     /// just past their last record (`None` when nothing was logged).
@@ -177,6 +191,10 @@ impl DbInner {
         let st = &mut *guard;
         let mut accepted: Vec<Request> = Vec::with_capacity(requests.len());
         for r in requests {
+            #[cfg(test)]
+            if r.writes.contains_key(tests::PANIC_KEY) {
+                panic!("injected panic in a commit leader");
+            }
             if let Some(why) = &st.poisoned {
                 r.slot.finish(Err(Error::Poisoned(why.clone())));
                 continue;
@@ -266,6 +284,36 @@ impl DbInner {
     }
 }
 
+/// The leader's duty while it leads: if it panics (an engine bug), every
+/// request it took is answered (`Poisoned`), leadership passes on so later
+/// committers are not left waiting for a leader that is gone, and the handle
+/// is poisoned, since the working tree may be half-changed.
+struct Leading<'a> {
+    db: &'a DbInner,
+    slots: Vec<Arc<Slot>>,
+    handed_off: bool,
+}
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let why = "a commit panicked; reopen the database";
+        lock(&self.db.commit)
+            .poisoned
+            .get_or_insert_with(|| why.to_string());
+        for slot in &self.slots {
+            if slot.state.load(Ordering::Acquire) != DONE {
+                slot.finish(Err(Error::Poisoned(why.to_string())));
+            }
+        }
+        if !self.handed_off {
+            self.db.pass_leadership();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,6 +323,8 @@ mod tests {
     use std::path::Path;
 
     const DIR: &str = "/db";
+    /// A write of this key makes the leader panic (tests only).
+    pub(super) const PANIC_KEY: &[u8] = b"panic in the leader";
 
     fn options(vfs: &FaultVfs) -> Options {
         Options {
@@ -375,5 +425,31 @@ mod tests {
             txn.get(b"key01000").unwrap().as_deref(),
             Some(&b"new c"[..])
         );
+    }
+
+    #[test]
+    fn a_panicking_leader_answers_its_group_and_leaves_the_queue_usable() {
+        let vfs = FaultVfs::new();
+        let db = Db::open(DIR, options(&vfs)).unwrap();
+        let key = std::str::from_utf8(PANIC_KEY).unwrap();
+        let (a, sa) = request(&db, key, "boom");
+        let (b, sb) = request(&db, "k2", "fine");
+        {
+            let mut q = lock(&db.inner.queue);
+            q.pending.push(a);
+            q.pending.push(b);
+            q.leading = true;
+        }
+        let led = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| db.inner.lead_group()));
+        assert!(
+            led.is_err(),
+            "the injected panic reaches the leader's caller"
+        );
+        assert!(matches!(outcome(&sa), Some(Err(Error::Poisoned(_)))));
+        assert!(matches!(outcome(&sb), Some(Err(Error::Poisoned(_)))));
+        assert!(!lock(&db.inner.queue).leading, "nobody is left leading");
+        // A later commit leads itself and is refused, instead of waiting for
+        // a leader that is gone.
+        assert!(matches!(db.put(b"k3", b"later"), Err(Error::Poisoned(_))));
     }
 }

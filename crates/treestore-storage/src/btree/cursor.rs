@@ -122,8 +122,12 @@ impl<'p> RangeIter<'p> {
     /// current position (the next of a series of sorted prefixes) reads only
     /// the levels below it instead of descending from the root. Any key
     /// works, earlier ones too.
-    pub fn seek(&mut self, key: &[u8], upper: Bound<Vec<u8>>) -> Result<()> {
-        debug_assert!(!self.reverse, "seek is for forward iterators");
+    pub(crate) fn seek(&mut self, key: &[u8], upper: Bound<Vec<u8>>) -> Result<()> {
+        if self.reverse {
+            return Err(Error::InvalidOptions(
+                "seek is for forward iterators".into(),
+            ));
+        }
         self.lower = Bound::Included(key.to_vec());
         self.upper = upper;
         self.done = self.tree.is_empty();
