@@ -14,7 +14,6 @@
 //! Results are ordered by score, best first; equal scores by (policy, version,
 //! document order), so the order is deterministic.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 
 use treestore_storage::ReadTxn;
@@ -464,58 +463,94 @@ pub(crate) fn search_document(
 }
 
 /// Ranks the nodes of the given document versions (`docs[i]` = (policy,
-/// current)) together, with collection statistics over all of them. Documents
-/// are visited in decreasing order of the best score any of their nodes could
-/// reach (from the per-document term summaries), and the visit stops once that
-/// bound falls below the `limit`-th score found.
+/// current)) together, with collection statistics over all of them. The term
+/// summaries of the documents are read bucket by bucket (on up to
+/// [`MAX_SCAN_THREADS`] threads when there are many buckets); documents are
+/// then visited in decreasing order of the best score any of their nodes
+/// could reach, and the visit stops once that bound falls below the
+/// `limit`-th score found.
 pub(crate) fn search_all(
     txn: &ReadTxn,
     docs: &[(String, Current)],
     terms: &[String],
     limit: usize,
 ) -> Result<Vec<Scored>> {
-    // Term-index keys end with the encoded (policy, version): match the
-    // suffix bytes, without decoding each key.
-    let by_suffix: HashMap<Vec<u8>, usize> = docs
-        .iter()
-        .enumerate()
-        .map(|(i, (p, c))| (schema::term_key_suffix(p, &c.version_id), i))
-        .collect();
     let n: u64 = docs.iter().map(|(_, c)| u64::from(c.node_count)).sum();
     let total: u64 = docs.iter().map(|(_, c)| c.total_len).sum();
     let avgdl = avg_len(total, n);
 
-    // Per candidate document: the summaries of the query terms it contains.
-    let mut candidates: HashMap<usize, Vec<(usize, TermSummary)>> = HashMap::new();
+    // The documents in scope by term-index bucket (buckets in key order):
+    // a summary key ends with the encoded (policy, version), matched against
+    // the few documents of its bucket without decoding the key.
+    let mut in_bucket: Vec<(u16, Vec<u8>, usize)> = docs
+        .iter()
+        .enumerate()
+        .map(|(i, (p, c))| {
+            (
+                schema::term_bucket(p),
+                schema::term_key_suffix(p, &c.version_id),
+                i,
+            )
+        })
+        .collect();
+    in_bucket.sort_unstable();
+    let mut buckets: Vec<Bucket> = Vec::new();
+    for (b, suffix, d) in in_bucket {
+        match buckets.last_mut() {
+            Some((last, list)) if *last == b => list.push((suffix, d)),
+            _ => buckets.push((b, vec![(suffix, d)])),
+        }
+    }
+
+    // Per (document, term): the term's summary in that document, if any.
+    let mut summaries: Vec<Option<TermSummary>> = vec![None; docs.len() * terms.len()];
     let mut df = vec![0u64; terms.len()];
-    let mut buckets: Vec<u16> = docs.iter().map(|(p, _)| schema::term_bucket(p)).collect();
-    buckets.sort_unstable();
-    buckets.dedup();
-    for (t, term) in terms.iter().enumerate() {
-        // Bucket order is key order: one cursor hops from bucket to bucket.
-        let prefixes: Vec<Vec<u8>> = buckets.iter().map(|&b| schema::terms(b, term)).collect();
-        txn.for_each_in_prefixes(&prefixes, |i, k, v| -> Result<bool> {
-            if let Some(&d) = by_suffix.get(&k[prefixes[i].len()..]) {
-                let s = codec::decode_summary(v).map_err(|e| Error::corrupt(k, e))?;
-                df[t] += u64::from(s.count);
-                candidates.entry(d).or_default().push((t, s));
-            }
-            Ok(true)
-        })?;
+    // The summary scan is one seek per term and bucket (thousands at a
+    // million nodes): split the buckets between threads on the same snapshot.
+    let threads = if buckets.len() >= PARALLEL_SCAN_BUCKETS {
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_SCAN_THREADS))
+    } else {
+        1
+    };
+    let chunk = buckets.len().div_ceil(threads.max(1)).max(1);
+    let found: Vec<Result<Vec<(usize, usize, TermSummary)>>> = if threads <= 1 {
+        vec![scan_summaries(txn, &buckets, terms)]
+    } else {
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = buckets
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || scan_summaries(txn, part, terms)))
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        })
+    };
+    for part in found {
+        for (d, t, s) in part? {
+            df[t] += u64::from(s.count);
+            summaries[d * terms.len() + t] = Some(s);
+        }
     }
     let idfs: Vec<f64> = df.iter().map(|&d| idf(n, d)).collect();
-    let mut order: Vec<(f64, usize)> = candidates
-        .iter()
-        .map(|(&d, sums)| {
-            let bound = sums
-                .iter()
+    let of_doc = |d: usize| {
+        summaries[d * terms.len()..(d + 1) * terms.len()]
+            .iter()
+            .enumerate()
+            .filter_map(|(t, s)| s.map(|s| (t, s)))
+    };
+    let mut order: Vec<(f64, usize)> = (0..docs.len())
+        .filter(|&d| of_doc(d).next().is_some())
+        .map(|d| {
+            let bound = of_doc(d)
                 .map(|(t, s)| {
                     let best = s
                         .bound_points()
                         .iter()
                         .map(|&(tf, len)| tf_part(tf, len, avgdl))
                         .fold(0.0, f64::max);
-                    idfs[*t] * best
+                    idfs[t] * best
                 })
                 .sum::<f64>();
             (bound, d)
@@ -538,9 +573,9 @@ pub(crate) fn search_all(
         let keys = DocKeys::new(policy, &cur.version_id);
         present.clear();
         present_idfs.clear();
-        for (t, _) in &candidates[&d] {
-            present.push(&terms[*t]);
-            present_idfs.push(idfs[*t]);
+        for (t, _) in of_doc(d) {
+            present.push(&terms[t]);
+            present_idfs.push(idfs[t]);
         }
         score_document(
             txn,
@@ -565,6 +600,42 @@ pub(crate) fn search_all(
         }
     }
     Ok(top(best, limit))
+}
+
+/// A term-index bucket and the documents in scope stored in it, each as (the
+/// suffix its summary keys end with, its index in the search's documents).
+type Bucket = (u16, Vec<(Vec<u8>, usize)>);
+
+/// Cross-policy searches over at least this many buckets split the summary
+/// scan between threads.
+const PARALLEL_SCAN_BUCKETS: usize = 64;
+/// At most this many threads scan summaries for one search.
+const MAX_SCAN_THREADS: usize = 4;
+
+/// The summaries of `terms` in the documents of `buckets` (bucket, then the
+/// (key suffix, document) pairs in it), as (document, term, summary).
+fn scan_summaries(
+    txn: &ReadTxn,
+    buckets: &[Bucket],
+    terms: &[String],
+) -> Result<Vec<(usize, usize, TermSummary)>> {
+    let mut out = Vec::new();
+    for (t, term) in terms.iter().enumerate() {
+        // Bucket order is key order: one cursor hops from bucket to bucket.
+        let prefixes: Vec<Vec<u8>> = buckets
+            .iter()
+            .map(|(b, _)| schema::terms(*b, term))
+            .collect();
+        txn.for_each_in_prefixes(&prefixes, |i, k, v| -> Result<bool> {
+            let suffix = &k[prefixes[i].len()..];
+            if let Some((_, d)) = buckets[i].1.iter().find(|(s, _)| s.as_slice() == suffix) {
+                let s = codec::decode_summary(v).map_err(|e| Error::corrupt(k, e))?;
+                out.push((*d, t, s));
+            }
+            Ok(true)
+        })?;
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

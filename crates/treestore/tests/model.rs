@@ -496,3 +496,51 @@ proptest! {
         prop_assert!(report.is_ok(), "{:?}", report);
     }
 }
+
+/// Cross-policy search over enough policies that the summary scan is split
+/// between threads (64 term-index buckets or more): the same scores as the
+/// reference, and a small limit keeps the best ones.
+#[test]
+fn cross_policy_search_over_many_buckets_matches_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = TreeStore::open(dir.path(), Default::default()).unwrap();
+    let a = Analyzer::new();
+    let policies: Vec<String> = (0..150).map(|p| format!("policy-{p:03}")).collect();
+    let mut refs = Vec::new();
+    for (p, policy) in policies.iter().enumerate() {
+        let pick = |i: usize| WORDS[(p * 7 + i * 5) % WORDS.len()];
+        let mut root = Node::new("r", None, pick(0), (1, 3));
+        root.text = format!("{} {} {}", pick(1), pick(2), pick(1));
+        let mut kid = Node::new("k", Some("r"), pick(3), (2, 2));
+        kid.text = format!("{} {}", pick(4), pick(p % 3));
+        let nodes = vec![root, kid];
+        store
+            .store_document(Document::new(policy, "v1"), nodes.clone())
+            .unwrap();
+        refs.push(RefDoc { nodes });
+    }
+    let docs: Vec<(usize, &RefDoc)> = refs.iter().enumerate().collect();
+    let r = store.read();
+    for q in [
+        "knee imaging",
+        "prior authorization denied",
+        "lumbar spine therapy",
+    ] {
+        let want = ref_scores(&a, &docs, q);
+        assert!(!want.is_empty());
+        let got = r.search(SearchScope::AllPolicies, q, 1000).unwrap();
+        assert_eq!(got.len(), want.len(), "{q}");
+        for h in &got {
+            let p = policies.iter().position(|p| *p == h.policy_id).unwrap();
+            let w = want[&(p, h.node.node_id.clone())];
+            assert!((w - h.score).abs() < 1e-9, "{q}: {} vs {w}", h.score);
+        }
+        let top = r.search(SearchScope::AllPolicies, q, 5).unwrap();
+        let mut best: Vec<f64> = want.values().copied().collect();
+        best.sort_by(|a, b| b.total_cmp(a));
+        assert_eq!(top.len(), 5);
+        for (h, w) in top.iter().zip(&best) {
+            assert!((h.score - w).abs() < 1e-9, "{q}: top {} vs {w}", h.score);
+        }
+    }
+}
