@@ -512,12 +512,8 @@ impl DbInner {
             if let Some(why) = &st.poisoned {
                 return Err(Error::Poisoned(why.clone()));
             }
-            for (seq, set) in &st.recent {
-                if *seq > base
-                    && (overlaps(set, &writes) || reads.as_ref().is_some_and(|r| r.touched_by(set)))
-                {
-                    return Err(Error::Conflict);
-                }
+            if st.conflicts(base, &writes, reads.as_ref()) {
+                return Err(Error::Conflict);
             }
             if writes.is_empty() {
                 return Ok(CommitInfo { seq: base });
@@ -646,7 +642,24 @@ impl DbInner {
     }
 }
 
-pub(crate) fn overlaps(a: &WriteSet, b: &WriteSet) -> bool {
+impl CommitState {
+    /// Whether a transaction on snapshot `base` conflicts with a commit made
+    /// since (see [`touches`]).
+    pub(crate) fn conflicts(&self, base: u64, writes: &WriteSet, reads: Option<&ReadSet>) -> bool {
+        self.recent
+            .iter()
+            .any(|(seq, set)| *seq > base && touches(set, writes, reads))
+    }
+}
+
+/// Whether a committed write set `set` conflicts with a transaction that did
+/// not see it: it wrote one of the same keys, or (serializable) a key the
+/// transaction read or a key inside a range it scanned.
+pub(crate) fn touches(set: &WriteSet, writes: &WriteSet, reads: Option<&ReadSet>) -> bool {
+    overlaps(set, writes) || reads.is_some_and(|r| r.touched_by(set))
+}
+
+fn overlaps(a: &WriteSet, b: &WriteSet) -> bool {
     let (small, large) = if a.len() <= b.len() { (a, b) } else { (b, a) };
     small.keys().any(|k| large.contains_key(k))
 }

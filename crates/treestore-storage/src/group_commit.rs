@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::Thread;
 
 use crate::btree::write::Op;
-use crate::db::{apply_batch, apply_ops, lock, overlaps, CommitInfo, DbInner, WriteSet};
+use crate::db::{apply_batch, apply_ops, lock, touches, CommitInfo, DbInner, WriteSet};
 use crate::error::{Error, Result};
 use crate::log_record;
 use crate::txn::ReadSet;
@@ -160,15 +160,10 @@ impl DbInner {
                 }
             }
             Err(e) => {
-                let why = e.to_string();
                 lock(&self.commit)
                     .poisoned
-                    .get_or_insert_with(|| why.clone());
-                let mut first = Some(e);
-                for m in members {
-                    let err = first.take().unwrap_or_else(|| Error::Poisoned(why.clone()));
-                    m.slot.finish(Err(err));
-                }
+                    .get_or_insert_with(|| e.to_string());
+                fail_all(members, e);
             }
         }
     }
@@ -199,14 +194,12 @@ impl DbInner {
                 r.slot.finish(Err(Error::Poisoned(why.clone())));
                 continue;
             }
-            let touched = |set: &WriteSet| {
-                overlaps(set, &r.writes) || r.reads.as_ref().is_some_and(|rs| rs.touched_by(set))
-            };
-            let conflict = st
-                .recent
-                .iter()
-                .any(|(seq, set)| *seq > r.base && touched(set))
-                || accepted.iter().any(|a| touched(&a.writes));
+            // Earlier members of the group are commits this one did not see.
+            let reads = r.reads.as_ref();
+            let conflict = st.conflicts(r.base, &r.writes, reads)
+                || accepted
+                    .iter()
+                    .any(|a| touches(&a.writes, &r.writes, reads));
             if conflict {
                 r.slot.finish(Err(Error::Conflict));
             } else {
@@ -262,13 +255,8 @@ impl DbInner {
         let lsn = match self.wal.append_all(&payloads) {
             Ok(lsn) => lsn,
             Err(e) => {
-                let why = e.to_string();
-                st.poisoned = Some(why.clone());
-                let mut first = Some(e);
-                for m in members {
-                    let err = first.take().unwrap_or_else(|| Error::Poisoned(why.clone()));
-                    m.slot.finish(Err(err));
-                }
+                st.poisoned = Some(e.to_string());
+                fail_all(members, e);
                 return (Vec::new(), None);
             }
         };
@@ -281,6 +269,17 @@ impl DbInner {
         self.forget_old_writes(st);
         self.stage_snapshot(st, lsn);
         (members, Some(lsn))
+    }
+}
+
+/// Answers every member with the failure `e` that made the handle unusable:
+/// the first gets `e` itself, the others `Poisoned` with its message.
+fn fail_all(members: Vec<Member>, e: Error) {
+    let why = e.to_string();
+    let mut first = Some(e);
+    for m in members {
+        let err = first.take().unwrap_or_else(|| Error::Poisoned(why.clone()));
+        m.slot.finish(Err(err));
     }
 }
 
