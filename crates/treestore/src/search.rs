@@ -251,12 +251,7 @@ pub(crate) fn index_document(
     nodes: &[Node],
     split: bool,
 ) -> DocIndex {
-    let threads = match split {
-        true => std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(4),
-        false => 1,
-    };
+    let threads = if split { available_threads() } else { 1 };
     let run = |analyzer: &Analyzer, part: &[Node], first_ord: u32| {
         let mut cache = indexer.take();
         let index = index_range(analyzer, &mut cache, part, first_ord);
@@ -266,22 +261,12 @@ pub(crate) fn index_document(
     if threads < 2 || nodes.len() < 64 {
         return run(analyzer, nodes, 0);
     }
-    let chunk = nodes.len().div_ceil(threads);
-    let parts: Vec<DocIndex> = std::thread::scope(|s| {
-        let handles: Vec<_> = nodes
-            .chunks(chunk)
-            .enumerate()
-            .map(|(i, part)| s.spawn(move || run(&Analyzer::new(), part, (i * chunk) as u32)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    });
-    parts
-        .into_iter()
-        .reduce(DocIndex::append)
-        .unwrap_or_default()
+    in_parts(nodes, threads, |first, part| {
+        run(&Analyzer::new(), part, first as u32)
+    })
+    .into_iter()
+    .reduce(DocIndex::append)
+    .unwrap_or_default()
 }
 
 pub(crate) fn idf(n: u64, df: u64) -> f64 {
@@ -465,7 +450,7 @@ pub(crate) fn search_document(
 /// Ranks the nodes of the given document versions (`docs[i]` = (policy,
 /// current)) together, with collection statistics over all of them. The term
 /// summaries of the documents are read bucket by bucket (on up to
-/// [`MAX_SCAN_THREADS`] threads when there are many buckets); documents are
+/// [`MAX_THREADS`] threads when there are many buckets); documents are
 /// then visited in decreasing order of the best score any of their nodes
 /// could reach, and the visit stops once that bound falls below the
 /// `limit`-th score found.
@@ -508,25 +493,13 @@ pub(crate) fn search_all(
     // The summary scan is one seek per term and bucket (thousands at a
     // million nodes): split the buckets between threads on the same snapshot.
     let threads = if buckets.len() >= PARALLEL_SCAN_BUCKETS {
-        std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_SCAN_THREADS))
+        available_threads()
     } else {
         1
     };
-    let chunk = buckets.len().div_ceil(threads.max(1)).max(1);
-    let found: Vec<Result<Vec<(usize, usize, TermSummary)>>> = if threads <= 1 {
-        vec![scan_summaries(txn, &buckets, terms)]
-    } else {
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = buckets
-                .chunks(chunk)
-                .map(|part| scope.spawn(move || scan_summaries(txn, part, terms)))
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
-        })
-    };
+    let found = in_parts(&buckets, threads, |_, part| {
+        scan_summaries(txn, part, terms)
+    });
     for part in found {
         for (d, t, s) in part? {
             df[t] += u64::from(s.count);
@@ -609,8 +582,43 @@ type Bucket = (u16, Vec<(Vec<u8>, usize)>);
 /// Cross-policy searches over at least this many buckets split the summary
 /// scan between threads.
 const PARALLEL_SCAN_BUCKETS: usize = 64;
-/// At most this many threads scan summaries for one search.
-const MAX_SCAN_THREADS: usize = 4;
+/// At most this many threads index one document or scan one search's
+/// summaries.
+const MAX_THREADS: usize = 4;
+
+/// Threads worth using for one piece of work: the cores, at most
+/// [`MAX_THREADS`].
+fn available_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_THREADS)
+}
+
+/// `f` over `items` cut into `threads` contiguous parts (with the index of
+/// each part's first item), on scoped threads when there is more than one;
+/// the results in part order. A panic in a part resumes in the caller.
+fn in_parts<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(usize, &[T]) -> R + Sync,
+) -> Vec<R> {
+    if threads < 2 || items.len() < 2 {
+        return vec![f(0, items)];
+    }
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let f = &f;
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .enumerate()
+            .map(|(i, part)| s.spawn(move || f(i * chunk, part)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
 
 /// The summaries of `terms` in the documents of `buckets` (bucket, then the
 /// (key suffix, document) pairs in it), as (document, term, summary).
