@@ -85,50 +85,6 @@ impl Limits {
     }
 }
 
-/// A value as stored in a leaf.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Val {
-    Inline(Vec<u8>),
-    Overflow { first: PageId, len: u64 },
-}
-
-impl Val {
-    /// Bytes of the value part in the cell.
-    pub fn stored_len(&self) -> usize {
-        match self {
-            Val::Inline(v) => v.len(),
-            Val::Overflow { .. } => OVERFLOW_REF_LEN,
-        }
-    }
-}
-
-/// An owned leaf entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LeafCell {
-    pub key: Vec<u8>,
-    pub val: Val,
-}
-
-impl LeafCell {
-    /// Bytes this entry takes in a page, slot included.
-    pub fn size(&self) -> usize {
-        self.as_ref().size()
-    }
-    /// The same entry, borrowed.
-    pub fn as_ref(&self) -> CellRef<'_> {
-        CellRef {
-            key: &self.key,
-            val: match &self.val {
-                Val::Inline(v) => ValRef::Inline(v),
-                Val::Overflow { first, len } => ValRef::Overflow {
-                    first: *first,
-                    len: *len,
-                },
-            },
-        }
-    }
-}
-
 /// A leaf entry borrowed from a page image or from a batch of writes: what
 /// the writer merges and encodes, without copying keys and values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -349,13 +305,6 @@ impl ValRef<'_> {
             ValRef::Overflow { .. } => OVERFLOW_REF_LEN,
         }
     }
-
-    pub fn to_owned_val(self) -> Val {
-        match self {
-            ValRef::Inline(v) => Val::Inline(v.to_vec()),
-            ValRef::Overflow { first, len } => Val::Overflow { first, len },
-        }
-    }
 }
 
 impl<'a> LeafView<'a> {
@@ -400,22 +349,12 @@ impl<'a> LeafView<'a> {
             Err(i) => (i, false),
         }
     }
-    /// Decodes every entry.
     /// Every entry, borrowed from the page.
     pub fn cells(&self) -> Vec<CellRef<'a>> {
         (0..self.len())
             .map(|i| CellRef {
                 key: self.key(i),
                 val: self.val(i),
-            })
-            .collect()
-    }
-
-    pub fn to_cells(&self) -> Vec<LeafCell> {
-        (0..self.len())
-            .map(|i| LeafCell {
-                key: self.key(i).to_vec(),
-                val: self.val(i).to_owned_val(),
             })
             .collect()
     }
@@ -586,6 +525,36 @@ pub fn separator(left: &[u8], right: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    /// An owned leaf value, to write test pages with.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Val {
+        Inline(Vec<u8>),
+        Overflow { first: PageId, len: u64 },
+    }
+
+    /// An owned leaf entry, to write test pages with.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct LeafCell {
+        key: Vec<u8>,
+        val: Val,
+    }
+
+    impl LeafCell {
+        /// The same entry, borrowed.
+        fn as_ref(&self) -> CellRef<'_> {
+            CellRef {
+                key: &self.key,
+                val: match &self.val {
+                    Val::Inline(v) => ValRef::Inline(v),
+                    Val::Overflow { first, len } => ValRef::Overflow {
+                        first: *first,
+                        len: *len,
+                    },
+                },
+            }
+        }
+    }
+
     fn encode_owned(cells: &[LeafCell], id: PageId, page_size: usize) -> PageRef {
         let refs: Vec<CellRef<'_>> = cells.iter().map(LeafCell::as_ref).collect();
         encode_leaf(&refs, id, page_size)
@@ -613,7 +582,8 @@ mod tests {
         page::verify_type(&buf, 5, PageType::Leaf).unwrap();
         validate(&buf, 5, PageType::Leaf, &limits).unwrap();
         let v = LeafView::new(&buf);
-        assert_eq!(v.to_cells(), cells);
+        let want: Vec<CellRef<'_>> = cells.iter().map(LeafCell::as_ref).collect();
+        assert_eq!(v.cells(), want);
         assert_eq!(v.search(b"banana"), (1, true));
         assert_eq!(v.search(b"b"), (1, false));
         assert_eq!(v.search(b"zzz"), (4, false));
