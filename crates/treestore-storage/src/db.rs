@@ -475,13 +475,11 @@ impl DbInner {
         (oldest, t.writers.keys().next().copied())
     }
 
-    /// Makes superseded pages that no snapshot needs reusable and drops their
-    /// cached images (a dirty image of a dead page must never be written).
+    /// Makes superseded pages that no snapshot needs reusable (see
+    /// [`release_superseded`]).
     pub(crate) fn release_pages(&self, st: &mut CommitState) {
         let (oldest, _) = self.oldest_snapshots();
-        for id in st.freelist.release(oldest) {
-            self.pager.invalidate(id);
-        }
+        release_superseded(&self.pager, &mut st.freelist, oldest);
     }
 
     /// Commits a write set made on snapshot `base`: through the group-commit
@@ -639,6 +637,15 @@ impl DbInner {
             && st.seq != st.meta.commit_seq
             && (log_bytes >= self.checkpoint_log_bytes
                 || st.last_checkpoint.elapsed() >= self.checkpoint_interval)
+    }
+}
+
+/// Makes the pages superseded by commits up to `oldest` (the oldest snapshot
+/// anyone may read) reusable and drops their cached images: a dirty image of
+/// a dead page must never be written.
+pub(crate) fn release_superseded(pager: &Pager, freelist: &mut FreeList, oldest: u64) {
+    for id in freelist.release(oldest) {
+        pager.invalidate(id);
     }
 }
 

@@ -19,7 +19,8 @@ use std::time::Instant;
 use crate::btree::write::Op;
 use crate::btree::TreeRoot;
 use crate::db::{
-    apply_ops, CommitState, DbInner, Options, RecoveryStats, Snapshot, SnapshotTable, DATA_FILE,
+    apply_ops, release_superseded, CommitState, DbInner, Options, RecoveryStats, Snapshot,
+    SnapshotTable, DATA_FILE,
 };
 use crate::error::{Error, Result};
 use crate::freelist::{self, FreeList};
@@ -242,9 +243,7 @@ fn replay(pager: &Pager, st: &mut CommitState, vfs: &dyn Vfs, wal_dir: &Path) ->
             // their images now keeps the pool from filling with dead dirty
             // pages (and writing them back on eviction), and their memory is
             // reused by the next batch.
-            for id in st.freelist.release(seq) {
-                pager.invalidate(id);
-            }
+            release_superseded(pager, &mut st.freelist, seq);
         }
         Ok(())
     })?;
