@@ -22,6 +22,8 @@ pub struct DocBenchOptions {
     /// Timed queries per kind (cross-policy search uses a tenth).
     pub samples: usize,
     pub cache_bytes: usize,
+    /// Page size of a new data directory.
+    pub page_size: usize,
     /// Documents per transaction: 1 = one durable `store_document` each;
     /// more = atomic batches through `TreeStore::apply` (documents of a batch
     /// are indexed in parallel).
@@ -190,6 +192,7 @@ fn queries(vocab: &Vocab, rng: &mut Rng, n: usize) -> Vec<String> {
 pub fn run(opts: &DocBenchOptions) -> treestore::Result<DocBenchReport> {
     let options = Options {
         cache_bytes: opts.cache_bytes,
+        page_size: opts.page_size,
         ..Options::default()
     };
     let store = TreeStore::open(&opts.dir, options)?;

@@ -46,6 +46,10 @@ enum Command {
         /// Buffer pool size in MiB.
         #[arg(long, default_value_t = 4_096)]
         cache_mib: usize,
+        /// Page size in bytes of a new data directory (a power of two from
+        /// 1024 to 65536; an existing directory keeps its own).
+        #[arg(long, default_value_t = treestore::Options::default().page_size)]
+        page_size: usize,
         /// Documents per ingest transaction (1: one durable store_document
         /// each; more: atomic batches, documents indexed in parallel).
         #[arg(long, default_value_t = 1)]
@@ -185,6 +189,7 @@ fn main() -> Result<()> {
             dir,
             samples,
             cache_mib,
+            page_size,
             batch,
             preloaded,
             only,
@@ -197,6 +202,7 @@ fn main() -> Result<()> {
                 dir,
                 samples,
                 cache_bytes: cache_mib << 20,
+                page_size,
                 batch,
                 preloaded,
                 only,

@@ -121,7 +121,7 @@ impl<'a> Dec<'a> {
     }
     pub fn str(&mut self) -> Result<&'a str, CodecError> {
         let at = self.at;
-        std::str::from_utf8(self.bytes()?).map_err(|_| CodecError::BadUtf8(at))
+        simdutf8::basic::from_utf8(self.bytes()?).map_err(|_| CodecError::BadUtf8(at))
     }
     pub fn string(&mut self) -> Result<String, CodecError> {
         self.str().map(str::to_string)

@@ -13,6 +13,7 @@
 //! - [`versions`]: the version store (effective periods, as-of queries, diffs).
 //! - [`metadata`]: tool results, trajectories, cross-references, contradictions.
 //! - [`prompts`]: prompt templates in versions and their usage.
+//! - `parallel`: splitting one query's or document's work across threads.
 //! - [`batch`]: several writes of any store in one atomic transaction.
 //! - [`ids`]: generated, time-ordered record ids.
 //! - [`time`](mod@time): timestamps.
@@ -26,6 +27,7 @@ pub mod key;
 pub mod metadata;
 pub mod model;
 pub mod pageindex;
+mod parallel;
 pub mod plan;
 pub mod prompts;
 pub mod reader;

@@ -11,11 +11,16 @@ use crate::analyzer::Analyzer;
 use crate::codec::{self, DocStats, NodeHeader};
 use crate::error::{Error, Result};
 use crate::model::{Document, Node, SearchHit};
+use crate::parallel::{available_threads, in_parts};
 use crate::plan::check_id_arg;
 use crate::schema::DocKeys;
 use crate::search;
 use crate::time::Timestamp;
 use crate::versions::{self, PolicyVersion};
+
+/// Subtrees with at least this many nodes below their top are read on
+/// parallel threads.
+const PARALLEL_SUBTREE_NODES: u32 = 64;
 
 /// Where a search looks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -317,17 +322,39 @@ impl<'s> Reader<'s> {
         let end = ord
             .checked_add(top.subtree_size)
             .ok_or_else(|| Error::corrupt(&doc.keys.node(ord), "subtree size out of range"))?;
-        let lower = doc.keys.node(ord.saturating_add(1));
-        let upper = doc.keys.node(end);
+        // A large subtree is read as a few contiguous ord ranges on parallel
+        // threads (records are several KiB: copying them out of the pages and
+        // into strings is most of the work).
+        let below = end - ord - 1;
+        let threads = if below >= PARALLEL_SUBTREE_NODES {
+            available_threads()
+        } else {
+            1
+        };
+        let step = below.div_ceil(threads as u32).max(1);
+        let ranges: Vec<(u32, u32)> = (ord + 1..end)
+            .step_by(step as usize)
+            .map(|lo| (lo, lo.saturating_add(step).min(end)))
+            .collect();
+        let parts = in_parts(&ranges, threads, |_, part| -> Result<Vec<(u32, Node)>> {
+            let mut out = Vec::new();
+            for &(lo, hi) in part {
+                let (lower, upper) = (doc.keys.node(lo), doc.keys.node(hi));
+                self.scan_nodes(&lower, Some(&upper), limit, |h, n| {
+                    out.push((h.depth, n));
+                    true
+                })?;
+            }
+            Ok(out)
+        });
         // Sized from the record, but bounded: a corrupt size must not
         // allocate without bound before the scan finds the records missing.
         let mut levels: Vec<(u32, Node)> =
             Vec::with_capacity(top.subtree_size.min(1 << 16) as usize);
         levels.push((top.depth, first));
-        self.scan_nodes(&lower, Some(&upper), limit, |h, n| {
-            levels.push((h.depth, n));
-            true
-        })?;
+        for part in parts {
+            levels.extend(part?);
+        }
         // Pre-order restricted to one level is that level in document order, so
         // a stable sort by depth gives breadth-first order.
         levels.sort_by_key(|(d, _)| *d);

@@ -22,6 +22,7 @@ use crate::analyzer::Analyzer;
 use crate::codec::{self, Current, DocStats, Posting, TermSummary};
 use crate::error::{Error, Result};
 use crate::model::Node;
+use crate::parallel::{available_threads, in_parts};
 use crate::schema::{self, DocKeys};
 use crate::term_cache::TermCache;
 
@@ -450,7 +451,7 @@ pub(crate) fn search_document(
 /// Ranks the nodes of the given document versions (`docs[i]` = (policy,
 /// current)) together, with collection statistics over all of them. The term
 /// summaries of the documents are read bucket by bucket (on up to
-/// [`MAX_THREADS`] threads when there are many buckets); documents are
+/// four threads when there are many buckets); documents are
 /// then visited in decreasing order of the best score any of their nodes
 /// could reach, and the visit stops once that bound falls below the
 /// `limit`-th score found.
@@ -582,44 +583,6 @@ type Bucket = (u16, Vec<(Vec<u8>, usize)>);
 /// Cross-policy searches over at least this many buckets split the summary
 /// scan between threads.
 const PARALLEL_SCAN_BUCKETS: usize = 64;
-/// At most this many threads index one document or scan one search's
-/// summaries.
-const MAX_THREADS: usize = 4;
-
-/// Threads worth using for one piece of work: the cores, at most
-/// [`MAX_THREADS`].
-fn available_threads() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(MAX_THREADS)
-}
-
-/// `f` over `items` cut into `threads` contiguous parts (with the index of
-/// each part's first item), on scoped threads when there is more than one;
-/// the results in part order. A panic in a part resumes in the caller.
-fn in_parts<T: Sync, R: Send>(
-    items: &[T],
-    threads: usize,
-    f: impl Fn(usize, &[T]) -> R + Sync,
-) -> Vec<R> {
-    if threads < 2 || items.len() < 2 {
-        return vec![f(0, items)];
-    }
-    let chunk = items.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        let f = &f;
-        let handles: Vec<_> = items
-            .chunks(chunk)
-            .enumerate()
-            .map(|(i, part)| s.spawn(move || f(i * chunk, part)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    })
-}
-
 /// The summaries of `terms` in the documents of `buckets` (bucket, then the
 /// (key suffix, document) pairs in it), as (document, term, summary).
 fn scan_summaries(

@@ -544,3 +544,50 @@ fn cross_policy_search_over_many_buckets_matches_the_reference() {
         }
     }
 }
+
+/// Subtrees large enough to be read on parallel threads (64 nodes or more
+/// below the top) come back exactly as the reference says, breadth-first,
+/// with and without a depth limit.
+#[test]
+fn large_subtrees_read_in_parallel_match_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = TreeStore::open(dir.path(), Default::default()).unwrap();
+    // 400 nodes in two top-level trees; each node's parent is an earlier
+    // node, picked so depths vary from shallow and wide to long chains.
+    let forest: Vec<GenNode> = (0..400usize)
+        .map(|i| GenNode {
+            parent: match i {
+                0 | 250 => None,
+                _ if i % 5 == 0 => Some(i - 1),
+                _ if i > 250 => Some(250 + (i * 7919) % (i - 250)),
+                _ => Some((i * 7919) % i),
+            },
+            pages: (i as u32 % 40, i as u32 % 40 + i as u32 % 3),
+            title: vec![i % WORDS.len()],
+            text: vec![(i * 3) % WORDS.len(), (i * 5) % WORDS.len()],
+            keyword: (i % 4 == 0).then_some(i % WORDS.len()),
+        })
+        .collect();
+    let reference = reference_doc(&forest, false);
+    store
+        .store_document(Document::new("big", "v1"), to_nodes(&forest, false))
+        .unwrap();
+    let r = store.read();
+    let mut large = 0;
+    for n in &reference.nodes {
+        let size = ref_subtree(&reference, &n.node_id, 0).len();
+        if size < 20 && n.node_id.len() % 3 != 0 {
+            continue;
+        }
+        large += usize::from(size > 65);
+        for md in [0, 1, 2, 3, 7] {
+            let got = r.get_subtree("big", None, &n.node_id, md).unwrap();
+            same(&got, &ref_subtree(&reference, &n.node_id, md))
+                .unwrap_or_else(|e| panic!("subtree of {} to depth {md}: {e}", n.node_id));
+        }
+    }
+    assert!(
+        large >= 4,
+        "only {large} subtrees above the parallel threshold"
+    );
+}

@@ -1,0 +1,78 @@
+//! Splitting one query's or one document's work across a few scoped threads:
+//! indexing a large document, the cross-policy summary scan, reading a large
+//! subtree. The calling thread does the first part itself, so a split in two
+//! costs one thread spawn.
+
+/// At most this many threads work on one piece of work.
+const MAX_THREADS: usize = 4;
+
+/// Threads worth using for one piece of work: the cores, at most
+/// [`MAX_THREADS`].
+pub(crate) fn available_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_THREADS)
+}
+
+/// `f` over `items` cut into at most `threads` contiguous parts (with the
+/// index of each part's first item): the first part on the calling thread,
+/// the others on scoped threads; the results in part order. A panic in a
+/// part resumes in the caller once every part has finished.
+pub(crate) fn in_parts<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(usize, &[T]) -> R + Sync,
+) -> Vec<R> {
+    if threads < 2 || items.len() < 2 {
+        return vec![f(0, items)];
+    }
+    let chunk = items.len().div_ceil(threads);
+    let mut out: Vec<Option<R>> = Vec::new();
+    out.resize_with(items.len().div_ceil(chunk), || None);
+    let f = &f;
+    rayon::in_place_scope(|s| {
+        let mut slots = out.iter_mut();
+        let mut parts = items.chunks(chunk).enumerate();
+        let first = parts.next().zip(slots.next());
+        for ((i, part), slot) in parts.zip(slots) {
+            s.spawn(move |_| *slot = Some(f(i * chunk, part)));
+        }
+        if let Some(((_, part), slot)) = first {
+            *slot = Some(f(0, part));
+        }
+    });
+    out.into_iter().flatten().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_cover_the_items_in_order_with_their_offsets() {
+        let items: Vec<u32> = (0..10).collect();
+        for threads in 1..=5 {
+            let parts = in_parts(&items, threads, |first, part| (first, part.to_vec()));
+            assert!(!parts.is_empty() && parts.len() <= threads);
+            let mut seen = Vec::new();
+            for (first, part) in parts {
+                assert_eq!(first, seen.len(), "offset of a part with {threads} threads");
+                seen.extend(part);
+            }
+            assert_eq!(seen, items);
+        }
+        assert_eq!(in_parts(&[] as &[u32], 3, |_, p| p.len()), vec![0]);
+        assert_eq!(in_parts(&[7u32], 3, |_, p| p.to_vec()), vec![vec![7]]);
+    }
+
+    #[test]
+    fn a_panic_in_another_part_reaches_the_caller() {
+        let items: Vec<u32> = (0..8).collect();
+        let caught = std::panic::catch_unwind(|| {
+            in_parts(&items, 2, |first, _| {
+                assert!(first == 0, "part at {first} fails");
+            })
+        });
+        assert!(caught.is_err());
+    }
+}
