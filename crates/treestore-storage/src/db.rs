@@ -524,8 +524,9 @@ impl DbInner {
             if log_record::encoded_len(&writes) > self.large_txn_bytes {
                 return self.commit_by_checkpoint(st, seq, writes);
             }
-            let payload = log_record::encode_commit(seq, &writes);
-            let lsn = match self.wal.append(&payload) {
+            let lsn = match self.wal.append_with(1, |_, out| {
+                log_record::encode_commit_into(seq, &writes, out)
+            }) {
                 Ok(lsn) => lsn,
                 Err(e) => {
                     st.poisoned = Some(e.to_string());

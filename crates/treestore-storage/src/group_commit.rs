@@ -241,18 +241,18 @@ impl DbInner {
         }
         // From here on the working tree holds the group: if it cannot be
         // logged, the in-memory state is ahead of the disk for good.
-        let mut members = Vec::with_capacity(accepted.len());
-        let mut payloads = Vec::with_capacity(accepted.len());
-        for (i, r) in accepted.into_iter().enumerate() {
-            let seq = first_seq + i as u64;
-            payloads.push(log_record::encode_commit(seq, &r.writes));
-            members.push(Member {
-                seq,
+        let members: Vec<Member> = accepted
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| Member {
+                seq: first_seq + i as u64,
                 writes: Arc::new(r.writes),
                 slot: r.slot,
-            });
-        }
-        let lsn = match self.wal.append_all(&payloads) {
+            })
+            .collect();
+        let lsn = match self.wal.append_with(members.len(), |i, out| {
+            log_record::encode_commit_into(members[i].seq, &members[i].writes, out)
+        }) {
             Ok(lsn) => lsn,
             Err(e) => {
                 st.poisoned = Some(e.to_string());

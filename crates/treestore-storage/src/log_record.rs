@@ -32,24 +32,30 @@ pub fn encoded_len(writes: &WriteSet) -> u64 {
 
 /// Encodes a commit.
 pub fn encode_commit(seq: u64, writes: &WriteSet) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_commit_into(seq, writes, &mut out);
+    out
+}
+
+/// [`encode_commit`] appending to `out` (the log buffer itself).
+pub fn encode_commit_into(seq: u64, writes: &WriteSet, out: &mut Vec<u8>) {
     let size: usize = writes
         .iter()
         .map(|(k, v)| 12 + k.len() + v.as_ref().map_or(0, Vec::len))
         .sum();
-    let mut out = Vec::with_capacity(size + 20);
+    out.reserve(size + 20);
     out.push(COMMIT);
     out.extend_from_slice(&seq.to_le_bytes());
-    varint::put(&mut out, writes.len() as u64);
+    varint::put(out, writes.len() as u64);
     for (k, v) in writes {
         out.push(if v.is_some() { PUT } else { DELETE });
-        varint::put(&mut out, k.len() as u64);
+        varint::put(out, k.len() as u64);
         out.extend_from_slice(k);
         if let Some(v) = v {
-            varint::put(&mut out, v.len() as u64);
+            varint::put(out, v.len() as u64);
             out.extend_from_slice(v);
         }
     }
-    out
 }
 
 /// A decoded commit borrowing its keys and values from the record.
