@@ -312,6 +312,40 @@ impl WriteTxn {
         Ok(())
     }
 
+    /// Sets many keys at once, taking ownership of them: like calling
+    /// [`put`](Self::put) for each pair in order (a later pair for the same
+    /// key wins), but the pairs are sorted and merged into the transaction's
+    /// writes in one pass instead of one tree insertion each, which matters for
+    /// a document's tens of thousands of index entries. Nothing is written if
+    /// any pair is invalid.
+    pub fn put_all(&mut self, pairs: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>) -> Result<()> {
+        let mut batch: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+        for (key, value) in pairs {
+            self.check_key(&key)?;
+            if value.len() as u64 > MAX_VALUE_LEN {
+                return Err(Error::ValueTooLarge {
+                    len: value.len() as u64,
+                    max: MAX_VALUE_LEN,
+                });
+            }
+            batch.push((key, Some(value)));
+        }
+        // Stable: of equal keys the later pair ends up last, and wins.
+        batch.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut sorted: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::with_capacity(batch.len());
+        for (key, value) in batch {
+            match sorted.last_mut() {
+                Some(last) if last.0 == key => last.1 = value,
+                _ => sorted.push((key, value)),
+            }
+        }
+        // A sorted run builds the map in one pass; `append` merges it in
+        // linear time, its values replacing earlier writes of the same keys.
+        let mut new: WriteSet = sorted.into_iter().collect();
+        self.writes.append(&mut new);
+        Ok(())
+    }
+
     /// Removes `key` (no error if it is absent).
     pub fn delete(&mut self, key: &[u8]) -> Result<()> {
         self.check_key(key)?;

@@ -225,6 +225,37 @@ fn keys_must_be_nonempty_and_at_most_the_maximum() {
     assert_eq!(db.get(&vec![b'k'; max]).unwrap(), Some(b"v".to_vec()));
 }
 
+/// `put_all` checks every pair before writing any: one bad key leaves the
+/// transaction's writes as they were.
+#[test]
+fn put_all_writes_nothing_when_a_pair_is_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), opts()).unwrap();
+    let mut txn = db.begin_write();
+    txn.put(b"a", b"1").unwrap();
+    let bad = vec![(b"b".to_vec(), b"2".to_vec()), (Vec::new(), b"3".to_vec())];
+    assert!(matches!(txn.put_all(bad), Err(Error::InvalidKey { .. })));
+    let long = vec![
+        (b"c".to_vec(), b"4".to_vec()),
+        (vec![b'k'; db.max_key_len() + 1], Vec::new()),
+    ];
+    assert!(matches!(txn.put_all(long), Err(Error::InvalidKey { .. })));
+    txn.put_all(vec![
+        (b"a".to_vec(), b"5".to_vec()),
+        (b"d".to_vec(), b"6".to_vec()),
+    ])
+    .unwrap();
+    txn.commit().unwrap();
+    let all: Vec<(Vec<u8>, Vec<u8>)> = db.begin_read().iter().collect::<Result<_, _>>().unwrap();
+    assert_eq!(
+        all,
+        vec![
+            (b"a".to_vec(), b"5".to_vec()),
+            (b"d".to_vec(), b"6".to_vec())
+        ]
+    );
+}
+
 #[test]
 fn missing_directory_and_non_directory_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();

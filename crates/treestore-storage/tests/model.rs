@@ -46,7 +46,9 @@ enum Op {
     /// Several prefixes (digits after `key-`) scanned with one cursor, in the
     /// order given (sorted or not), stopping after so many entries.
     Prefixes(Vec<u16>, bool, usize),
-    Batch(Vec<(u16, Option<(usize, u8)>)>),
+    /// One transaction of puts and deletes; with `true` each run of puts
+    /// goes through `put_all` in one call.
+    Batch(Vec<(u16, Option<(usize, u8)>)>, bool),
     Checkpoint,
     Reopen,
 }
@@ -68,8 +70,8 @@ fn op(keys: u16) -> impl Strategy<Value = Op> {
         2 => (0u8..10, any::<bool>()).prop_map(|(p, r)| Op::Prefix(p, r)),
         3 => (prop::collection::vec(0u16..1000, 0..12), any::<bool>(), 1usize..400)
             .prop_map(|(p, sorted, stop)| Op::Prefixes(p, sorted, stop)),
-        6 => prop::collection::vec((0..keys, prop::option::weighted(0.7, (val_len(), any::<u8>()))), 1..60)
-            .prop_map(Op::Batch),
+        6 => (prop::collection::vec((0..keys, prop::option::weighted(0.7, (val_len(), any::<u8>()))), 1..60), any::<bool>())
+            .prop_map(|(items, bulk)| Op::Batch(items, bulk)),
         1 => Just(Op::Checkpoint),
         1 => Just(Op::Reopen),
     ]
@@ -189,21 +191,29 @@ fn run(ops: Vec<Op>) {
                     .unwrap();
                 assert_eq!(seen, want);
             }
-            Op::Batch(items) => {
+            Op::Batch(items, bulk) => {
                 let mut txn = db.begin_write();
                 let mut staged = model.clone();
+                // Puts not yet handed to `put_all` (bulk mode).
+                let mut run: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
                 for (k, v) in items {
                     match v {
+                        Some((l, s)) if bulk => {
+                            run.push((key(k), value(l, s)));
+                            staged.insert(key(k), value(l, s));
+                        }
                         Some((l, s)) => {
                             txn.put(&key(k), &value(l, s)).unwrap();
                             staged.insert(key(k), value(l, s));
                         }
                         None => {
+                            txn.put_all(std::mem::take(&mut run)).unwrap();
                             txn.delete(&key(k)).unwrap();
                             staged.remove(&key(k));
                         }
                     }
                 }
+                txn.put_all(run).unwrap();
                 // Read-your-writes through the merged iterator.
                 let seen: Vec<_> = txn.iter().collect::<Result<_, _>>().unwrap();
                 assert!(seen.iter().map(|(k, v)| (k, v)).eq(staged.iter()));

@@ -255,15 +255,13 @@ impl PreparedDocument {
             top_ords: self.top_ords.clone(),
         };
         txn.put(&keys.document(), &codec::encode_document(&doc, &stats))?;
-        for (k, v) in &records.entries {
-            txn.put(k, v)?;
-        }
-        for (term, summary) in &records.summaries {
-            txn.put(
-                &schema::term(term, &doc.policy_id, &doc.version_id),
-                summary,
-            )?;
-        }
+        let summaries = records.summaries.iter().map(|(term, summary)| {
+            (
+                schema::term(term, &doc.policy_id, &doc.version_id),
+                summary.clone(),
+            )
+        });
+        txn.put_all(records.entries.iter().cloned().chain(summaries))?;
         let old_reg = records::get_in(txn, &schema::version(&doc.policy_id, &doc.version_id))?;
         if let (true, Some(old)) = (self.keep_registration, &old_reg) {
             versions::refresh_document(txn, old)?;
