@@ -231,6 +231,11 @@ pub struct WriteTxn {
     reads: Option<Mutex<ReadSet>>,
 }
 
+/// [`WriteTxn::put_all`] merges its pairs by rebuilding the write set when
+/// they are at least 1/`APPEND_RATIO` of it, and inserts them one by one
+/// otherwise.
+const APPEND_RATIO: usize = 8;
+
 impl WriteTxn {
     pub(crate) fn new(db: Arc<DbInner>, snap: Arc<Snapshot>, serializable: bool) -> Self {
         WriteTxn {
@@ -340,9 +345,16 @@ impl WriteTxn {
             }
         }
         // A sorted run builds the map in one pass; `append` merges it in
-        // linear time, its values replacing earlier writes of the same keys.
-        let mut new: WriteSet = sorted.into_iter().collect();
-        self.writes.append(&mut new);
+        // time linear in both maps (its values replacing earlier writes of
+        // the same keys), so it is used only when the new pairs are not few
+        // against what the transaction already holds: a batch storing many
+        // small documents would otherwise rebuild its writes once for each.
+        if sorted.len().saturating_mul(APPEND_RATIO) >= self.writes.len() {
+            let mut new: WriteSet = sorted.into_iter().collect();
+            self.writes.append(&mut new);
+        } else {
+            self.writes.extend(sorted);
+        }
         Ok(())
     }
 

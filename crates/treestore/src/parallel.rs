@@ -1,7 +1,13 @@
-//! Splitting one query's or one document's work across a few scoped threads:
+//! Splitting one query's or one document's work across a few threads:
 //! indexing a large document, the cross-policy summary scan, reading a large
-//! subtree. The calling thread does the first part itself, so a split in two
-//! costs one thread spawn.
+//! subtree. The calling thread does the first part itself; the others run on
+//! one of two persistent thread pools (rayon), one for indexing and one for
+//! queries, so a query's parts never queue behind a large document being
+//! indexed. Persistent threads, not a thread per call: a fresh thread's
+//! allocator heap starts empty, and faulting in its memory cost more than a
+//! split saved.
+
+use std::sync::OnceLock;
 
 /// At most this many threads work on one piece of work.
 const MAX_THREADS: usize = 4;
@@ -14,23 +20,53 @@ pub(crate) fn available_threads() -> usize {
         .min(MAX_THREADS)
 }
 
+/// Which pool runs the parts beyond the first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pool {
+    /// Indexing documents being stored.
+    Indexing,
+    /// Reads: subtrees, search.
+    Queries,
+}
+
+fn pool(which: Pool) -> Option<&'static rayon::ThreadPool> {
+    static INDEXING: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
+    static QUERIES: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
+    let (cell, name) = match which {
+        Pool::Indexing => (&INDEXING, "treestore-index"),
+        Pool::Queries => (&QUERIES, "treestore-query"),
+    };
+    cell.get_or_init(|| {
+        // A pool that cannot start its threads (resource limits) leaves the
+        // work to the caller, one part after another.
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(available_threads())
+            .thread_name(move |i| format!("{name}-{i}"))
+            .build()
+            .ok()
+    })
+    .as_ref()
+}
+
 /// `f` over `items` cut into at most `threads` contiguous parts (with the
 /// index of each part's first item): the first part on the calling thread,
-/// the others on scoped threads; the results in part order. A panic in a
-/// part resumes in the caller once every part has finished.
+/// the others on `which` pool; the results in part order. A panic in a part
+/// resumes in the caller once every part has finished.
 pub(crate) fn in_parts<T: Sync, R: Send>(
+    which: Pool,
     items: &[T],
     threads: usize,
     f: impl Fn(usize, &[T]) -> R + Sync,
 ) -> Vec<R> {
-    if threads < 2 || items.len() < 2 {
-        return vec![f(0, items)];
-    }
+    let pool = match pool(which) {
+        Some(pool) if threads >= 2 && items.len() >= 2 => pool,
+        _ => return vec![f(0, items)],
+    };
     let chunk = items.len().div_ceil(threads);
     let mut out: Vec<Option<R>> = Vec::new();
     out.resize_with(items.len().div_ceil(chunk), || None);
     let f = &f;
-    rayon::in_place_scope(|s| {
+    pool.in_place_scope(|s| {
         let mut slots = out.iter_mut();
         let mut parts = items.chunks(chunk).enumerate();
         let first = parts.next().zip(slots.next());
@@ -52,7 +88,9 @@ mod tests {
     fn parts_cover_the_items_in_order_with_their_offsets() {
         let items: Vec<u32> = (0..10).collect();
         for threads in 1..=5 {
-            let parts = in_parts(&items, threads, |first, part| (first, part.to_vec()));
+            let parts = in_parts(Pool::Queries, &items, threads, |first, part| {
+                (first, part.to_vec())
+            });
             assert!(!parts.is_empty() && parts.len() <= threads);
             let mut seen = Vec::new();
             for (first, part) in parts {
@@ -61,15 +99,21 @@ mod tests {
             }
             assert_eq!(seen, items);
         }
-        assert_eq!(in_parts(&[] as &[u32], 3, |_, p| p.len()), vec![0]);
-        assert_eq!(in_parts(&[7u32], 3, |_, p| p.to_vec()), vec![vec![7]]);
+        assert_eq!(
+            in_parts(Pool::Queries, &[] as &[u32], 3, |_, p| p.len()),
+            vec![0]
+        );
+        assert_eq!(
+            in_parts(Pool::Indexing, &[7u32], 3, |_, p| p.to_vec()),
+            vec![vec![7]]
+        );
     }
 
     #[test]
     fn a_panic_in_another_part_reaches_the_caller() {
         let items: Vec<u32> = (0..8).collect();
         let caught = std::panic::catch_unwind(|| {
-            in_parts(&items, 2, |first, _| {
+            in_parts(Pool::Indexing, &items, 2, |first, _| {
                 assert!(first == 0, "part at {first} fails");
             })
         });

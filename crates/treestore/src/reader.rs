@@ -11,7 +11,7 @@ use crate::analyzer::Analyzer;
 use crate::codec::{self, DocStats, NodeHeader};
 use crate::error::{Error, Result};
 use crate::model::{Document, Node, SearchHit};
-use crate::parallel::{available_threads, in_parts};
+use crate::parallel::{available_threads, in_parts, Pool};
 use crate::plan::check_id_arg;
 use crate::schema::DocKeys;
 use crate::search;
@@ -319,13 +319,15 @@ impl<'s> Reader<'s> {
             return Ok(out);
         }
         // The subtree is the contiguous ords [ord, ord + size): one range scan.
+        // A size counts the node itself, so it is at least 1.
         let end = ord
             .checked_add(top.subtree_size)
+            .filter(|_| top.subtree_size >= 1)
             .ok_or_else(|| Error::corrupt(&doc.keys.node(ord), "subtree size out of range"))?;
         // A large subtree is read as a few contiguous ord ranges on parallel
         // threads (records are several KiB: copying them out of the pages and
         // into strings is most of the work).
-        let below = end - ord - 1;
+        let below = top.subtree_size - 1;
         let threads = if below >= PARALLEL_SUBTREE_NODES {
             available_threads()
         } else {
@@ -336,17 +338,22 @@ impl<'s> Reader<'s> {
             .step_by(step as usize)
             .map(|lo| (lo, lo.saturating_add(step).min(end)))
             .collect();
-        let parts = in_parts(&ranges, threads, |_, part| -> Result<Vec<(u32, Node)>> {
-            let mut out = Vec::new();
-            for &(lo, hi) in part {
-                let (lower, upper) = (doc.keys.node(lo), doc.keys.node(hi));
-                self.scan_nodes(&lower, Some(&upper), limit, |h, n| {
-                    out.push((h.depth, n));
-                    true
-                })?;
-            }
-            Ok(out)
-        });
+        let parts = in_parts(
+            Pool::Queries,
+            &ranges,
+            threads,
+            |_, part| -> Result<Vec<(u32, Node)>> {
+                let mut out = Vec::new();
+                for &(lo, hi) in part {
+                    let (lower, upper) = (doc.keys.node(lo), doc.keys.node(hi));
+                    self.scan_nodes(&lower, Some(&upper), limit, |h, n| {
+                        out.push((h.depth, n));
+                        true
+                    })?;
+                }
+                Ok(out)
+            },
+        );
         // Sized from the record, but bounded: a corrupt size must not
         // allocate without bound before the scan finds the records missing.
         let mut levels: Vec<(u32, Node)> =

@@ -22,7 +22,7 @@ use crate::analyzer::Analyzer;
 use crate::codec::{self, Current, DocStats, Posting, TermSummary};
 use crate::error::{Error, Result};
 use crate::model::Node;
-use crate::parallel::{available_threads, in_parts};
+use crate::parallel::{available_threads, in_parts, Pool};
 use crate::schema::{self, DocKeys};
 use crate::term_cache::TermCache;
 
@@ -262,7 +262,7 @@ pub(crate) fn index_document(
     if threads < 2 || nodes.len() < 64 {
         return run(analyzer, nodes, 0);
     }
-    in_parts(nodes, threads, |first, part| {
+    in_parts(Pool::Indexing, nodes, threads, |first, part| {
         run(&Analyzer::new(), part, first as u32)
     })
     .into_iter()
@@ -498,7 +498,7 @@ pub(crate) fn search_all(
     } else {
         1
     };
-    let found = in_parts(&buckets, threads, |_, part| {
+    let found = in_parts(Pool::Queries, &buckets, threads, |_, part| {
         scan_summaries(txn, part, terms)
     });
     for part in found {

@@ -347,6 +347,32 @@ fn a_posting_past_the_document_end_is_reported_as_corrupt() {
     }
 }
 
+/// A node record whose subtree size is 0 (a size counts the node itself) is
+/// reported as corrupt by a subtree query, not read as an empty range.
+#[test]
+fn a_subtree_size_of_zero_is_corrupt() {
+    let (_d, store) = open();
+    let nodes = vec![
+        node("n1", None, "knee", "mri knee"),
+        node("n2", Some("n1"), "spine", "knee"),
+    ];
+    store
+        .store_document(Document::new("p", "v1"), nodes)
+        .unwrap();
+    let keys = treestore::schema::DocKeys::new("p", "v1");
+    let raw = store.db().get(&keys.node(0)).unwrap().unwrap();
+    let (mut header, n1) = treestore::codec::decode_node(&raw).unwrap();
+    header.subtree_size = 0;
+    store
+        .db()
+        .put(&keys.node(0), &treestore::codec::encode_node(&header, &n1))
+        .unwrap();
+    match store.read().get_subtree("p", None, "n1", 0) {
+        Err(Error::CorruptRecord { .. }) => {}
+        other => panic!("expected a corrupt record, got {other:?}"),
+    }
+}
+
 /// A corrupt node record inside a scanned range, and a corrupt term summary,
 /// end the scan with a corrupt-record error naming the key: for the whole
 /// document, a subtree (with and without a depth limit) and a cross-policy
