@@ -268,7 +268,15 @@ impl Wal {
             let batch_start = at == 0;
             st.buffer
                 .extend_from_slice(&[0u8; RECORD_HEADER_LEN as usize]);
-            encode(i, &mut st.buffer);
+            let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                encode(i, &mut st.buffer)
+            }));
+            if let Err(panic) = encoded {
+                // Leave no half-encoded record for the next sync to write.
+                st.buffer.truncate(buffer_start);
+                st.next_lsn = lsn_start;
+                std::panic::resume_unwind(panic);
+            }
             let len = (st.buffer.len() - at) as u64 - RECORD_HEADER_LEN;
             if len > MAX_RECORD_LEN {
                 st.buffer.truncate(buffer_start);
@@ -841,6 +849,22 @@ mod tests {
             assert_eq!(end, lsn);
             wal.wait_durable(end).unwrap();
         }
+        // An encoder that panics leaves nothing behind: the next record
+        // takes the LSN the failed one would have had.
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            wal.append_with(2, |i, out| {
+                out.extend_from_slice(b"partial");
+                assert!(i == 0, "encoder fails");
+            })
+        }));
+        assert!(caught.is_err());
+        let end = wal
+            .append_with(1, |_, out| out.extend_from_slice(b"after"))
+            .unwrap();
+        want.push((lsn, b"after".to_vec()));
+        lsn += RECORD_HEADER_LEN + 5;
+        assert_eq!(end, lsn);
+        wal.wait_durable(end).unwrap();
         let stats = wal.stats();
         assert_eq!(stats.appended_records, want.len() as u64);
         assert_eq!(stats.appended_bytes, lsn);
