@@ -13,6 +13,8 @@ pub fn from_error(e: Error) -> Status {
         e if e.is_not_found() => Code::NotFound,
         e if e.is_retryable() => Code::Aborted,
         Error::Storage(s) if is_disk_full(s) => Code::ResourceExhausted,
+        // Only inside a cache-only attempt, whose result is discarded.
+        Error::Storage(treestore_storage::Error::NotCached { .. }) => Code::Unavailable,
         Error::Storage(treestore_storage::Error::InvalidKey { .. })
         | Error::Storage(treestore_storage::Error::ValueTooLarge { .. }) => Code::InvalidArgument,
         _ => Code::Internal,

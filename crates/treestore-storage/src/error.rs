@@ -40,6 +40,11 @@ pub enum Error {
         supported: u32,
     },
 
+    /// A read inside [`crate::cache_only`] needed a page that is not in the
+    /// buffer pool; nothing was read from the disk.
+    #[error("page {page} is not in the buffer pool (cache-only read)")]
+    NotCached { page: u64 },
+
     /// The data directory does not exist (and creation was not requested).
     #[error("data directory {path} does not exist")]
     MissingDirectory { path: PathBuf },

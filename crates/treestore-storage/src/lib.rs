@@ -50,5 +50,6 @@ pub mod wal;
 pub use check::CheckReport;
 pub use db::{CommitInfo, Db, Options, RecoveryStats, Stats, WriteBatch, DATA_FILE, MAX_VALUE_LEN};
 pub use error::{Error, Result};
+pub use pager::cache_only;
 pub use txn::{Iter, ReadTxn, WriteTxn};
 pub use wal::{Durability, WalStats};

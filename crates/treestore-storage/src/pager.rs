@@ -62,6 +62,16 @@ impl Pager {
 
     /// Reads a page from disk and verifies checksum and (for nodes) layout.
     pub fn read_from_disk(&self, id: PageId) -> Result<(PageRef, PageType)> {
+        let cache_only = CACHE_ONLY.with(|c| {
+            let on = c.get() != CacheOnly::Off;
+            if on {
+                c.set(CacheOnly::Missed);
+            }
+            on
+        });
+        if cache_only {
+            return Err(Error::NotCached { page: id });
+        }
         let mut image = page::new_image(self.page_size);
         let buf = page::image_mut(&mut image);
         let offset = id
@@ -180,4 +190,39 @@ impl Pager {
             .set_len(pages * self.page_size as u64)
             .map_err(|e| Error::io(format!("truncating {}", self.path.display()), e))
     }
+}
+
+/// Whether this thread's reads may go to the disk (see [`cache_only`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CacheOnly {
+    Off,
+    On,
+    /// On, and a read needed a page that was not cached.
+    Missed,
+}
+
+thread_local! {
+    static CACHE_ONLY: std::cell::Cell<CacheOnly> = const { std::cell::Cell::new(CacheOnly::Off) };
+}
+
+/// Runs `f` with this thread's page reads limited to the buffer pool: a read
+/// that would have to go to the disk fails with [`Error::NotCached`] instead
+/// (and caches nothing). Returns `f`'s result and whether any read missed, in
+/// which case the result is to be thrown away and the work redone where
+/// blocking is fine. Meant for read-only work that an async runtime wants to
+/// run inline when it is served from memory (like RocksDB's block-cache-only
+/// read tier). Other threads (and the engine's own) are not affected.
+pub fn cache_only<T>(f: impl FnOnce() -> T) -> (T, bool) {
+    struct Restore(CacheOnly);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CACHE_ONLY.with(|c| c.set(self.0));
+        }
+    }
+    let outer = CACHE_ONLY.with(|c| c.replace(CacheOnly::On));
+    let restore = Restore(outer);
+    let out = f();
+    let missed = CACHE_ONLY.with(|c| c.get()) == CacheOnly::Missed;
+    drop(restore);
+    (out, missed)
 }

@@ -490,3 +490,45 @@ fn small_overflow_values_are_served_from_the_pool_and_large_ones_bypass_it() {
         "large value was cached"
     );
 }
+
+/// Inside `cache_only`, a read that needs a page from the disk fails with
+/// `NotCached` and reports the miss, and caches nothing; outside it the same
+/// read goes to the disk, after which the cache-only read succeeds.
+#[test]
+fn cache_only_reads_never_touch_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = Db::open(dir.path(), opts()).unwrap();
+        for i in 0..2_000u32 {
+            db.put(format!("key-{i:05}").as_bytes(), &[7u8; 300])
+                .unwrap();
+        }
+        db.put(b"big", &vec![9u8; 50_000]).unwrap();
+        db.checkpoint().unwrap();
+    }
+    // Reopened: the pool starts empty.
+    let db = Db::open(dir.path(), opts()).unwrap();
+    for key in [&b"key-01234"[..], b"big"] {
+        let (got, missed) = treestore_storage::cache_only(|| db.get(key));
+        assert!(missed, "{key:?}");
+        assert!(matches!(got, Err(Error::NotCached { .. })), "{got:?}");
+        let (again, missed) = treestore_storage::cache_only(|| db.get(key));
+        assert!(missed && again.is_err(), "a miss caches nothing");
+        assert!(
+            db.get(key).unwrap().is_some(),
+            "outside the scope the disk is read"
+        );
+    }
+    let (got, missed) = treestore_storage::cache_only(|| db.get(b"key-01234"));
+    assert!(!missed);
+    assert_eq!(got.unwrap(), Some(vec![7u8; 300]));
+    // A value longer than the cached chains is always read from the disk.
+    let (got, missed) = treestore_storage::cache_only(|| db.get(b"big"));
+    assert!(missed && matches!(got, Err(Error::NotCached { .. })));
+    // The scope ends with the call, also when the closure panics.
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        treestore_storage::cache_only(|| panic!("inside"))
+    }));
+    assert!(caught.is_err());
+    assert_eq!(db.get(b"key-00001").unwrap(), Some(vec![7u8; 300]));
+}

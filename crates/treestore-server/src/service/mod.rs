@@ -158,20 +158,31 @@ impl Svc {
     }
 
     /// [`Svc::unary`] for handlers that answer from a few index lookups
-    /// (a node, its children, its ancestors, a page): they run on the async
-    /// worker itself inside `block_in_place`, which moves the worker's other
-    /// tasks to another thread meanwhile, instead of hopping to the blocking
-    /// pool and back. A panic still becomes INTERNAL.
-    async fn unary_small<Q: Send + 'static, R: prost::Message + Send + 'static>(
+    /// (a node, its children, its ancestors, a page). They first run right
+    /// on the async worker with reads limited to the buffer pool
+    /// ([`treestore_storage::cache_only`]): served from memory they take
+    /// microseconds, and handing them to another thread would cost more
+    /// than the work. Only if a page must come from the disk is that attempt
+    /// thrown away and the handler run again inside `block_in_place`, which
+    /// moves the worker's other tasks to another thread while it waits
+    /// (counted in `treestore_grpc_disk_fallbacks_total`). A panic still
+    /// becomes INTERNAL.
+    async fn unary_small<Q: Clone + Send + 'static, R: prost::Message + Send + 'static>(
         &self,
         op: &'static str,
         request: Request<Q>,
         handler: Handler<Q, R>,
     ) -> Result<Response<R>, Status> {
         let (ctx, req) = self.start(op, request)?;
-        let out = tokio::task::block_in_place(|| {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&ctx, req)))
-        })
+        let run =
+            |req: Q| std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&ctx, req)));
+        let out = match treestore_storage::cache_only(|| run(req.clone())) {
+            (out, false) => out,
+            (_, true) => {
+                metrics::counter!("treestore_grpc_disk_fallbacks_total", "rpc" => op).increment(1);
+                tokio::task::block_in_place(|| run(req))
+            }
+        }
         .map_err(|p| {
             p.downcast_ref::<&str>()
                 .map(|s| s.to_string())
