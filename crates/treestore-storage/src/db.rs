@@ -111,6 +111,21 @@ pub(crate) struct SnapshotTable {
 /// The committed change set of one transaction.
 pub(crate) type WriteSet = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
+/// Sorts writes given in order by key, keeping one per key: the last (the
+/// sort is stable, so equal keys stay in the order given).
+pub(crate) fn sort_last_wins<K: Ord, V>(writes: &mut Vec<(K, V)>) {
+    writes.sort_by(|a, b| a.0.cmp(&b.0));
+    // `dedup_by` keeps the first of a run of equal keys: hand it the value of
+    // each later one as that is dropped.
+    writes.dedup_by(|later, kept| {
+        let same = later.0 == kept.0;
+        if same {
+            std::mem::swap(&mut later.1, &mut kept.1);
+        }
+        same
+    });
+}
+
 /// Everything only the committer (and checkpointer) touches.
 pub(crate) struct CommitState {
     /// The durable checkpoint.
@@ -524,9 +539,10 @@ impl DbInner {
             if log_record::encoded_len(&writes) > self.large_txn_bytes {
                 return self.commit_by_checkpoint(st, seq, writes);
             }
-            let lsn = match self.wal.append_with(1, |_, out| {
-                log_record::encode_commit_into(seq, &writes, out)
-            }) {
+            let lsn = match self
+                .wal
+                .append_with(1, |_, out| log_record::encode_commit(seq, &writes, out))
+            {
                 Ok(lsn) => lsn,
                 Err(e) => {
                     st.poisoned = Some(e.to_string());

@@ -251,7 +251,7 @@ impl DbInner {
             })
             .collect();
         let lsn = match self.wal.append_with(members.len(), |i, out| {
-            log_record::encode_commit_into(members[i].seq, &members[i].writes, out)
+            log_record::encode_commit(members[i].seq, &members[i].writes, out)
         }) {
             Ok(lsn) => lsn,
             Err(e) => {

@@ -30,15 +30,8 @@ pub fn encoded_len(writes: &WriteSet) -> u64 {
     (1 + 8 + 10 + ops) as u64
 }
 
-/// Encodes a commit.
-pub fn encode_commit(seq: u64, writes: &WriteSet) -> Vec<u8> {
-    let mut out = Vec::new();
-    encode_commit_into(seq, writes, &mut out);
-    out
-}
-
-/// [`encode_commit`] appending to `out` (the log buffer itself).
-pub fn encode_commit_into(seq: u64, writes: &WriteSet, out: &mut Vec<u8>) {
+/// Encodes a commit, appending it to `out` (the log buffer itself).
+pub fn encode_commit(seq: u64, writes: &WriteSet, out: &mut Vec<u8>) {
     let size: usize = writes
         .iter()
         .map(|(k, v)| 12 + k.len() + v.as_ref().map_or(0, Vec::len))
@@ -117,7 +110,8 @@ mod tests {
         w.insert(b"a".to_vec(), Some(b"1".to_vec()));
         w.insert(b"b".to_vec(), None);
         w.insert(vec![0xff; 300], Some(vec![7; 70_000]));
-        let record = encode_commit(42, &w);
+        let mut record = Vec::new();
+        encode_commit(42, &w, &mut record);
         let (seq, ops) = decode_commit(&record).unwrap();
         assert_eq!(seq, 42);
         let want: Vec<(&[u8], Option<&[u8]>)> = w
@@ -138,7 +132,8 @@ mod tests {
             let mut w = WriteSet::new();
             w.insert(b"key".to_vec(), Some(b"value".to_vec()));
             w.insert(b"other".to_vec(), None);
-            let full = encode_commit(1, &w);
+            let mut full = Vec::new();
+            encode_commit(1, &w, &mut full);
             if cut < full.len() {
                 prop_assert!(decode_commit(&full[..cut]).is_err());
             }

@@ -19,8 +19,8 @@ use std::time::Instant;
 use crate::btree::write::Op;
 use crate::btree::TreeRoot;
 use crate::db::{
-    apply_ops, release_superseded, CommitState, DbInner, Options, RecoveryStats, Snapshot,
-    SnapshotTable, DATA_FILE,
+    apply_ops, release_superseded, sort_last_wins, CommitState, DbInner, Options, RecoveryStats,
+    Snapshot, SnapshotTable, DATA_FILE,
 };
 use crate::error::{Error, Result};
 use crate::freelist::{self, FreeList};
@@ -226,18 +226,10 @@ fn replay(pager: &Pager, st: &mut CommitState, vfs: &dyn Vfs, wal_dir: &Path) ->
             commits += 1;
         }
         if !batch.is_empty() {
-            // Sorted by key, the last write of each key wins (the sort is
-            // stable, so equal keys stay in log order).
-            batch.sort_by(|a, b| a.0.cmp(b.0));
-            let mut ops: Vec<Op<'_>> = Vec::with_capacity(batch.len());
-            for op in batch {
-                match ops.last_mut() {
-                    Some(last) if last.0 == op.0 => *last = op,
-                    _ => ops.push(op),
-                }
-            }
+            // Sorted by key, the last write of each key (in log order) wins.
+            sort_last_wins(&mut batch);
             let seq = st.seq;
-            apply_ops(pager, st, seq, &ops)?;
+            apply_ops(pager, st, seq, &batch)?;
             // No snapshot exists during recovery: pages this batch superseded
             // that were written since the checkpoint are dead at once. Dropping
             // their images now keeps the pool from filling with dead dirty

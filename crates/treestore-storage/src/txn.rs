@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::btree::cursor::{prefix_bounds, RangeIter};
 use crate::btree::{self, TreeRoot};
-use crate::db::{CommitInfo, DbInner, Snapshot, WriteSet, MAX_VALUE_LEN};
+use crate::db::{sort_last_wins, CommitInfo, DbInner, Snapshot, WriteSet, MAX_VALUE_LEN};
 use crate::error::{Error, Result};
 
 /// True when no key can lie within the bounds.
@@ -231,6 +231,17 @@ pub struct WriteTxn {
     reads: Option<Mutex<ReadSet>>,
 }
 
+/// A value may be stored if it is at most [`MAX_VALUE_LEN`] bytes.
+fn check_value(value: &[u8]) -> Result<()> {
+    if value.len() as u64 > MAX_VALUE_LEN {
+        return Err(Error::ValueTooLarge {
+            len: value.len() as u64,
+            max: MAX_VALUE_LEN,
+        });
+    }
+    Ok(())
+}
+
 /// [`WriteTxn::put_all`] merges its pairs by rebuilding the write set when
 /// they are at least 1/`APPEND_RATIO` of it, and inserts them one by one
 /// otherwise.
@@ -307,12 +318,7 @@ impl WriteTxn {
     /// Sets `key` to `value`.
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         self.check_key(key)?;
-        if value.len() as u64 > MAX_VALUE_LEN {
-            return Err(Error::ValueTooLarge {
-                len: value.len() as u64,
-                max: MAX_VALUE_LEN,
-            });
-        }
+        check_value(value)?;
         self.writes.insert(key.to_vec(), Some(value.to_vec()));
         Ok(())
     }
@@ -324,26 +330,13 @@ impl WriteTxn {
     /// a document's tens of thousands of index entries. Nothing is written if
     /// any pair is invalid.
     pub fn put_all(&mut self, pairs: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>) -> Result<()> {
-        let mut batch: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+        let mut sorted: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
         for (key, value) in pairs {
             self.check_key(&key)?;
-            if value.len() as u64 > MAX_VALUE_LEN {
-                return Err(Error::ValueTooLarge {
-                    len: value.len() as u64,
-                    max: MAX_VALUE_LEN,
-                });
-            }
-            batch.push((key, Some(value)));
+            check_value(&value)?;
+            sorted.push((key, Some(value)));
         }
-        // Stable: of equal keys the later pair ends up last, and wins.
-        batch.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut sorted: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::with_capacity(batch.len());
-        for (key, value) in batch {
-            match sorted.last_mut() {
-                Some(last) if last.0 == key => last.1 = value,
-                _ => sorted.push((key, value)),
-            }
-        }
+        sort_last_wins(&mut sorted);
         // A sorted run builds the map in one pass; `append` merges it in
         // time linear in both maps (its values replacing earlier writes of
         // the same keys), so it is used only when the new pairs are not few

@@ -233,22 +233,10 @@ impl Wal {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Buffers a record; returns the LSN just past it (what to wait for).
-    pub fn append(&self, payload: &[u8]) -> Result<u64> {
-        self.append_all(&[payload])
-    }
-
-    /// Buffers several records in order under one lock; returns the LSN just
-    /// past the last (what to wait for). They may share a write batch.
-    pub fn append_all(&self, payloads: &[impl AsRef<[u8]>]) -> Result<u64> {
-        self.append_with(payloads.len(), |i, out| {
-            out.extend_from_slice(payloads[i].as_ref())
-        })
-    }
-
-    /// Buffers `count` records in order under one lock, record `i`'s payload
-    /// written by `encode(i, buffer)` straight into the log buffer (no copy
-    /// of it is made); returns the LSN just past the last. A payload over
+    /// Buffers `count` records in order under one lock (they may share a
+    /// write batch), record `i`'s payload written by `encode(i, buffer)`
+    /// straight into the log buffer (no copy of it is made); returns the LSN
+    /// just past the last (what to wait for). A payload over
     /// [`MAX_RECORD_LEN`] is refused and none of the records is buffered.
     pub fn append_with(
         &self,
@@ -261,6 +249,11 @@ impl Wal {
         }
         let st = &mut *st;
         let (buffer_start, lsn_start) = (st.buffer.len(), st.next_lsn);
+        // Leaves no part of this call's records for the next sync to write.
+        let undo = |st: &mut WalState| {
+            st.buffer.truncate(buffer_start);
+            st.next_lsn = lsn_start;
+        };
         for i in 0..count {
             let at = st.buffer.len();
             // The leader takes the whole buffer, so a record appended to an
@@ -272,15 +265,12 @@ impl Wal {
                 encode(i, &mut st.buffer)
             }));
             if let Err(panic) = encoded {
-                // Leave no half-encoded record for the next sync to write.
-                st.buffer.truncate(buffer_start);
-                st.next_lsn = lsn_start;
+                undo(st);
                 std::panic::resume_unwind(panic);
             }
             let len = (st.buffer.len() - at) as u64 - RECORD_HEADER_LEN;
             if len > MAX_RECORD_LEN {
-                st.buffer.truncate(buffer_start);
-                st.next_lsn = lsn_start;
+                undo(st);
                 return Err(Error::InvalidOptions(format!(
                     "a log record of {len} bytes is over the {MAX_RECORD_LEN} byte limit"
                 )));

@@ -20,6 +20,16 @@ pub(crate) fn available_threads() -> usize {
         .min(MAX_THREADS)
 }
 
+/// Threads for `count` items of work that is worth splitting only from
+/// `at_least` items on: [`available_threads`] then, else 1.
+pub(crate) fn threads_for(count: usize, at_least: usize) -> usize {
+    if count >= at_least {
+        available_threads()
+    } else {
+        1
+    }
+}
+
 /// Which pool runs the parts beyond the first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Pool {

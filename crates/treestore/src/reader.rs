@@ -11,7 +11,7 @@ use crate::analyzer::Analyzer;
 use crate::codec::{self, DocStats, NodeHeader};
 use crate::error::{Error, Result};
 use crate::model::{Document, Node, SearchHit};
-use crate::parallel::{available_threads, in_parts, Pool};
+use crate::parallel::{in_parts, threads_for, Pool};
 use crate::plan::check_id_arg;
 use crate::schema::DocKeys;
 use crate::search;
@@ -20,7 +20,7 @@ use crate::versions::{self, PolicyVersion};
 
 /// Subtrees with at least this many nodes below their top are read on
 /// parallel threads.
-const PARALLEL_SUBTREE_NODES: u32 = 64;
+const PARALLEL_SUBTREE_NODES: usize = 64;
 
 /// Where a search looks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -328,11 +328,7 @@ impl<'s> Reader<'s> {
         // threads (records are several KiB: copying them out of the pages and
         // into strings is most of the work).
         let below = top.subtree_size - 1;
-        let threads = if below >= PARALLEL_SUBTREE_NODES {
-            available_threads()
-        } else {
-            1
-        };
+        let threads = threads_for(below as usize, PARALLEL_SUBTREE_NODES);
         let step = below.div_ceil(threads as u32).max(1);
         let ranges: Vec<(u32, u32)> = (ord + 1..end)
             .step_by(step as usize)

@@ -22,7 +22,7 @@ use crate::analyzer::Analyzer;
 use crate::codec::{self, Current, DocStats, Posting, TermSummary};
 use crate::error::{Error, Result};
 use crate::model::Node;
-use crate::parallel::{available_threads, in_parts, Pool};
+use crate::parallel::{in_parts, threads_for, Pool};
 use crate::schema::{self, DocKeys};
 use crate::term_cache::TermCache;
 
@@ -252,14 +252,18 @@ pub(crate) fn index_document(
     nodes: &[Node],
     split: bool,
 ) -> DocIndex {
-    let threads = if split { available_threads() } else { 1 };
+    let threads = if split {
+        threads_for(nodes.len(), PARALLEL_INDEX_NODES)
+    } else {
+        1
+    };
     let run = |analyzer: &Analyzer, part: &[Node], first_ord: u32| {
         let mut cache = indexer.take();
         let index = index_range(analyzer, &mut cache, part, first_ord);
         indexer.give_back(cache);
         index
     };
-    if threads < 2 || nodes.len() < 64 {
+    if threads < 2 {
         return run(analyzer, nodes, 0);
     }
     in_parts(Pool::Indexing, nodes, threads, |first, part| {
@@ -493,11 +497,7 @@ pub(crate) fn search_all(
     let mut df = vec![0u64; terms.len()];
     // The summary scan is one seek per term and bucket (thousands at a
     // million nodes): split the buckets between threads on the same snapshot.
-    let threads = if buckets.len() >= PARALLEL_SCAN_BUCKETS {
-        available_threads()
-    } else {
-        1
-    };
+    let threads = threads_for(buckets.len(), PARALLEL_SCAN_BUCKETS);
     let found = in_parts(Pool::Queries, &buckets, threads, |_, part| {
         scan_summaries(txn, part, terms)
     });
@@ -579,6 +579,9 @@ pub(crate) fn search_all(
 /// A term-index bucket and the documents in scope stored in it, each as (the
 /// suffix its summary keys end with, its index in the search's documents).
 type Bucket = (u16, Vec<(Vec<u8>, usize)>);
+
+/// Documents of at least this many nodes are indexed on parallel threads.
+const PARALLEL_INDEX_NODES: usize = 64;
 
 /// Cross-policy searches over at least this many buckets split the summary
 /// scan between threads.
