@@ -68,6 +68,10 @@ pub struct Options {
     /// Run the background thread that checkpoints (and syncs in timer mode).
     /// Without it, checkpoints happen only through [`Db::checkpoint`] and close.
     pub background: bool,
+    /// Zero-fill and sync the next log segment on a helper thread while the
+    /// current one fills, so the commit that fills a segment does not write
+    /// a whole segment of zeros first (see [`crate::wal`]).
+    pub wal_prepare_ahead: bool,
     /// A transaction whose log record would exceed this many bytes is made
     /// durable by a checkpoint instead of the log (its pages are written once,
     /// not twice), as bulk loads are.
@@ -86,6 +90,7 @@ impl Default for Options {
             checkpoint_log_bytes: 64 << 20,
             checkpoint_interval: Duration::from_secs(60),
             background: true,
+            wal_prepare_ahead: true,
             large_txn_bytes: 16 << 20,
         }
     }

@@ -482,6 +482,17 @@ impl Vfs for FaultVfs {
         }
     }
 
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        // Durable at once, like removal; open handles keep the contents.
+        let mut st = self.shared.lock();
+        let file = st
+            .files
+            .remove(from)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        st.files.insert(to.to_path_buf(), file);
+        Ok(())
+    }
+
     fn lock_dir(&self, dir: &Path) -> Result<Box<dyn DirLock>> {
         let mut st = self.shared.lock();
         if !st.locks.insert(dir.to_path_buf()) {

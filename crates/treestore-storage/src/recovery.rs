@@ -157,6 +157,7 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<DbInner> {
         end.end_lsn,
         end.tail,
         end.older,
+        options.wal_prepare_ahead,
     )?;
     st.last_lsn = end.end_lsn;
 

@@ -57,6 +57,9 @@ pub trait Vfs: Send + Sync + Debug {
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;
     /// Deletes a file.
     fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Renames a file, replacing any file at `to` (durable after
+    /// [`Vfs::sync_dir`]).
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Takes the exclusive lock of a data directory, or fails with [`Error::Locked`]
     /// naming the holder.
     fn lock_dir(&self, dir: &Path) -> Result<Box<dyn DirLock>>;
@@ -138,6 +141,10 @@ impl Vfs for OsVfs {
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         std::fs::remove_file(path)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
     }
 
     fn lock_dir(&self, dir: &Path) -> Result<Box<dyn DirLock>> {

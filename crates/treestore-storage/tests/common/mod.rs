@@ -34,6 +34,9 @@ pub fn mem_options(vfs: &FaultVfs, page_size: usize, cache_bytes: usize) -> Opti
         cache_bytes,
         vfs: Arc::new(vfs.clone()),
         background: false,
+        // The helper's writes would make the order of faulted calls vary
+        // between runs of a seed; tests that want it turn it on.
+        wal_prepare_ahead: false,
         wal_segment_bytes: 16 * 1024,
         ..Options::default()
     }
