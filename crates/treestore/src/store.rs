@@ -173,7 +173,7 @@ impl TreeStore {
         }
         let index = search::index_document(&self.analyzer, &self.indexer, &plan.nodes, split);
         let keys = DocKeys::new(&doc.policy_id, &doc.version_id);
-        let records = Records::encode(&keys, &plan, &index);
+        let records = Records::encode(&doc, &keys, &plan, &index);
         Ok(PreparedDocument {
             keep_registration: false,
             doc,
@@ -255,13 +255,7 @@ impl PreparedDocument {
             top_ords: self.top_ords.clone(),
         };
         txn.put(&keys.document(), &codec::encode_document(&doc, &stats))?;
-        let summaries = records.summaries.iter().map(|(term, summary)| {
-            (
-                schema::term(term, &doc.policy_id, &doc.version_id),
-                summary.clone(),
-            )
-        });
-        txn.put_all(records.entries.iter().cloned().chain(summaries))?;
+        txn.put_all(records.entries.iter().cloned())?;
         let old_reg = records::get_in(txn, &schema::version(&doc.policy_id, &doc.version_id))?;
         if let (true, Some(old)) = (self.keep_registration, &old_reg) {
             versions::refresh_document(txn, old)?;
@@ -375,35 +369,102 @@ pub(crate) fn retry<T>(mut f: impl FnMut() -> Result<T>) -> Result<T> {
     }
 }
 
-/// The encoded keys and values of a document, built once outside the
-/// transaction (and its retries).
+/// The encoded keys and values of a document (all but its document record),
+/// built once outside the transaction (and its retries).
 struct Records {
+    /// In key order, so the transaction's sort of them is one linear pass
+    /// (see [`Records::encode`]).
     entries: Vec<(Vec<u8>, Vec<u8>)>,
-    /// Term to encoded summary, for the term-major index.
-    summaries: Vec<(String, Vec<u8>)>,
 }
 
 impl Records {
-    fn encode(keys: &DocKeys, plan: &Plan, index: &DocIndex) -> Records {
-        let mut entries = Vec::with_capacity(plan.nodes.len() * 4 + index.term_count());
+    /// Encodes the node tables, the search postings and the term summaries.
+    /// Each table comes out in key order and the tables in the order of their
+    /// tags (page `g` < id `i` < node `n` < posting `p` < section `s`, all
+    /// under the document's prefix in space 0x10, then the summaries in space
+    /// 0x13), so the whole list is sorted: the transaction's sort of it is then
+    /// one linear pass, and the work moves out of the transaction into
+    /// preparation (which a batch runs for its documents in parallel). If the
+    /// order were off, the transaction would still sort it.
+    fn encode(doc: &Document, keys: &DocKeys, plan: &Plan, index: &DocIndex) -> Records {
+        let [pages, ids, nodes, sections] = Self::node_tables(keys, plan);
+        let [postings, summaries] = Self::search_tables(doc, keys, index);
+        let mut entries = Vec::with_capacity(
+            pages.len()
+                + ids.len()
+                + nodes.len()
+                + postings.len()
+                + sections.len()
+                + summaries.len(),
+        );
+        for table in [pages, ids, nodes, postings, sections, summaries] {
+            entries.extend(table);
+        }
+        Records { entries }
+    }
+
+    /// The page, id, node and section tables, each in key order.
+    fn node_tables(keys: &DocKeys, plan: &Plan) -> [Vec<(Vec<u8>, Vec<u8>)>; 4] {
+        let n = plan.nodes.len();
+        let mut nodes = Vec::with_capacity(n);
+        let mut pages: Vec<(u32, u32)> = Vec::with_capacity(n * 2);
+        let mut sections: Vec<(&str, u32)> = Vec::with_capacity(n);
         for (ord, (node, header)) in plan.nodes.iter().zip(&plan.headers).enumerate() {
             let ord = ord as u32;
-            entries.push((keys.node(ord), codec::encode_node(header, node)));
-            entries.push((keys.id(&node.node_id), codec::encode_u32(ord)));
-            for page in node.page_start..=node.page_end {
-                entries.push((keys.page(page, ord), Vec::new()));
-            }
+            nodes.push((keys.node(ord), codec::encode_node(header, node)));
+            pages.extend((node.page_start..=node.page_end).map(|page| (page, ord)));
             if !node.section_path.is_empty() {
-                entries.push((keys.section(&node.section_path, ord), Vec::new()));
+                sections.push((node.section_path.as_str(), ord));
             }
         }
+        pages.sort_unstable();
+        sections.sort_unstable();
+        let mut by_id: Vec<u32> = (0..n as u32).collect();
+        by_id.sort_unstable_by(|&a, &b| {
+            plan.nodes[a as usize]
+                .node_id
+                .cmp(&plan.nodes[b as usize].node_id)
+        });
+        [
+            pages
+                .into_iter()
+                .map(|(page, ord)| (keys.page(page, ord), Vec::new()))
+                .collect(),
+            by_id
+                .into_iter()
+                .map(|ord| {
+                    (
+                        keys.id(&plan.nodes[ord as usize].node_id),
+                        codec::encode_u32(ord),
+                    )
+                })
+                .collect(),
+            nodes,
+            sections
+                .into_iter()
+                .map(|(path, ord)| (keys.section(path, ord), Vec::new()))
+                .collect(),
+        ]
+    }
+
+    /// The posting lists and the term summaries, each in term order.
+    fn search_tables(
+        doc: &Document,
+        keys: &DocKeys,
+        index: &DocIndex,
+    ) -> [Vec<(Vec<u8>, Vec<u8>)>; 2] {
+        let mut postings = Vec::with_capacity(index.term_count());
         let mut summaries = Vec::with_capacity(index.term_count());
+        let bucket = schema::term_bucket(&doc.policy_id);
+        let suffix = schema::term_key_suffix(&doc.policy_id, &doc.version_id);
         for (term, list) in index.iter() {
             let summary = codec::TermSummary::of(list);
-            summaries.push((term.to_string(), codec::encode_summary(&summary)));
-            entries.push((keys.posting(term), codec::encode_postings(list)));
+            let mut key = schema::terms(bucket, term);
+            key.extend_from_slice(&suffix);
+            summaries.push((key, codec::encode_summary(&summary)));
+            postings.push((keys.posting(term), codec::encode_postings(list)));
         }
-        Records { entries, summaries }
+        [postings, summaries]
     }
 }
 
@@ -427,6 +488,63 @@ fn delete_content(txn: &mut WriteTxn, keys: &DocKeys, policy: &str, version: &st
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The records of a document come out in key order (so the transaction's
+    /// sort is a linear pass), whatever the order of ids, pages and section
+    /// paths in the document, and hold every key the tables need once.
+    #[test]
+    fn records_are_encoded_in_key_order() {
+        let doc = Document {
+            policy_id: "pol".into(),
+            version_id: "v1".into(),
+            ..Document::default()
+        };
+        let node =
+            |id: &str, parent: Option<&str>, pages: (u32, u32), path: &str, text: &str| Node {
+                node_id: id.into(),
+                parent_id: parent.map(str::to_string),
+                title: format!("title of {id}"),
+                page_start: pages.0,
+                page_end: pages.1,
+                section_path: path.into(),
+                text: text.into(),
+                ..Node::default()
+            };
+        let nodes = vec![
+            node("z9", None, (7, 9), "2", "knee arthroscopy criteria"),
+            node("a1", Some("z9"), (9, 9), "2.10", "zebra apple knee"),
+            node("m5", Some("z9"), (3, 12), "2.9", "imaging mri"),
+            node("b2", None, (1, 2), "1", "aardvark"),
+        ];
+        let plan = plan::plan(&doc, nodes, Timestamp::from_unix_nanos(1)).unwrap();
+        let index = search::index_document(
+            &Analyzer::new(),
+            &search::Indexer::default(),
+            &plan.nodes,
+            false,
+        );
+        let keys = DocKeys::new(&doc.policy_id, &doc.version_id);
+        let records = Records::encode(&doc, &keys, &plan, &index);
+        let entries = &records.entries;
+        for pair in entries.windows(2) {
+            assert!(
+                pair[0].0 < pair[1].0,
+                "{:?} before {:?}",
+                pair[0].0,
+                pair[1].0
+            );
+        }
+        // 4 nodes, 4 ids, 3 + 1 + 10 + 2 page entries, 4 sections, and a
+        // posting list and a summary per term.
+        let terms = index.term_count();
+        assert!(terms >= 8, "{terms} terms");
+        assert_eq!(entries.len(), 4 + 4 + 16 + 4 + 2 * terms);
+        assert!(entries.iter().any(|(k, _)| *k == keys.page(12, 2)));
+        assert!(entries.iter().any(|(k, _)| *k == keys.section("2.10", 1)));
+        assert!(entries
+            .iter()
+            .any(|(k, _)| *k == schema::term("knee", "pol", "v1")));
+    }
 
     #[test]
     fn retries_conflicts_with_growing_waits_then_gives_up() {
