@@ -15,7 +15,8 @@
 //! commit's fdatasync does not also have to journal a change of file size. The
 //! records end where the zeros begin (a zero header never passes for a record).
 //! With `prepare_ahead`, a helper thread zero-fills and syncs the next segment
-//! as [`PREPARED_SEGMENT`] while the current one fills up; rotating to it then
+//! as [`PREPARED_SEGMENT`] once the current one is half full (not at open, so
+//! a process that only reads writes nothing); rotating to it then
 //! costs a header write, a sync and a rename instead of writing and syncing a
 //! whole segment of zeros on the commit path. Its header is synced before the
 //! rename, and the rename before any record is written to it, so a crash
@@ -208,7 +209,7 @@ impl Wal {
     /// `tail` is the segment holding it (already truncated to it) or `None` to
     /// start a new segment there. `older` lists the first LSNs of the other
     /// segments still on disk, oldest first. A prepared segment left by an
-    /// earlier run is removed; with `prepare_ahead` a new one is started.
+    /// earlier run is removed.
     pub fn open(
         vfs: Arc<dyn Vfs>,
         dir: &Path,
@@ -234,7 +235,7 @@ impl Wal {
             },
             None => create_segment(&*vfs, dir, end_lsn, segment_bytes)?,
         };
-        let mut wal = Wal {
+        Ok(Wal {
             dir: dir.to_path_buf(),
             vfs,
             segment_bytes: segment_bytes.max(SEGMENT_HEADER_LEN + 4096),
@@ -256,17 +257,14 @@ impl Wal {
             records: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             fsyncs: AtomicU64::new(0),
-        };
-        let next = wal.start_preparing();
-        wal.state.get_mut().unwrap_or_else(|p| p.into_inner()).next = next;
-        Ok(wal)
+        })
     }
 
     /// Starts the helper that prepares the next segment, when preparing ahead
-    /// (`None` otherwise, or when no thread could be started: rotation then
-    /// creates the segment itself).
-    fn start_preparing(&self) -> Option<Preparing> {
-        if !self.prepare_ahead {
+    /// and the current segment is half full (`None` otherwise, or when no
+    /// thread could be started: rotation then creates the segment itself).
+    fn start_preparing(&self, current_len: u64) -> Option<Preparing> {
+        if !self.prepare_ahead || current_len < self.segment_bytes / 2 {
             return None;
         }
         let (vfs, dir, size) = (self.vfs.clone(), self.dir.clone(), self.segment_bytes);
@@ -427,9 +425,11 @@ impl Wal {
                 if let Some(seg) = new_segment {
                     let old = std::mem::replace(&mut st.current, seg);
                     st.older.push(old.first_lsn);
-                    st.next = self.start_preparing();
                 }
                 st.current.len += buffer.len() as u64;
+                if st.next.is_none() {
+                    st.next = self.start_preparing(st.current.len);
+                }
                 buffer.clear();
                 if buffer.capacity() <= MAX_SPARE_BUFFER {
                     st.spare = buffer;
@@ -497,8 +497,8 @@ impl Drop for Wal {
     fn drop(&mut self) {
         // The helper writes into this directory: let it finish before the
         // directory is unlocked. Its file is removed at the next open.
-        let next = self.state.get_mut().map_or(None, |st| st.next.take());
-        if let Some(helper) = next {
+        let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some(helper) = st.next.take() {
             let _ = helper.join();
         }
     }
@@ -967,10 +967,10 @@ mod tests {
         assert_eq!(records_on_disk(&dir), want);
     }
 
-    /// With `prepare_ahead`, every rotation after the first open uses the
-    /// file the helper prepared (the same inode becomes the segment), a new
-    /// one is prepared each time, every record reads back, and a prepared
-    /// file left behind is removed at open.
+    /// With `prepare_ahead`, every rotation uses the file the helper prepared
+    /// once the segment was half full (the same inode becomes the segment), a
+    /// new one is prepared for each segment, every record reads back, and a
+    /// prepared file left behind is removed at open, where none is started.
     #[test]
     fn rotation_uses_the_prepared_segment_and_a_leftover_is_removed() {
         use std::os::unix::fs::MetadataExt;
@@ -984,14 +984,17 @@ mod tests {
         let mut want = Vec::new();
         let mut lsn = 0;
         let mut prepared_inodes = std::collections::HashSet::new();
+        assert!(wal.lock().next.is_none(), "nothing prepared at open");
         for i in 0..40u32 {
-            // Let the helper finish and note which file it made.
-            let helper = wal.lock().next.take().expect("a segment is being prepared");
-            let file = helper.join().unwrap().unwrap();
-            let meta = std::fs::metadata(&prepared).unwrap();
-            assert_eq!(meta.len(), size);
-            prepared_inodes.insert(meta.ino());
-            wal.lock().next = Some(std::thread::spawn(move || Ok(file)));
+            // Once the helper runs, let it finish and note which file it made.
+            let helper = wal.lock().next.take();
+            if let Some(helper) = helper {
+                let file = helper.join().unwrap().unwrap();
+                let meta = std::fs::metadata(&prepared).unwrap();
+                assert_eq!(meta.len(), size);
+                prepared_inodes.insert(meta.ino());
+                wal.lock().next = Some(std::thread::spawn(move || Ok(file)));
+            }
             let payload = vec![i as u8; 9_000];
             let end = wal
                 .append_with(1, |_, out| out.extend_from_slice(&payload))
@@ -1017,8 +1020,12 @@ mod tests {
             "the next one was prepared"
         );
         assert_eq!(records_on_disk(&dir), want);
-        let wal = Wal::open(Arc::new(OsVfs), &dir, size, lsn, None, segments, false).unwrap();
+        let wal = Wal::open(Arc::new(OsVfs), &dir, size, lsn, None, segments, true).unwrap();
         assert!(std::fs::metadata(&prepared).is_err(), "removed at open");
         drop(wal);
+        assert!(
+            std::fs::metadata(&prepared).is_err(),
+            "an open without appends prepares nothing"
+        );
     }
 }
