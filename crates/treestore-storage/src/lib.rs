@@ -40,6 +40,7 @@ pub mod group_commit;
 pub mod log_record;
 pub mod meta;
 pub mod page;
+pub(crate) mod page_table;
 pub mod pager;
 pub mod recovery;
 pub mod txn;
