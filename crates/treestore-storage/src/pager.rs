@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::btree::node::{self, Limits};
+use crate::btree::overflow;
 use crate::buffer_pool::{BufferPool, PoolStats, RunWriter};
 use crate::error::{Error, Result};
 use crate::page::{self, PageId, PageRef, PageType};
@@ -105,6 +106,22 @@ impl Pager {
         }
         self.pool.insert_clean(id, page.clone())?;
         Ok(page)
+    }
+
+    /// Starts loading the cached pages of the overflow chain of `len` bytes
+    /// that begins at `first`, for a value about to be read. Chains are
+    /// usually allocated as consecutive page ids, so the pages after the first
+    /// are guessed as `first + 1, first + 2, ...`; a wrong guess only loads a
+    /// page that is not read.
+    pub fn prefetch_chain(&self, first: PageId, len: u64) {
+        let n = overflow::pages_for(len, self.page_size());
+        if n > overflow::CACHED_CHAIN_PAGES {
+            return;
+        }
+        // Whole pages: the value's bytes are copied out of each of them.
+        for id in first..first.saturating_add(n) {
+            self.pool.prefetch(id, self.page_size());
+        }
     }
 
     /// Reads a page of a given type through the buffer pool (overflow pages of

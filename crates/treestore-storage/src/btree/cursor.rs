@@ -262,6 +262,18 @@ impl<'p> RangeIter<'p> {
         match leaf.val(i) {
             ValRef::Inline(v) => Ok(Some(f(leaf.key(i), v))),
             ValRef::Overflow { first, len } => {
+                // While this value is copied, the memory system fetches the
+                // next one's pages (scans of node records are mostly chains).
+                let ahead = if self.reverse {
+                    i.checked_sub(1)
+                } else {
+                    Some(i + 1)
+                };
+                if let Some(j) = ahead.filter(|&j| j < leaf.len()) {
+                    if let ValRef::Overflow { first, len } = leaf.val(j) {
+                        self.pager.prefetch_chain(first, len);
+                    }
+                }
                 overflow::read_into(self.pager, first, len, scratch)?;
                 Ok(Some(f(leaf.key(i), scratch)))
             }

@@ -66,6 +66,10 @@ fn walk(
     let ps = pager.page_size();
     let n = pages_for(len, ps);
     let cached = cached && n <= CACHED_CHAIN_PAGES;
+    if cached && n > 1 {
+        // The pages after the first load while the first is visited.
+        pager.prefetch_chain(first + 1, len - chunk_len(ps) as u64);
+    }
     let mut id = first;
     for i in 0..n {
         if id == 0 {
