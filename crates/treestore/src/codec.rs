@@ -201,6 +201,17 @@ pub fn decode_node_header(buf: &[u8]) -> Result<NodeHeader, CodecError> {
     decode_header(&mut Dec::record(buf)?)
 }
 
+/// The structural header of a node record if the record is node `node_id`'s
+/// (`None` when it holds another node).
+pub fn decode_node_header_if_id(
+    buf: &[u8],
+    node_id: &str,
+) -> Result<Option<NodeHeader>, CodecError> {
+    let mut d = Dec::record(buf)?;
+    let h = decode_header(&mut d)?;
+    Ok((d.str()? == node_id).then_some(h))
+}
+
 /// Decodes a whole node record.
 pub fn decode_node(buf: &[u8]) -> Result<(NodeHeader, Node), CodecError> {
     let mut d = Dec::record(buf)?;

@@ -16,12 +16,15 @@
 //! - `parallel`: splitting one query's or document's work across threads.
 //! - [`batch`]: several writes of any store in one atomic transaction.
 //! - [`ids`]: generated, time-ordered record ids.
+//! - `id_guess`: finding a node by a PageIndex-style id (its position)
+//!   without the id index.
 //! - [`time`](mod@time): timestamps.
 
 pub mod analyzer;
 pub mod batch;
 pub mod codec;
 pub mod error;
+mod id_guess;
 pub mod ids;
 pub mod key;
 pub mod metadata;

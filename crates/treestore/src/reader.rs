@@ -10,6 +10,7 @@ use treestore_storage::ReadTxn;
 use crate::analyzer::Analyzer;
 use crate::codec::{self, DocStats, NodeHeader};
 use crate::error::{Error, Result};
+use crate::id_guess::{self, Guesses};
 use crate::model::{Document, Node, SearchHit};
 use crate::parallel::{in_parts, threads_for, Pool};
 use crate::plan::check_id_arg;
@@ -46,6 +47,7 @@ pub enum NodeItem {
 /// long-lived readers), so drop it when done.
 pub struct Reader<'s> {
     analyzer: &'s Analyzer,
+    guesses: &'s Guesses,
     txn: ReadTxn,
 }
 
@@ -57,8 +59,12 @@ struct Doc {
 }
 
 impl<'s> Reader<'s> {
-    pub(crate) fn new(analyzer: &'s Analyzer, txn: ReadTxn) -> Self {
-        Reader { analyzer, txn }
+    pub(crate) fn new(analyzer: &'s Analyzer, guesses: &'s Guesses, txn: ReadTxn) -> Self {
+        Reader {
+            analyzer,
+            guesses,
+            txn,
+        }
     }
 
     /// The policy's version in force now (without effective dates: the one
@@ -186,10 +192,72 @@ impl<'s> Reader<'s> {
         }
     }
 
-    fn require_ord(&self, doc: &Doc, node_id: &str) -> Result<u32> {
+    /// The record at the position a PageIndex-style id names, decoded by
+    /// `decode` (which answers `None` unless the record carries the id), when
+    /// guessing is worth it for the document (see [`crate::id_guess`]).
+    fn guess<T>(
+        &self,
+        doc: &Doc,
+        node_id: &str,
+        decode: impl FnOnce(&[u8]) -> Option<T>,
+    ) -> Result<Option<(u32, T)>> {
+        let Some(ord) = id_guess::position_of(node_id) else {
+            return Ok(None);
+        };
+        let prefix = doc.keys.prefix();
+        if !self.guesses.worth_trying(prefix) {
+            return Ok(None);
+        }
+        // No record there (an id past the document's end) says nothing
+        // about the document's ids; a record with another id does.
+        let Some(found) = self.txn.get_with(&doc.keys.node(ord), decode)? else {
+            return Ok(None);
+        };
+        self.guesses.record(prefix, found.is_some());
+        Ok(found.map(|t| (ord, t)))
+    }
+
+    /// The position and record of a node, or `None` when the document has
+    /// no node with this id.
+    fn find_node(&self, doc: &Doc, node_id: &str) -> Result<Option<(u32, NodeHeader, Node)>> {
+        // A record that does not decode is not taken as the answer here: if
+        // it is this node, the id index leads back to it and reports it.
+        let decode = |buf: &[u8]| {
+            codec::decode_node(buf)
+                .ok()
+                .filter(|(_, n)| n.node_id == node_id)
+        };
+        if let Some((ord, (h, n))) = self.guess(doc, node_id, decode)? {
+            return Ok(Some((ord, h, n)));
+        }
+        match self.ord_of(doc, node_id)? {
+            Some(ord) => {
+                let (h, n) = self.node_at(doc, ord)?;
+                Ok(Some((ord, h, n)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// [`Reader::find_node`] for an id the caller gave: checked, and a
+    /// missing node (or document) is an error.
+    fn require_node(&self, doc: &Doc, node_id: &str) -> Result<(u32, NodeHeader, Node)> {
         check_id_arg("node_id", node_id)?;
-        self.ord_of(doc, node_id)?
+        self.find_node(doc, node_id)?
             .ok_or_else(|| self.node_missing(doc, node_id))
+    }
+
+    /// The structural header of a node the caller named.
+    fn require_header(&self, doc: &Doc, node_id: &str) -> Result<NodeHeader> {
+        check_id_arg("node_id", node_id)?;
+        let decode = |buf: &[u8]| codec::decode_node_header_if_id(buf, node_id).ok().flatten();
+        if let Some((_, h)) = self.guess(doc, node_id, decode)? {
+            return Ok(h);
+        }
+        let ord = self
+            .ord_of(doc, node_id)?
+            .ok_or_else(|| self.node_missing(doc, node_id))?;
+        self.header_at(doc, ord)
     }
 
     fn node_at(&self, doc: &Doc, ord: u32) -> Result<(NodeHeader, Node)> {
@@ -245,8 +313,7 @@ impl<'s> Reader<'s> {
     /// One node.
     pub fn get_node(&self, policy: &str, version: Option<&str>, node_id: &str) -> Result<Node> {
         let doc = self.resolve(policy, version)?;
-        let ord = self.require_ord(&doc, node_id)?;
-        Ok(self.node_at(&doc, ord)?.1)
+        Ok(self.require_node(&doc, node_id)?.2)
     }
 
     /// Many nodes by id, in the order asked; ids with no node are returned in
@@ -263,8 +330,8 @@ impl<'s> Reader<'s> {
         for id in node_ids {
             let id = id.as_ref();
             check_id_arg("node_ids", id)?;
-            match self.ord_of(&doc, id)? {
-                Some(ord) => found.push(self.node_at(&doc, ord)?.1),
+            match self.find_node(&doc, id)? {
+                Some((_, _, node)) => found.push(node),
                 None => missing.push(id.to_string()),
             }
         }
@@ -288,10 +355,7 @@ impl<'s> Reader<'s> {
         let doc = self.resolve(policy, version)?;
         let ords = match parent_id.filter(|p| !p.is_empty()) {
             None => self.doc_record(&doc)?.1.top_ords,
-            Some(p) => {
-                let ord = self.require_ord(&doc, p)?;
-                self.header_at(&doc, ord)?.child_ords
-            }
+            Some(p) => self.require_header(&doc, p)?.child_ords,
         };
         self.nodes_at(&doc, ords)
     }
@@ -307,8 +371,7 @@ impl<'s> Reader<'s> {
         max_depth: u32,
     ) -> Result<Vec<Node>> {
         let doc = self.resolve(policy, version)?;
-        let ord = self.require_ord(&doc, node_id)?;
-        let (top, first) = self.node_at(&doc, ord)?;
+        let (ord, top, first) = self.require_node(&doc, node_id)?;
         let limit = match max_depth {
             0 => u32::MAX,
             d => top.depth.saturating_add(d),
@@ -372,11 +435,9 @@ impl<'s> Reader<'s> {
         node_id: &str,
     ) -> Result<Vec<Node>> {
         let doc = self.resolve(policy, version)?;
-        let mut ord = self.require_ord(&doc, node_id)?;
-        let mut path = Vec::new();
+        let (mut ord, mut h, n) = self.require_node(&doc, node_id)?;
+        let mut path = vec![n];
         loop {
-            let (h, n) = self.node_at(&doc, ord)?;
-            path.push(n);
             match h.parent_ord {
                 // Parents come before children in document order; anything else
                 // would loop.
@@ -384,6 +445,9 @@ impl<'s> Reader<'s> {
                 Some(_) => return Err(Error::corrupt(&doc.keys.node(ord), "parent after child")),
                 None => break,
             }
+            let (parent_header, parent) = self.node_at(&doc, ord)?;
+            h = parent_header;
+            path.push(parent);
         }
         path.reverse();
         Ok(path)

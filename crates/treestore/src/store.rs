@@ -10,6 +10,7 @@ use treestore_storage::{Db, Options, WriteTxn};
 use crate::analyzer::Analyzer;
 use crate::codec::{self, DocStats};
 use crate::error::{Error, Result};
+use crate::id_guess::Guesses;
 use crate::metadata::MetadataStore;
 use crate::model::{Document, Node, StoreReport};
 use crate::plan::{self, Plan};
@@ -43,6 +44,7 @@ pub struct TreeStore {
     db: Db,
     analyzer: Analyzer,
     indexer: search::Indexer,
+    guesses: Guesses,
 }
 
 impl TreeStore {
@@ -57,6 +59,7 @@ impl TreeStore {
             db,
             analyzer: Analyzer::new(),
             indexer: search::Indexer::default(),
+            guesses: Guesses::default(),
         }
     }
 
@@ -73,7 +76,7 @@ impl TreeStore {
     /// A consistent snapshot to run queries on: every query made through one
     /// reader sees the same committed state.
     pub fn read(&self) -> Reader<'_> {
-        Reader::new(&self.analyzer, self.db.begin_read())
+        Reader::new(&self.analyzer, &self.guesses, self.db.begin_read())
     }
 
     /// Validates `doc` and `nodes`, then stores them in one durable transaction,
