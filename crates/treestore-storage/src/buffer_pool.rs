@@ -162,6 +162,13 @@ impl BufferPool {
         }
     }
 
+    /// Asks the CPU to start loading the page-table slot of `id`, for a
+    /// [`prefetch`](Self::prefetch) or [`get`](Self::get) of `id` a little
+    /// later that then does not wait for it. Touches no counters.
+    pub fn prefetch_slot(&self, id: PageId) {
+        self.shard(id).map.prefetch_home(id);
+    }
+
     /// Returns the cached image without touching counters or the reference bit.
     pub fn peek(&self, id: PageId) -> Option<PageRef> {
         self.shard(id).map.get(id).map(|f| f.page.clone())
@@ -304,20 +311,27 @@ const PREFETCH_BYTES: usize = 1024;
 /// Asks the CPU to load the cache lines of `page`'s first `bytes` bytes.
 #[inline]
 fn prefetch_lines(page: &[u8], bytes: usize) {
-    #[cfg(target_arch = "x86_64")]
     for off in (0..page.len().min(bytes)).step_by(64) {
-        // SAFETY: `_mm_prefetch` needs the `sse` target feature, which every
-        // x86_64 CPU has (it is part of the architecture's baseline). A
-        // prefetch is only a hint: it never faults and changes no memory, and
-        // the address is inside `page` in any case.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                page.as_ptr().add(off).cast(),
-            )
-        };
+        prefetch_address(page[off..].as_ptr());
     }
+}
+
+/// Asks the CPU to start loading the cache line holding the start of `v`.
+pub(crate) fn prefetch_object<T>(v: &T) {
+    prefetch_address((v as *const T).cast());
+}
+
+fn prefetch_address(at: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `_mm_prefetch` needs the `sse` target feature, which every
+    // x86_64 CPU has (it is part of the architecture's baseline). A prefetch
+    // is only a hint: it never faults and changes no memory, and every caller
+    // passes the address of memory it borrows in any case.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(at.cast())
+    };
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (page, bytes);
+    let _ = at;
 }
 
 /// Coalesces writes of consecutive pages into single calls.
@@ -420,10 +434,15 @@ mod tests {
     fn prefetch_leaves_the_pool_as_it_was() {
         let file: Arc<dyn StorageFile> = Arc::new(MemFile::default());
         let pool = BufferPool::new(4 * 1024, 1024, file);
+        // An empty pool's table has no slots yet.
+        pool.prefetch_slot(3);
+        pool.prefetch(3, 1024);
         for id in 0..4 {
             pool.insert_clean(id, page(id as u8)).unwrap();
         }
         let before = pool.stats();
+        pool.prefetch_slot(0);
+        pool.prefetch_slot(77);
         pool.prefetch(0, 1024);
         pool.prefetch(77, 1024);
         assert_eq!(pool.stats(), before, "no hit, miss or insertion counted");

@@ -124,6 +124,20 @@ impl Pager {
         }
     }
 
+    /// Starts loading the page-table slots of the chain
+    /// [`prefetch_chain`](Self::prefetch_chain) would prefetch, one step
+    /// earlier: a later `prefetch_chain` or read of those pages then finds
+    /// its slots in the CPU cache.
+    pub fn prefetch_chain_slots(&self, first: PageId, len: u64) {
+        let n = overflow::pages_for(len, self.page_size());
+        if n > overflow::CACHED_CHAIN_PAGES {
+            return;
+        }
+        for id in first..first.saturating_add(n) {
+            self.pool.prefetch_slot(id);
+        }
+    }
+
     /// Reads a page of a given type through the buffer pool (overflow pages of
     /// values small enough to be read often, such as document records).
     pub fn read_cached(&self, id: PageId, want: PageType) -> Result<PageRef> {

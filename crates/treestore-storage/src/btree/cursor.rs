@@ -263,13 +263,22 @@ impl<'p> RangeIter<'p> {
             ValRef::Inline(v) => Ok(Some(f(leaf.key(i), v))),
             ValRef::Overflow { first, len } => {
                 // While this value is copied, the memory system fetches the
-                // next one's pages (scans of node records are mostly chains).
-                let ahead = if self.reverse {
-                    i.checked_sub(1)
-                } else {
-                    Some(i + 1)
+                // next one's pages and the page-table slots of the one after
+                // (scans of node records are mostly chains).
+                let ahead = |d: usize| {
+                    if self.reverse {
+                        i.checked_sub(d)
+                    } else {
+                        Some(i + d)
+                    }
+                    .filter(|&j| j < leaf.len())
                 };
-                if let Some(j) = ahead.filter(|&j| j < leaf.len()) {
+                if let Some(j) = ahead(2) {
+                    if let ValRef::Overflow { first, len } = leaf.val(j) {
+                        self.pager.prefetch_chain_slots(first, len);
+                    }
+                }
+                if let Some(j) = ahead(1) {
                     if let ValRef::Overflow { first, len } = leaf.val(j) {
                         self.pager.prefetch_chain(first, len);
                     }

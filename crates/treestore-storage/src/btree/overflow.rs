@@ -67,7 +67,9 @@ fn walk(
     let n = pages_for(len, ps);
     let cached = cached && n <= CACHED_CHAIN_PAGES;
     if cached && n > 1 {
-        // The pages after the first load while the first is visited.
+        // The slots of all pages are fetched together, then the pages after
+        // the first load while the first is visited.
+        pager.prefetch_chain_slots(first, len);
         pager.prefetch_chain(first + 1, len - chunk_len(ps) as u64);
     }
     let mut id = first;
