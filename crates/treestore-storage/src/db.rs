@@ -38,6 +38,7 @@ use crate::pager::Pager;
 use crate::txn::{ReadSet, ReadTxn, WriteTxn};
 use crate::vfs::{DirLock, OsVfs, Vfs};
 use crate::wal::{Durability, Wal, WalStats};
+use crate::watch::{Watch, Watches};
 
 /// Name of the page file inside a data directory.
 pub const DATA_FILE: &str = "data.tsdb";
@@ -170,6 +171,8 @@ pub(crate) struct DbInner {
     pub unpublished: Mutex<VecDeque<(u64, Arc<Snapshot>)>>,
     /// Committers waiting to be combined into a group.
     pub queue: Mutex<CommitQueue>,
+    /// Key ranges whose last writer callers follow ([`Db::watch`]).
+    pub watches: Watches,
     pub _lock: Box<dyn DirLock>,
 }
 
@@ -274,6 +277,16 @@ impl Db {
 
     /// Starts a read-only transaction on the latest committed state. Never blocks
     /// on writers and is never blocked by them.
+    /// A watch on the keys in `[lower, upper)`: the sequence number of the
+    /// last commit that wrote one of them (see [`crate::watch`] for how a
+    /// cache of data read from the range uses it).
+    pub fn watch(&self, lower: &[u8], upper: &[u8]) -> Arc<Watch> {
+        // Under the commit mutex, so no commit falls between the starting
+        // point and the watch being in the list.
+        let st = lock(&self.inner.commit);
+        self.inner.watches.add(lower, upper, st.seq)
+    }
+
     pub fn begin_read(&self) -> ReadTxn {
         let snap = self.inner.register(false);
         ReadTxn::new(self.inner.clone(), snap)
@@ -539,6 +552,7 @@ impl DbInner {
             let seq = st.seq + 1;
             self.release_pages(st);
             apply_batch(&self.pager, st, seq, &writes)?;
+            self.watches.note(seq, &writes);
             // From here on the working tree holds this commit: if it cannot be
             // made durable, the in-memory state is ahead of the disk for good.
             if log_record::encoded_len(&writes) > self.large_txn_bytes {

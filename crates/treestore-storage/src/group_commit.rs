@@ -260,6 +260,9 @@ impl DbInner {
                 return (Vec::new(), None);
             }
         };
+        for m in &members {
+            self.watches.note(m.seq, &m.writes);
+        }
         let seq = first_seq + members.len() as u64 - 1;
         st.seq = seq;
         st.last_lsn = lsn;

@@ -16,6 +16,7 @@
 //!   [`recovery`] opens a directory and replays the log; [`checkpoint`] makes the
 //!   working tree durable in the page file; [`background`] runs checkpoints.
 //! - [`check`]: the read-only integrity checker.
+//! - [`watch`]: which commit last wrote a key range, for caches above the engine.
 //!
 //! ```no_run
 //! use treestore_storage::{Db, Options};
@@ -47,6 +48,7 @@ pub mod txn;
 pub mod varint;
 pub mod vfs;
 pub mod wal;
+pub mod watch;
 
 pub use check::CheckReport;
 pub use db::{CommitInfo, Db, Options, RecoveryStats, Stats, WriteBatch, DATA_FILE, MAX_VALUE_LEN};
@@ -54,3 +56,4 @@ pub use error::{Error, Result};
 pub use pager::cache_only;
 pub use txn::{Iter, ReadTxn, WriteTxn};
 pub use wal::{Durability, WalStats};
+pub use watch::Watch;

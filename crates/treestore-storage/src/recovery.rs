@@ -184,6 +184,7 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<DbInner> {
         commit: Mutex::new(st),
         unpublished: Mutex::new(VecDeque::new()),
         queue: Mutex::new(CommitQueue::default()),
+        watches: Default::default(),
         _lock: dir_lock,
     };
     // The replayed commits stay in memory and in the log; the background

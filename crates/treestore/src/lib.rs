@@ -10,7 +10,8 @@
 //! - [`analyzer`] and [`search`]: text analysis and BM25; `term_cache`: the
 //!   word-to-term cache indexing uses.
 //! - [`pageindex`]: import of PageIndex JSON (both shapes).
-//! - [`versions`]: the version store (effective periods, as-of queries, diffs).
+//! - [`versions`]: the version store (effective periods, as-of queries, diffs);
+//!   `version_cache`: each policy's version in force, kept between queries.
 //! - [`metadata`]: tool results, trajectories, cross-references, contradictions.
 //! - [`prompts`]: prompt templates in versions and their usage.
 //! - `parallel`: splitting one query's or document's work across threads.
@@ -40,6 +41,7 @@ pub mod search;
 pub mod store;
 mod term_cache;
 pub mod time;
+mod version_cache;
 pub mod versions;
 
 pub use batch::WriteOp;

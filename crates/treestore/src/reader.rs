@@ -17,6 +17,7 @@ use crate::plan::check_id_arg;
 use crate::schema::DocKeys;
 use crate::search;
 use crate::time::Timestamp;
+use crate::version_cache::VersionCache;
 use crate::versions::{self, PolicyVersion};
 
 /// Subtrees with at least this many nodes below their top are read on
@@ -48,6 +49,7 @@ pub enum NodeItem {
 pub struct Reader<'s> {
     analyzer: &'s Analyzer,
     guesses: &'s Guesses,
+    in_force: &'s VersionCache,
     txn: ReadTxn,
 }
 
@@ -59,10 +61,16 @@ struct Doc {
 }
 
 impl<'s> Reader<'s> {
-    pub(crate) fn new(analyzer: &'s Analyzer, guesses: &'s Guesses, txn: ReadTxn) -> Self {
+    pub(crate) fn new(
+        analyzer: &'s Analyzer,
+        guesses: &'s Guesses,
+        in_force: &'s VersionCache,
+        txn: ReadTxn,
+    ) -> Self {
         Reader {
             analyzer,
             guesses,
+            in_force,
             txn,
         }
     }
@@ -72,7 +80,16 @@ impl<'s> Reader<'s> {
     /// effective periods: [`Error::NoVersionInForce`].
     pub fn current_version(&self, policy: &str) -> Result<Option<String>> {
         check_id_arg("policy_id", policy)?;
-        Ok(versions::in_force(&self.txn, policy, Timestamp::now_observed())?.map(|e| e.version_id))
+        let (seq, at) = (self.txn.seq(), Timestamp::now_observed());
+        if let Some(v) = self.in_force.get(seq, policy, at) {
+            return Ok(Some(v));
+        }
+        Ok(
+            versions::in_force_until(&self.txn, policy, at)?.map(|(e, until)| {
+                self.in_force.put(seq, policy, at, until, &e.version_id);
+                e.version_id
+            }),
+        )
     }
 
     /// A policy's registered versions, latest effective start first.

@@ -20,6 +20,7 @@ use crate::records;
 use crate::schema::{self, DocKeys};
 use crate::search::{self, DocIndex};
 use crate::time::Timestamp;
+use crate::version_cache::VersionCache;
 use crate::versions::{self, VersionSpec, VersionStore};
 
 /// How often a write that lost a conflict to a concurrent transaction is
@@ -45,6 +46,7 @@ pub struct TreeStore {
     analyzer: Analyzer,
     indexer: search::Indexer,
     guesses: Guesses,
+    in_force: VersionCache,
 }
 
 impl TreeStore {
@@ -56,6 +58,7 @@ impl TreeStore {
     /// A store on an already open database.
     pub fn from_db(db: Db) -> Self {
         TreeStore {
+            in_force: VersionCache::new(&db),
             db,
             analyzer: Analyzer::new(),
             indexer: search::Indexer::default(),
@@ -76,7 +79,12 @@ impl TreeStore {
     /// A consistent snapshot to run queries on: every query made through one
     /// reader sees the same committed state.
     pub fn read(&self) -> Reader<'_> {
-        Reader::new(&self.analyzer, &self.guesses, self.db.begin_read())
+        Reader::new(
+            &self.analyzer,
+            &self.guesses,
+            &self.in_force,
+            self.db.begin_read(),
+        )
     }
 
     /// Validates `doc` and `nodes`, then stores them in one durable transaction,

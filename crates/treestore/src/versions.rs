@@ -526,6 +526,47 @@ pub(crate) fn in_force(txn: &ReadTxn, policy: &str, at: Timestamp) -> Result<Opt
     })
 }
 
+/// [`in_force`], with the instant until which the answer holds while the
+/// index is unchanged (`None`: for good): the end of the version found, or
+/// the next effective start after `at`, whichever comes first. From `at` to
+/// then no entry starts, and every entry the scan passed over has ended.
+pub(crate) fn in_force_until(
+    txn: &ReadTxn,
+    policy: &str,
+    at: Timestamp,
+) -> Result<Option<(IndexEntry, Option<Timestamp>)>> {
+    let Some(found) = in_force(txn, policy, at)? else {
+        return Ok(None);
+    };
+    let prefix = index_prefix(policy);
+    let upper = KeyBuilder::from(prefix.clone())
+        .i64(at.unix_nanos())
+        .i64(i64::MAX)
+        .finish();
+    let next_start = match txn
+        .range(
+            std::ops::Bound::Excluded(upper.as_slice()),
+            std::ops::Bound::Unbounded,
+        )
+        .next()
+    {
+        Some(item) => {
+            let (k, _) = item?;
+            if k.starts_with(&prefix) {
+                Some(decode_index_key(&k)?.1)
+            } else {
+                None
+            }
+        }
+        None => None,
+    };
+    let until = match (found.end, next_start) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    Ok(Some((found, until)))
+}
+
 /// Every policy's version in force at `at` that has a stored document, with
 /// its statistics, in policy order.
 pub(crate) fn all_in_force(txn: &ReadTxn, at: Timestamp) -> Result<Vec<(String, Current)>> {

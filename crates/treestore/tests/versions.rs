@@ -843,3 +843,82 @@ fn effective_times_outside_the_supported_range_are_rejected() {
         (Timestamp::MIN, Some(Timestamp::MAX))
     );
 }
+
+/// Queries that name no version use the version in force as remembered from
+/// earlier queries; these check it is never stale: when time reaches the next
+/// start or the end of the version in force, when the index is written
+/// (documents or registrations), and for a reader on an older snapshot.
+#[test]
+fn the_remembered_version_in_force_follows_time_writes_and_snapshots() {
+    let (_d, store) = open();
+    let spec = |start: Timestamp, end: Option<Timestamp>| VersionSpec {
+        effective_start: Some(start),
+        effective_end: end,
+        ..Default::default()
+    };
+    let text = |r: &treestore::Reader<'_>| r.get_node("p", None, "n").map(|n| n.text);
+    store
+        .store_document_with(
+            Document::new("p", "v1"),
+            vec![node("n", "one")],
+            Some(&spec(day(2020, 1, 1), None)),
+        )
+        .unwrap();
+    // v2 starts shortly: until then v1 is in force (and remembered).
+    let soon = plus(Timestamp::now(), 400_000_000);
+    store
+        .store_document_with(
+            Document::new("p", "v2"),
+            vec![node("n", "two")],
+            Some(&spec(soon, None)),
+        )
+        .unwrap();
+    assert_eq!(text(&store.read()).unwrap(), "one");
+    assert_eq!(text(&store.read()).unwrap(), "one");
+    while Timestamp::now() <= soon {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(text(&store.read()).unwrap(), "two", "v2 started");
+
+    // A reader that began before v3 was stored keeps seeing v2, before and
+    // after a newer reader has learnt that v3 is in force.
+    let old = store.read();
+    assert_eq!(text(&old).unwrap(), "two");
+    store
+        .store_document(Document::new("p", "v3"), vec![node("n", "three")])
+        .unwrap();
+    let new = store.read();
+    assert_eq!(text(&new).unwrap(), "three");
+    assert_eq!(text(&new).unwrap(), "three");
+    assert_eq!(text(&old).unwrap(), "two");
+    assert_eq!(old.current_version("p").unwrap().as_deref(), Some("v2"));
+    drop((old, new));
+
+    // A registration without a document is a write to the index too.
+    store
+        .versions()
+        .register(ver("p", "v4", plus(Timestamp::now(), -1), None))
+        .unwrap();
+    let r = store.read();
+    assert_eq!(r.current_version("p").unwrap().as_deref(), Some("v4"));
+    assert!(matches!(text(&r), Err(Error::DocumentNotFound { .. })));
+    drop(r);
+
+    // The end of the version in force.
+    let end = plus(Timestamp::now(), 400_000_000);
+    store
+        .store_document_with(
+            Document::new("q", "only"),
+            vec![node("n", "q")],
+            Some(&spec(day(2020, 1, 1), Some(end))),
+        )
+        .unwrap();
+    assert_eq!(store.read().get_node("q", None, "n").unwrap().text, "q");
+    while Timestamp::now() <= end {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(matches!(
+        store.read().get_node("q", None, "n"),
+        Err(Error::NoVersionInForce { .. })
+    ));
+}
