@@ -16,7 +16,7 @@
 
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 
 use crate::db::WriteSet;
 
@@ -45,10 +45,11 @@ impl Watch {
     }
 }
 
-/// The watches of one database.
+/// The watches of one database (a watch nobody holds any more is dropped
+/// from the list when the next one is added).
 #[derive(Debug, Default)]
 pub(crate) struct Watches {
-    list: RwLock<Vec<Arc<Watch>>>,
+    list: RwLock<Vec<Weak<Watch>>>,
 }
 
 impl Watches {
@@ -59,18 +60,24 @@ impl Watches {
             upper: upper.to_vec(),
             last_write: AtomicU64::new(seq),
         });
-        self.list
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(w.clone());
+        let mut list = self.list.write().unwrap_or_else(|p| p.into_inner());
+        list.retain(|w| w.strong_count() > 0);
+        list.push(Arc::downgrade(&w));
         w
+    }
+
+    /// Watches still held.
+    #[cfg(test)]
+    fn live(&self) -> usize {
+        let list = self.list.read().unwrap_or_else(|p| p.into_inner());
+        list.iter().filter(|w| w.strong_count() > 0).count()
     }
 
     /// Records commit `seq`, which wrote `writes`, in the watches it touches.
     /// Called under the commit mutex before the commit's snapshot is staged.
     pub fn note(&self, seq: u64, writes: &WriteSet) {
         let list = self.list.read().unwrap_or_else(|p| p.into_inner());
-        for w in list.iter() {
+        for w in list.iter().filter_map(Weak::upgrade) {
             if w.touched_by(writes) {
                 w.last_write.fetch_max(seq, Ordering::Release);
             }
@@ -130,6 +137,21 @@ mod tests {
             .map(|(_, s)| *s)
             .max();
         assert_eq!(Some(w.last_write()), newest);
+    }
+
+    #[test]
+    fn watches_nobody_holds_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), Options::default()).unwrap();
+        let kept = db.watch(b"a", b"b");
+        for _ in 0..10 {
+            drop(db.watch(b"a", b"b"));
+        }
+        let last = db.watch(b"a", b"b");
+        assert_eq!(db.inner.watches.live(), 2);
+        assert_eq!(db.inner.watches.list.read().unwrap().len(), 2);
+        let seq = put(&db, b"a1");
+        assert_eq!((kept.last_write(), last.last_write()), (seq, seq));
     }
 
     #[test]
