@@ -275,11 +275,10 @@ impl Db {
         self.inner.max_key_len()
     }
 
-    /// Starts a read-only transaction on the latest committed state. Never blocks
-    /// on writers and is never blocked by them.
     /// A watch on the keys in `[lower, upper)`: the sequence number of the
     /// last commit that wrote one of them (see [`crate::watch`] for how a
-    /// cache of data read from the range uses it).
+    /// cache of data read from the range uses it). A range with `lower >=
+    /// upper` holds no key, so no commit ever changes its watch.
     pub fn watch(&self, lower: &[u8], upper: &[u8]) -> Arc<Watch> {
         // Under the commit mutex, so no commit falls between the starting
         // point and the watch being in the list.
@@ -287,6 +286,8 @@ impl Db {
         self.inner.watches.add(lower, upper, st.seq)
     }
 
+    /// Starts a read-only transaction on the latest committed state. Never blocks
+    /// on writers and is never blocked by them.
     pub fn begin_read(&self) -> ReadTxn {
         let snap = self.inner.register(false);
         ReadTxn::new(self.inner.clone(), snap)

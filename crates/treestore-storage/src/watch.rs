@@ -37,6 +37,11 @@ impl Watch {
     }
 
     fn touched_by(&self, writes: &WriteSet) -> bool {
+        // An empty range (which `BTreeMap::range` would panic on, inside a
+        // commit) holds no key.
+        if self.lower >= self.upper {
+            return false;
+        }
         let range = (
             Bound::Included(self.lower.as_slice()),
             Bound::Excluded(self.upper.as_slice()),
@@ -137,6 +142,18 @@ mod tests {
             .map(|(_, s)| *s)
             .max();
         assert_eq!(Some(w.last_write()), newest);
+    }
+
+    #[test]
+    fn an_empty_range_is_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), Options::default()).unwrap();
+        let start = put(&db, b"m");
+        let backwards = db.watch(b"z", b"a");
+        let empty = db.watch(b"m", b"m");
+        put(&db, b"m");
+        put(&db, b"q");
+        assert_eq!((backwards.last_write(), empty.last_write()), (start, start));
     }
 
     #[test]

@@ -864,8 +864,10 @@ fn the_remembered_version_in_force_follows_time_writes_and_snapshots() {
             Some(&spec(day(2020, 1, 1), None)),
         )
         .unwrap();
-    // v2 starts shortly: until then v1 is in force (and remembered).
-    let soon = plus(Timestamp::now(), 400_000_000);
+    // v2 starts shortly: until then v1 is in force (and remembered). A read
+    // that ends before the start must see v1, one that begins after it v2
+    // (on a machine slow enough to straddle the start, either is right).
+    let soon = plus(Timestamp::now(), 2_000_000_000);
     store
         .store_document_with(
             Document::new("p", "v2"),
@@ -873,8 +875,19 @@ fn the_remembered_version_in_force_follows_time_writes_and_snapshots() {
             Some(&spec(soon, None)),
         )
         .unwrap();
-    assert_eq!(text(&store.read()).unwrap(), "one");
-    assert_eq!(text(&store.read()).unwrap(), "one");
+    let in_force_around = |r: &treestore::Reader<'_>, boundary: Timestamp| {
+        let before = Timestamp::now();
+        let got = text(r);
+        let after = Timestamp::now();
+        (got, after < boundary, before > boundary)
+    };
+    for _ in 0..2 {
+        match in_force_around(&store.read(), soon) {
+            (got, true, _) => assert_eq!(got.unwrap(), "one"),
+            (got, _, true) => assert_eq!(got.unwrap(), "two"),
+            (got, ..) => assert!(["one", "two"].contains(&got.unwrap().as_str())),
+        }
+    }
     while Timestamp::now() <= soon {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
@@ -905,7 +918,7 @@ fn the_remembered_version_in_force_follows_time_writes_and_snapshots() {
     drop(r);
 
     // The end of the version in force.
-    let end = plus(Timestamp::now(), 400_000_000);
+    let end = plus(Timestamp::now(), 2_000_000_000);
     store
         .store_document_with(
             Document::new("q", "only"),
@@ -913,7 +926,13 @@ fn the_remembered_version_in_force_follows_time_writes_and_snapshots() {
             Some(&spec(day(2020, 1, 1), Some(end))),
         )
         .unwrap();
-    assert_eq!(store.read().get_node("q", None, "n").unwrap().text, "q");
+    let before = Timestamp::now();
+    let got = store.read().get_node("q", None, "n");
+    if Timestamp::now() < end {
+        assert_eq!(got.unwrap().text, "q");
+    } else if before > end {
+        assert!(matches!(got, Err(Error::NoVersionInForce { .. })));
+    }
     while Timestamp::now() <= end {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
@@ -921,4 +940,49 @@ fn the_remembered_version_in_force_follows_time_writes_and_snapshots() {
         store.read().get_node("q", None, "n"),
         Err(Error::NoVersionInForce { .. })
     ));
+}
+
+/// Readers on many snapshots while new versions are stored: a reader's
+/// version in force (and the node read with no version) is always the newest
+/// version its own snapshot lists, and a reader kept from earlier still
+/// answers as it did, whatever the remembered answers are meanwhile.
+#[test]
+fn the_remembered_version_in_force_is_right_for_every_snapshot_under_writes() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (_d, store) = open();
+    store
+        .store_document(Document::new("p", "v000"), vec![node("n", "v000")])
+        .unwrap();
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for t in 0..3 {
+            let (store, done) = (&store, &done);
+            s.spawn(move || {
+                let mut kept: Option<(treestore::Reader<'_>, String)> = None;
+                let mut rounds = 0u32;
+                while !done.load(Ordering::Relaxed) || rounds < 10 {
+                    let r = store.read();
+                    let listed = r.list_versions("p").unwrap();
+                    let want = listed[0].version_id.clone();
+                    assert_eq!(r.current_version("p").unwrap(), Some(want.clone()));
+                    assert_eq!(r.get_node("p", None, "n").unwrap().text, want);
+                    if let Some((old, was)) = &kept {
+                        assert_eq!(old.current_version("p").unwrap().as_ref(), Some(was));
+                        assert_eq!(&old.get_node("p", None, "n").unwrap().text, was);
+                    }
+                    if rounds.is_multiple_of(5 + t) {
+                        kept = Some((r, want));
+                    }
+                    rounds += 1;
+                }
+            });
+        }
+        for i in 1..=60 {
+            let v = format!("v{i:03}");
+            store
+                .store_document(Document::new("p", &v), vec![node("n", &v)])
+                .unwrap();
+        }
+        done.store(true, Ordering::Relaxed);
+    });
 }
