@@ -71,6 +71,21 @@ fn position_ids_skip_the_id_index() {
         by_position + 29 * depth <= by_index,
         "{by_position} page visits by position, {by_index} through the index (depth {depth})"
     );
+
+    // Numbered backwards, every guess is wrong: after the first few the
+    // document is no longer guessed for, so its lookups cost what the index
+    // costs, plus at most a retry or two.
+    let back = |i: usize| format!("{:04}", 199 - i);
+    store
+        .store_document(Document::new("p", "back"), forest(back))
+        .unwrap();
+    visits("back", &back);
+    let wrong_numbers = visits("back", &back);
+    let by_index = visits("named", &|i| format!("n{i:04}"));
+    assert!(
+        wrong_numbers <= by_index + 2 * (depth + 3),
+        "{wrong_numbers} page visits with wrong guesses, {by_index} through the index"
+    );
 }
 
 #[test]
