@@ -72,17 +72,9 @@ impl PageTable {
     /// starts, for a lookup of `id` coming soon (the slot is almost always a
     /// cache miss in a large pool, and the lookup cannot start without it).
     pub fn prefetch_home(&self, id: PageId) {
-        if let Some(slot) = self.slots.get(self.home_or_zero(id)) {
-            crate::buffer_pool::prefetch_object(slot);
-        }
-    }
-
-    /// [`PageTable::home`], or 0 for a table with no slots yet.
-    fn home_or_zero(&self, id: PageId) -> usize {
-        if self.slots.is_empty() {
-            0
-        } else {
-            self.home(id)
+        // A table with no slots yet has no home to compute.
+        if !self.slots.is_empty() {
+            crate::buffer_pool::prefetch_object(&self.slots[self.home(id)]);
         }
     }
 

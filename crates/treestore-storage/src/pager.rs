@@ -114,12 +114,8 @@ impl Pager {
     /// are guessed as `first + 1, first + 2, ...`; a wrong guess only loads a
     /// page that is not read.
     pub fn prefetch_chain(&self, first: PageId, len: u64) {
-        let n = overflow::pages_for(len, self.page_size());
-        if n > overflow::CACHED_CHAIN_PAGES {
-            return;
-        }
         // Whole pages: the value's bytes are copied out of each of them.
-        for id in first..first.saturating_add(n) {
+        for id in self.cached_chain_guess(first, len) {
             self.pool.prefetch(id, self.page_size());
         }
     }
@@ -129,13 +125,19 @@ impl Pager {
     /// earlier: a later `prefetch_chain` or read of those pages then finds
     /// its slots in the CPU cache.
     pub fn prefetch_chain_slots(&self, first: PageId, len: u64) {
-        let n = overflow::pages_for(len, self.page_size());
-        if n > overflow::CACHED_CHAIN_PAGES {
-            return;
-        }
-        for id in first..first.saturating_add(n) {
+        for id in self.cached_chain_guess(first, len) {
             self.pool.prefetch_slot(id);
         }
+    }
+
+    /// The page ids guessed for a chain read through the pool (consecutive
+    /// from `first`); none for a chain too long to be cached.
+    fn cached_chain_guess(&self, first: PageId, len: u64) -> std::ops::Range<PageId> {
+        let n = overflow::pages_for(len, self.page_size());
+        if n > overflow::CACHED_CHAIN_PAGES {
+            return first..first;
+        }
+        first..first.saturating_add(n)
     }
 
     /// Reads a page of a given type through the buffer pool (overflow pages of

@@ -16,6 +16,8 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 
+use crate::schema::fnv1a;
+
 /// Slots of the table (a power of two).
 const SLOTS: usize = 4096;
 /// Wrong guesses in a row after which a document's ids are not guessed.
@@ -48,18 +50,27 @@ impl Default for Guesses {
     }
 }
 
-fn slot(doc_prefix: &[u8]) -> usize {
-    // FNV-1a: stable, and cheap for the short prefixes of document keys.
-    let hash = doc_prefix.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    (hash as usize) & (SLOTS - 1)
+impl Guesses {
+    /// The wrong-guess count of the document with this key prefix (hashed
+    /// once per lookup).
+    pub fn for_document(&self, doc_prefix: &[u8]) -> DocGuesses<'_> {
+        DocGuesses {
+            misses: &self.misses[(fnv1a(doc_prefix) as usize) & (SLOTS - 1)],
+            skipped: &self.skipped,
+        }
+    }
 }
 
-impl Guesses {
-    /// Whether to guess for the document with this key prefix.
-    pub fn worth_trying(&self, doc_prefix: &[u8]) -> bool {
-        self.misses[slot(doc_prefix)].load(Ordering::Relaxed) < MISS_LIMIT
+/// One document's slot of [`Guesses`].
+pub struct DocGuesses<'g> {
+    misses: &'g AtomicU8,
+    skipped: &'g AtomicU32,
+}
+
+impl DocGuesses<'_> {
+    /// Whether to guess for the document.
+    pub fn worth_trying(&self) -> bool {
+        self.misses.load(Ordering::Relaxed) < MISS_LIMIT
             || self
                 .skipped
                 .fetch_add(1, Ordering::Relaxed)
@@ -67,18 +78,17 @@ impl Guesses {
     }
 
     /// Records whether a guess for the document was right.
-    pub fn record(&self, doc_prefix: &[u8], right: bool) {
-        let misses = &self.misses[slot(doc_prefix)];
-        let now = misses.load(Ordering::Relaxed);
+    pub fn record(&self, right: bool) {
+        let now = self.misses.load(Ordering::Relaxed);
         // Racing updates may lose a count: the table is only a hint.
         if right {
             // No write when already zero: hits are the common case, and a
             // store would bounce the cache line between reader threads.
             if now != 0 {
-                misses.store(0, Ordering::Relaxed);
+                self.misses.store(0, Ordering::Relaxed);
             }
         } else {
-            misses.store(now.saturating_add(1), Ordering::Relaxed);
+            self.misses.store(now.saturating_add(1), Ordering::Relaxed);
         }
     }
 }
@@ -100,18 +110,18 @@ mod tests {
     #[test]
     fn misses_turn_guessing_off_and_a_hit_turns_it_back_on() {
         let g = Guesses::default();
-        let (doc, other) = (b"doc-a".as_slice(), b"doc-b".as_slice());
-        assert_ne!(slot(doc), slot(other));
+        let (doc, other) = (g.for_document(b"doc-a"), g.for_document(b"doc-b"));
+        assert!(!std::ptr::eq(doc.misses, other.misses), "separate slots");
         for _ in 0..MISS_LIMIT {
-            assert!(g.worth_trying(doc));
-            g.record(doc, false);
+            assert!(doc.worth_trying());
+            doc.record(false);
         }
-        assert!(g.worth_trying(other), "other documents keep guessing");
+        assert!(other.worth_trying(), "other documents keep guessing");
         // Off, except one retry in RETRY_EVERY.
-        let tries = (0..RETRY_EVERY * 4).filter(|_| g.worth_trying(doc)).count();
+        let tries = (0..RETRY_EVERY * 4).filter(|_| doc.worth_trying()).count();
         assert_eq!(tries, 4);
-        g.record(doc, true);
-        assert!(g.worth_trying(doc));
-        assert!(g.worth_trying(doc));
+        doc.record(true);
+        assert!(doc.worth_trying());
+        assert!(doc.worth_trying());
     }
 }

@@ -221,8 +221,8 @@ impl<'s> Reader<'s> {
         let Some(ord) = id_guess::position_of(node_id) else {
             return Ok(None);
         };
-        let prefix = doc.keys.prefix();
-        if !self.guesses.worth_trying(prefix) {
+        let guesses = self.guesses.for_document(doc.keys.prefix());
+        if !guesses.worth_trying() {
             return Ok(None);
         }
         // No record there (an id past the document's end) says nothing
@@ -230,7 +230,7 @@ impl<'s> Reader<'s> {
         let Some(found) = self.txn.get_with(&doc.keys.node(ord), decode)? else {
             return Ok(None);
         };
-        self.guesses.record(prefix, found.is_some());
+        guesses.record(found.is_some());
         Ok(found.map(|t| (ord, t)))
     }
 

@@ -227,10 +227,14 @@ pub const TERM_BUCKETS: u16 = 1024;
 /// The term-index bucket of a policy: FNV-1a of its id, so it is the same in
 /// every process and release.
 pub fn term_bucket(policy: &str) -> u16 {
-    let hash = policy.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+    (fnv1a(policy.as_bytes()) % u64::from(TERM_BUCKETS)) as u16
+}
+
+/// FNV-1a (64-bit) of `bytes`: the same in every process and release.
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    (hash % u64::from(TERM_BUCKETS)) as u16
+    })
 }
 
 /// The key of a document's summary of `term`: `0x13 bucket (term, policy, version)`.

@@ -479,12 +479,18 @@ pub(crate) fn get(txn: &ReadTxn, policy: &str, version: &str) -> Result<Option<P
 /// The version in force at `at`: `Ok(None)` when the policy has no versions
 /// at all; a [`Error::NoVersionInForce`] saying why when it has some but none
 /// covers `at` (before the first one, or in a gap after an explicit end).
-pub(crate) fn in_force(txn: &ReadTxn, policy: &str, at: Timestamp) -> Result<Option<IndexEntry>> {
-    let prefix = index_prefix(policy);
-    let upper = KeyBuilder::from(prefix.clone())
+/// Past the last key under a policy's index `prefix` whose effective start
+/// is at or before `at` (every registration time included).
+fn last_key_at(prefix: &[u8], at: Timestamp) -> Vec<u8> {
+    KeyBuilder::from(prefix.to_vec())
         .i64(at.unix_nanos())
         .i64(i64::MAX)
-        .finish();
+        .finish()
+}
+
+pub(crate) fn in_force(txn: &ReadTxn, policy: &str, at: Timestamp) -> Result<Option<IndexEntry>> {
+    let prefix = index_prefix(policy);
+    let upper = last_key_at(&prefix, at);
     // The version that ended last before `at` (where the gap begins), for
     // the message.
     let mut ended: Option<IndexEntry> = None;
@@ -539,10 +545,7 @@ pub(crate) fn in_force_until(
         return Ok(None);
     };
     let prefix = index_prefix(policy);
-    let upper = KeyBuilder::from(prefix.clone())
-        .i64(at.unix_nanos())
-        .i64(i64::MAX)
-        .finish();
+    let upper = last_key_at(&prefix, at);
     let next_start = match txn
         .range(
             std::ops::Bound::Excluded(upper.as_slice()),
