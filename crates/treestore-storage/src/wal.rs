@@ -168,6 +168,9 @@ struct WalState {
     durable_lsn: u64,
     /// A leader is writing and syncing right now.
     syncing: bool,
+    /// Threads asleep in [`Wal::wait_durable`], so a finished sync makes no
+    /// wake-up call when nobody waits (a lone committer's case).
+    waiting: usize,
     /// A failed write or sync: the log is unusable until reopened.
     failed: Option<String>,
     current: Segment,
@@ -247,6 +250,7 @@ impl Wal {
                 next_lsn: end_lsn,
                 durable_lsn: end_lsn,
                 syncing: false,
+                waiting: 0,
                 failed: None,
                 current,
                 older,
@@ -351,7 +355,9 @@ impl Wal {
                 return Err(Error::Poisoned(why.clone()));
             }
             if st.syncing {
+                st.waiting += 1;
                 st = self.synced.wait(st).unwrap_or_else(|p| p.into_inner());
+                st.waiting -= 1;
                 continue;
             }
             st = self.lead_sync(st);
@@ -444,7 +450,9 @@ impl Wal {
                 st.failed = Some(e.to_string());
             }
         }
-        self.synced.notify_all();
+        if st.waiting > 0 {
+            self.synced.notify_all();
+        }
         st
     }
 
