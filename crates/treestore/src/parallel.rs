@@ -7,6 +7,7 @@
 //! allocator heap starts empty, and faulting in its memory cost more than a
 //! split saved.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 /// At most this many threads work on one piece of work.
@@ -90,6 +91,75 @@ pub(crate) fn in_parts<T: Sync, R: Send>(
     out.into_iter().flatten().collect()
 }
 
+/// `f` on each of `items`, shared out as work comes free: the calling thread
+/// and up to `threads - 1` jobs on `which` pool each take the next item not
+/// yet taken until none is left; the results in item order. Unlike
+/// [`in_parts`], nobody waits for a fixed share: the caller starts at once
+/// while a pool thread is still waking (tens of µs on a busy machine), and
+/// whoever is ahead takes more. Once no item is left the caller spins (it
+/// does not sleep) until the pool's items in progress are done, so it is
+/// not woken late from a sleep to collect them. Items should be a few
+/// times more numerous than threads, each tens of µs of work. A panic in an
+/// item resumes in the caller once every job has finished.
+pub(crate) fn shared_out<T: Sync, R: Send>(
+    which: Pool,
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let pool = match pool(which) {
+        Some(pool) if threads >= 2 && items.len() >= 2 => pool,
+        _ => return items.iter().map(f).collect(),
+    };
+    let next = AtomicUsize::new(0);
+    // Pool jobs taking or working on an item.
+    let busy = AtomicUsize::new(0);
+    let take_all = |done: &mut Vec<(usize, R)>| loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Some(item) = items.get(i) else { break };
+        done.push((i, f(item)));
+    };
+    let helpers = (threads - 1).min(items.len() - 1);
+    let mut theirs: Vec<Vec<(usize, R)>> = Vec::new();
+    theirs.resize_with(helpers, Vec::new);
+    let mut done = Vec::with_capacity(items.len());
+    pool.in_place_scope(|s| {
+        for slot in theirs.iter_mut() {
+            let (busy, take_all) = (&busy, &take_all);
+            s.spawn(move |_| {
+                busy.fetch_add(1, Ordering::AcqRel);
+                // Counted out even when `f` panics, so the caller stops spinning.
+                let _out = Leave(busy);
+                take_all(slot);
+            });
+        }
+        take_all(&mut done);
+        let mut spins = 0u32;
+        while busy.load(Ordering::Acquire) > 0 {
+            spins = spins.wrapping_add(1);
+            if spins.is_multiple_of(256) {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    });
+    for part in theirs {
+        done.extend(part);
+    }
+    done.sort_unstable_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Counts a pool job out of [`shared_out`]'s busy count when dropped.
+struct Leave<'a>(&'a AtomicUsize);
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +187,47 @@ mod tests {
             in_parts(Pool::Indexing, &[7u32], 3, |_, p| p.to_vec()),
             vec![vec![7]]
         );
+    }
+
+    #[test]
+    fn shared_out_gives_each_result_once_in_item_order() {
+        let items: Vec<u32> = (0..24).collect();
+        for threads in 1..=4 {
+            let calls = AtomicUsize::new(0);
+            let out = shared_out(Pool::Queries, &items, threads, |&i| {
+                calls.fetch_add(1, Ordering::Relaxed);
+                // Long enough that a pool thread wakes and takes some items.
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                (i, std::thread::current().id())
+            });
+            assert_eq!(calls.load(Ordering::Relaxed), items.len());
+            let got: Vec<u32> = out.iter().map(|(i, _)| *i).collect();
+            assert_eq!(got, items, "{threads} threads");
+            let mut workers: Vec<_> = out.iter().map(|(_, t)| *t).collect();
+            workers.sort_by_key(|t| format!("{t:?}"));
+            workers.dedup();
+            if threads == 1 {
+                assert_eq!(workers, vec![std::thread::current().id()]);
+            } else {
+                assert!(workers.len() >= 2, "{threads} threads shared nothing out");
+            }
+        }
+        assert!(shared_out(Pool::Queries, &[] as &[u32], 2, |&i| i).is_empty());
+        assert_eq!(shared_out(Pool::Queries, &[5u32], 4, |&i| i * 2), vec![10]);
+    }
+
+    #[test]
+    fn a_panic_in_a_shared_out_item_reaches_the_caller() {
+        let items: Vec<u32> = (0..16).collect();
+        let caught = std::panic::catch_unwind(|| {
+            shared_out(Pool::Queries, &items, 2, |&i| {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                assert!(i != 11, "item {i} fails");
+            })
+        });
+        assert!(caught.is_err());
+        // The pool still works afterwards.
+        assert_eq!(shared_out(Pool::Queries, &items, 2, |&i| i), items);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::codec::{self, DocStats, NodeHeader};
 use crate::error::{Error, Result};
 use crate::id_guess::{self, Guesses};
 use crate::model::{Document, Node, SearchHit};
-use crate::parallel::{in_parts, threads_for, Pool};
+use crate::parallel::{shared_out, threads_for, Pool};
 use crate::plan::check_id_arg;
 use crate::schema::DocKeys;
 use crate::search;
@@ -23,6 +23,9 @@ use crate::versions::{self, PolicyVersion};
 /// Subtrees with at least this many nodes below their top are read on
 /// parallel threads.
 const PARALLEL_SUBTREE_NODES: usize = 64;
+/// A parallel subtree read is cut into this many ord ranges per thread, so
+/// a thread that starts late or runs slow takes fewer of them.
+const SUBTREE_RANGES_PER_THREAD: u32 = 4;
 
 /// Where a search looks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -404,44 +407,55 @@ impl<'s> Reader<'s> {
             .checked_add(top.subtree_size)
             .filter(|_| top.subtree_size >= 1)
             .ok_or_else(|| Error::corrupt(&doc.keys.node(ord), "subtree size out of range"))?;
-        // A large subtree is read as a few contiguous ord ranges on parallel
-        // threads (records are several KiB: copying them out of the pages and
-        // into strings is most of the work).
+        // A large subtree is read as a few contiguous ord ranges, shared out
+        // among parallel threads (records are several KiB: copying them out
+        // of the pages and into strings is most of the work).
         let below = top.subtree_size - 1;
         let threads = threads_for(below as usize, PARALLEL_SUBTREE_NODES);
-        let step = below.div_ceil(threads as u32).max(1);
+        let ranges_wanted = match threads {
+            1 => 1,
+            n => n as u32 * SUBTREE_RANGES_PER_THREAD,
+        };
+        let step = below.div_ceil(ranges_wanted).max(1);
         let ranges: Vec<(u32, u32)> = (ord + 1..end)
             .step_by(step as usize)
             .map(|lo| (lo, lo.saturating_add(step).min(end)))
             .collect();
-        let parts = in_parts(
+        let parts = shared_out(
             Pool::Queries,
             &ranges,
             threads,
-            |_, part| -> Result<Vec<(u32, Node)>> {
+            |&(lo, hi)| -> Result<Vec<(u32, Node)>> {
                 let mut out = Vec::new();
-                for &(lo, hi) in part {
-                    let (lower, upper) = (doc.keys.node(lo), doc.keys.node(hi));
-                    self.scan_nodes(&lower, Some(&upper), limit, |h, n| {
-                        out.push((h.depth, n));
-                        true
-                    })?;
-                }
+                let (lower, upper) = (doc.keys.node(lo), doc.keys.node(hi));
+                self.scan_nodes(&lower, Some(&upper), limit, |h, n| {
+                    out.push((h.depth, n));
+                    true
+                })?;
                 Ok(out)
             },
         );
         // Sized from the record, but bounded: a corrupt size must not
         // allocate without bound before the scan finds the records missing.
-        let mut levels: Vec<(u32, Node)> =
-            Vec::with_capacity(top.subtree_size.min(1 << 16) as usize);
-        levels.push((top.depth, first));
+        let cap = top.subtree_size.min(1 << 16) as usize;
+        let mut nodes: Vec<Option<Node>> = Vec::with_capacity(cap);
+        let mut order: Vec<(u32, u32)> = Vec::with_capacity(cap);
+        order.push((top.depth, 0));
+        nodes.push(Some(first));
         for part in parts {
-            levels.extend(part?);
+            for (depth, node) in part? {
+                order.push((depth, nodes.len() as u32));
+                nodes.push(Some(node));
+            }
         }
-        // Pre-order restricted to one level is that level in document order, so
-        // a stable sort by depth gives breadth-first order.
-        levels.sort_by_key(|(d, _)| *d);
-        Ok(levels.into_iter().map(|(_, n)| n).collect())
+        // Pre-order restricted to one level is that level in document order,
+        // so sorting (depth, document position) gives breadth-first order;
+        // each node is then moved once, into its place.
+        order.sort_unstable();
+        Ok(order
+            .iter()
+            .filter_map(|&(_, i)| nodes[i as usize].take())
+            .collect())
     }
 
     /// The chain from the top-level ancestor down to and including the node.
