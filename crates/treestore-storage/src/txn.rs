@@ -156,6 +156,48 @@ impl ReadTxn {
         self.for_each_between(owned(lower), owned(upper), f)
     }
 
+    /// As [`for_each_in`](Self::for_each_in), but each value is handed over
+    /// as pieces whose concatenation is the value: a value in an overflow
+    /// chain comes as the payloads of its pages, borrowed from the buffer
+    /// pool and not copied into one buffer first (an inline value is one
+    /// piece). For a caller that copies the value's bytes on anyway, such
+    /// as a decoder building strings.
+    pub fn for_each_in_pieces<E: From<Error>>(
+        &self,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        f: impl FnMut(&[u8], &[&[u8]]) -> std::result::Result<bool, E>,
+    ) -> std::result::Result<(), E> {
+        self.for_each_between_pieces(owned(lower), owned(upper), f)
+    }
+
+    /// [`for_each_in_pieces`](Self::for_each_in_pieces) over the keys
+    /// starting with `prefix`.
+    pub fn for_each_prefix_pieces<E: From<Error>>(
+        &self,
+        prefix: &[u8],
+        f: impl FnMut(&[u8], &[&[u8]]) -> std::result::Result<bool, E>,
+    ) -> std::result::Result<(), E> {
+        let (lower, upper) = prefix_bounds(prefix);
+        self.for_each_between_pieces(lower, upper, f)
+    }
+
+    fn for_each_between_pieces<E: From<Error>>(
+        &self,
+        lower: Bound<Vec<u8>>,
+        upper: Bound<Vec<u8>>,
+        mut f: impl FnMut(&[u8], &[&[u8]]) -> std::result::Result<bool, E>,
+    ) -> std::result::Result<(), E> {
+        let mut it = self.handle.range(lower, upper, false);
+        let mut scratch = Vec::new();
+        while let Some(go_on) = it.next_with_pieces(&mut scratch, &mut f)? {
+            if !go_on? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// [`for_each_in`](Self::for_each_in) over the keys starting with `prefix`.
     pub fn for_each_prefix<E: From<Error>>(
         &self,

@@ -211,6 +211,44 @@ fn sixteen_mebibyte_values_roundtrip_and_free_their_pages() {
 }
 
 #[test]
+fn a_scan_in_pieces_hands_over_each_value_from_its_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), opts()).unwrap();
+    let chunk = DEFAULT_PAGE_SIZE - 16;
+    // Inline, one page, a page and a byte, the longest chain handed over in
+    // pieces (8 pages), and one page more (assembled into one piece).
+    let lens = [10, chunk, chunk + 1, 8 * chunk, 8 * chunk + 1, 20 * chunk];
+    let values: Vec<Vec<u8>> = lens
+        .iter()
+        .map(|&n| (0..n).map(|i| (i % 241) as u8).collect())
+        .collect();
+    let mut txn = db.begin_write();
+    for (i, v) in values.iter().enumerate() {
+        txn.put(&key(i as u32), v).unwrap();
+    }
+    txn.commit().unwrap();
+    let check = |db: &Db| {
+        let mut seen = Vec::new();
+        db.begin_read()
+            .for_each_prefix_pieces(b"key-", |k, pieces| {
+                seen.push((k.to_vec(), pieces.len(), pieces.concat()));
+                Ok::<_, Error>(true)
+            })
+            .unwrap();
+        let counts: Vec<usize> = seen.iter().map(|(_, n, _)| *n).collect();
+        assert_eq!(counts, [1, 1, 2, 8, 1, 1]);
+        for (i, (k, _, v)) in seen.iter().enumerate() {
+            assert_eq!(k, &key(i as u32));
+            assert_eq!(v, &values[i], "value {i}");
+        }
+    };
+    check(&db);
+    // Again with every page read from the file.
+    drop(db);
+    check(&Db::open(dir.path(), opts()).unwrap());
+}
+
+#[test]
 fn keys_must_be_nonempty_and_at_most_the_maximum() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path(), opts()).unwrap();

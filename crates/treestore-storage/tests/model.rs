@@ -123,6 +123,17 @@ fn run(ops: Vec<Op>) {
                     })
                     .unwrap();
                     assert_eq!(seen, want);
+                    // The same values handed over as the pieces in their
+                    // pages (overflow chains up to 8 pages) or assembled
+                    // (longer ones).
+                    let mut pieced = Vec::new();
+                    txn.for_each_in_pieces(bounds.0, bounds.1, |k, pieces| {
+                        assert!(!pieces.is_empty());
+                        pieced.push((k.to_vec(), pieces.concat()));
+                        Ok::<_, treestore_storage::Error>(true)
+                    })
+                    .unwrap();
+                    assert_eq!(pieced, want);
                     let mut first = Vec::new();
                     txn.for_each_in(bounds.0, bounds.1, |k, _| {
                         first.push(k.to_vec());
@@ -157,6 +168,14 @@ fn run(ops: Vec<Op>) {
                     })
                     .unwrap();
                 assert_eq!(seen, want);
+                let mut pieced = Vec::new();
+                db.begin_read()
+                    .for_each_prefix_pieces(&prefix, |k, pieces| {
+                        pieced.push((k.to_vec(), pieces.concat()));
+                        Ok::<_, treestore_storage::Error>(pieced.len() < 4)
+                    })
+                    .unwrap();
+                assert_eq!(pieced, want.iter().take(4).cloned().collect::<Vec<_>>());
                 if reverse {
                     want.reverse();
                 }

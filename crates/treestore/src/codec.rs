@@ -215,7 +215,57 @@ pub fn decode_node_header_if_id(
 /// Decodes a whole node record.
 pub fn decode_node(buf: &[u8]) -> Result<(NodeHeader, Node), CodecError> {
     let mut d = Dec::record(buf)?;
-    let h = decode_header(&mut d)?;
+    let (h, mut node) = decode_node_but_text(&mut d)?;
+    node.text = d.string()?;
+    d.end()?;
+    Ok((h, node))
+}
+
+/// Decodes a node record given as pieces whose concatenation is the record
+/// (as a scan hands over a record spread over several pages). When
+/// everything before the text lies in the first piece (the usual case: the
+/// text, last in the record, is most of it), the text is copied from the
+/// pieces straight into its string; otherwise the pieces are joined first.
+/// Errors are those of [`decode_node`] on the joined record.
+pub fn decode_node_pieces(pieces: &[&[u8]]) -> Result<(NodeHeader, Node), CodecError> {
+    match pieces {
+        [] => decode_node(&[]),
+        [one] => decode_node(one),
+        [first, rest @ ..] => match decode_node_split(first, rest) {
+            Some(decoded) => Ok(decoded),
+            None => decode_node(&pieces.concat()),
+        },
+    }
+}
+
+/// [`decode_node_pieces`] when all but the text lies in `first` and the
+/// record is well formed; `None` otherwise (the caller then decodes the
+/// joined record, which reports any error exactly).
+fn decode_node_split(first: &[u8], rest: &[&[u8]]) -> Option<(NodeHeader, Node)> {
+    let mut d = Dec::record(first).ok()?;
+    let (h, mut node) = decode_node_but_text(&mut d).ok()?;
+    let text_len = usize::try_from(d.u64().ok()?).ok()?;
+    let total = first.len() + rest.iter().map(|p| p.len()).sum::<usize>();
+    // The text runs exactly to the end of the record.
+    if d.at > first.len() || total - d.at != text_len {
+        return None;
+    }
+    let mut text = Vec::with_capacity(text_len);
+    text.extend_from_slice(&first[d.at..]);
+    for piece in rest {
+        text.extend_from_slice(piece);
+    }
+    simdutf8::basic::from_utf8(&text).ok()?;
+    // SAFETY: `text` was checked to be valid UTF-8 on the line above and is
+    // not changed between that check and this conversion.
+    node.text = unsafe { String::from_utf8_unchecked(text) };
+    Some((h, node))
+}
+
+/// The fields of a node record before its text (the last field), with the
+/// node's text left empty.
+fn decode_node_but_text(d: &mut Dec<'_>) -> Result<(NodeHeader, Node), CodecError> {
+    let h = decode_header(d)?;
     let node_id = d.string()?;
     let parent = d.str()?;
     let node = Node {
@@ -231,10 +281,9 @@ pub fn decode_node(buf: &[u8]) -> Result<(NodeHeader, Node), CodecError> {
         see_also: d.strings()?,
         created_at: Timestamp::from_unix_nanos(d.i64()?),
         updated_at: Timestamp::from_unix_nanos(d.i64()?),
-        text: d.string()?,
+        text: String::new(),
         depth: h.depth,
     };
-    d.end()?;
     Ok((h, node))
 }
 
@@ -608,6 +657,59 @@ mod tests {
         let mut e = Enc::with_format();
         e.u64(2).u64(7).u64(5).u64(9);
         assert!(decode_summary(&e.finish()).is_err(), "too many peaks");
+    }
+
+    /// A node whose text is long and not all ASCII, so record splits fall
+    /// inside multi-byte characters.
+    fn long_node() -> (NodeHeader, Node) {
+        let (h, mut n) = sample_node();
+        n.text = "Prior authorization — é, ü, 漢字 and 🩺 apply. ".repeat(40);
+        (h, n)
+    }
+
+    #[test]
+    fn a_record_in_pieces_decodes_as_the_whole_at_every_cut() {
+        for (h, n) in [sample_node(), long_node()] {
+            let buf = encode_node(&h, &n);
+            for cut in 0..=buf.len() {
+                let (a, b) = buf.split_at(cut);
+                assert_eq!(decode_node_pieces(&[a, b]).unwrap(), (h.clone(), n.clone()));
+                // Three pieces, the second one possibly empty.
+                let mid = cut + (buf.len() - cut) / 3;
+                let (b1, b2) = b.split_at(mid - cut);
+                assert_eq!(
+                    decode_node_pieces(&[a, b1, b2]).unwrap(),
+                    (h.clone(), n.clone())
+                );
+            }
+            assert_eq!(decode_node_pieces(&[&buf]).unwrap(), (h.clone(), n.clone()));
+        }
+    }
+
+    #[test]
+    fn a_bad_record_in_pieces_fails_as_the_whole_does() {
+        let (h, n) = long_node();
+        let good = encode_node(&h, &n);
+        // Invalid UTF-8 inside the text, a record cut short, one with bytes
+        // after the text, and a text length pointing past the end.
+        let mut bad_utf8 = good.clone();
+        let at = good.len() - 10;
+        bad_utf8[at] = 0xff;
+        let mut trailing = good.clone();
+        trailing.push(0);
+        let records = [bad_utf8, good[..good.len() - 3].to_vec(), trailing];
+        for buf in &records {
+            let whole = decode_node(buf).unwrap_err();
+            for cut in [1, buf.len() / 2, buf.len() - 12, buf.len() - 1] {
+                let (a, b) = buf.split_at(cut);
+                assert_eq!(
+                    decode_node_pieces(&[a, b]).unwrap_err(),
+                    whole,
+                    "cut at {cut}"
+                );
+            }
+        }
+        assert!(decode_node_pieces(&[]).is_err());
     }
 
     proptest! {

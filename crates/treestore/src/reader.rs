@@ -129,7 +129,8 @@ impl<'s> Reader<'s> {
     /// Decodes the node records under `prefix` (or in `[prefix, end)` when
     /// `end` is given), in document order, for `f` (false stops), skipping
     /// by their header alone the records deeper than `max_depth`. Records are
-    /// decoded straight from the pages.
+    /// decoded straight from the pages (a record in an overflow chain from
+    /// its pages' pieces, so its text is copied once, into its string).
     fn scan_nodes(
         &self,
         prefix: &[u8],
@@ -137,22 +138,29 @@ impl<'s> Reader<'s> {
         max_depth: u32,
         mut f: impl FnMut(&codec::NodeHeader, Node) -> bool,
     ) -> Result<()> {
-        let mut visit = |k: &[u8], v: &[u8]| -> Result<bool> {
+        let visit = |k: &[u8], pieces: &[&[u8]]| -> Result<bool> {
             if max_depth < u32::MAX {
-                let h = codec::decode_node_header(v).map_err(|e| Error::corrupt(k, e))?;
-                if h.depth > max_depth {
-                    return Ok(true);
+                // The header is at the front, so the first piece holds it
+                // unless it spills over (thousands of children) or the
+                // record is malformed: the full decode below decides then.
+                if let Some(Ok(h)) = pieces.first().map(|p| codec::decode_node_header(p)) {
+                    if h.depth > max_depth {
+                        return Ok(true);
+                    }
                 }
             }
-            let (h, n) = codec::decode_node(v).map_err(|e| Error::corrupt(k, e))?;
+            let (h, n) = codec::decode_node_pieces(pieces).map_err(|e| Error::corrupt(k, e))?;
+            if h.depth > max_depth {
+                return Ok(true);
+            }
             Ok(f(&h, n))
         };
         match end {
-            None => self.txn.for_each_prefix(prefix, &mut visit),
-            Some(end) => self.txn.for_each_in(
+            None => self.txn.for_each_prefix_pieces(prefix, visit),
+            Some(end) => self.txn.for_each_in_pieces(
                 std::ops::Bound::Included(prefix),
                 std::ops::Bound::Excluded(end),
-                &mut visit,
+                visit,
             ),
         }
     }

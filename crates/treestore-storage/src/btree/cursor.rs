@@ -241,10 +241,52 @@ impl<'p> RangeIter<'p> {
         scratch: &mut Vec<u8>,
         f: impl FnOnce(&[u8], &[u8]) -> R,
     ) -> Result<Option<R>> {
+        let Some((page, i)) = self.step_to_next()? else {
+            return Ok(None);
+        };
+        let leaf = LeafView::new(&page);
+        match leaf.val(i) {
+            ValRef::Inline(v) => Ok(Some(f(leaf.key(i), v))),
+            ValRef::Overflow { first, len } => {
+                overflow::read_into(self.pager, first, len, scratch)?;
+                Ok(Some(f(leaf.key(i), scratch)))
+            }
+        }
+    }
+
+    /// As [`next_with`](Self::next_with), but a value in an overflow chain
+    /// is handed over as the pieces in its pages (their concatenation is the
+    /// value), not copied into one buffer first: for a caller that copies
+    /// the value on anyway. An inline value is one piece.
+    pub fn next_with_pieces<R>(
+        &mut self,
+        scratch: &mut Vec<u8>,
+        f: impl FnOnce(&[u8], &[&[u8]]) -> R,
+    ) -> Result<Option<R>> {
+        let Some((page, i)) = self.step_to_next()? else {
+            return Ok(None);
+        };
+        let leaf = LeafView::new(&page);
+        match leaf.val(i) {
+            ValRef::Inline(v) => Ok(Some(f(leaf.key(i), &[v]))),
+            ValRef::Overflow { first, len } => {
+                overflow::with_pieces(self.pager, first, len, scratch, |pieces| {
+                    f(leaf.key(i), pieces)
+                })
+                .map(Some)
+            }
+        }
+    }
+
+    /// Moves to the next entry (`None` at the end of the range, after which
+    /// the iterator is done). Before an overflow value is read, the memory
+    /// system is asked to fetch the next one's pages and the page-table
+    /// slots of the one after (scans of node records are mostly chains).
+    fn step_to_next(&mut self) -> Result<Option<(PageRef, usize)>> {
         if self.done {
             return Ok(None);
         }
-        let next = match self.position_next() {
+        let (page, i) = match self.position_next() {
             Ok(Some(at)) => at,
             // The path stays: a later `seek` starts from it.
             Ok(None) => {
@@ -257,36 +299,28 @@ impl<'p> RangeIter<'p> {
                 return Err(e);
             }
         };
-        let (page, i) = next;
         let leaf = LeafView::new(&page);
-        match leaf.val(i) {
-            ValRef::Inline(v) => Ok(Some(f(leaf.key(i), v))),
-            ValRef::Overflow { first, len } => {
-                // While this value is copied, the memory system fetches the
-                // next one's pages and the page-table slots of the one after
-                // (scans of node records are mostly chains).
-                let ahead = |d: usize| {
-                    if self.reverse {
-                        i.checked_sub(d)
-                    } else {
-                        Some(i + d)
-                    }
-                    .filter(|&j| j < leaf.len())
-                };
-                if let Some(j) = ahead(2) {
-                    if let ValRef::Overflow { first, len } = leaf.val(j) {
-                        self.pager.prefetch_chain_slots(first, len);
-                    }
+        if let ValRef::Overflow { .. } = leaf.val(i) {
+            let ahead = |d: usize| {
+                if self.reverse {
+                    i.checked_sub(d)
+                } else {
+                    Some(i + d)
                 }
-                if let Some(j) = ahead(1) {
-                    if let ValRef::Overflow { first, len } = leaf.val(j) {
-                        self.pager.prefetch_chain(first, len);
-                    }
+                .filter(|&j| j < leaf.len())
+            };
+            if let Some(j) = ahead(2) {
+                if let ValRef::Overflow { first, len } = leaf.val(j) {
+                    self.pager.prefetch_chain_slots(first, len);
                 }
-                overflow::read_into(self.pager, first, len, scratch)?;
-                Ok(Some(f(leaf.key(i), scratch)))
+            }
+            if let Some(j) = ahead(1) {
+                if let ValRef::Overflow { first, len } = leaf.val(j) {
+                    self.pager.prefetch_chain(first, len);
+                }
             }
         }
+        Ok(Some((page, i)))
     }
 
     /// Moves to the next entry in range: its leaf and slot.

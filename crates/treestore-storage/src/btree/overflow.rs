@@ -6,7 +6,7 @@
 //! known and a chain that is too short, too long or loops is reported as corruption.
 
 use crate::error::{Error, Result};
-use crate::page::{self, PageId, PageType, PAGE_HEADER_LEN};
+use crate::page::{self, PageId, PageRef, PageType, PAGE_HEADER_LEN};
 use crate::pager::Pager;
 
 /// Payload bytes per overflow page.
@@ -61,7 +61,7 @@ fn walk(
     first: PageId,
     len: u64,
     cached: bool,
-    mut visit: impl FnMut(PageId, &[u8]),
+    mut visit: impl FnMut(PageId, PageRef),
 ) -> Result<()> {
     let ps = pager.page_size();
     let n = pages_for(len, ps);
@@ -85,8 +85,9 @@ fn walk(
         } else {
             pager.read_uncached(id, PageType::Overflow)?
         };
-        visit(id, &page);
-        id = page::link(&page);
+        let next = page::link(&page);
+        visit(id, page);
+        id = next;
     }
     if id != 0 {
         return Err(Error::corrupt(
@@ -116,6 +117,42 @@ pub fn read_into(pager: &Pager, first: PageId, len: u64, out: &mut Vec<u8>) -> R
         let take = (total - out.len()).min(chunk);
         out.extend_from_slice(&page[PAGE_HEADER_LEN..PAGE_HEADER_LEN + take]);
     })
+}
+
+/// Hands a chain's value to `f` as the payload pieces of its pages, in
+/// order (their concatenation is the value), without copying it out of the
+/// buffer pool. A chain too long to be cached ([`CACHED_CHAIN_PAGES`]) is
+/// assembled in `scratch` instead and handed over as one piece.
+pub fn with_pieces<R>(
+    pager: &Pager,
+    first: PageId,
+    len: u64,
+    scratch: &mut Vec<u8>,
+    f: impl FnOnce(&[&[u8]]) -> R,
+) -> Result<R> {
+    const N: usize = CACHED_CHAIN_PAGES as usize;
+    let chunk = chunk_len(pager.page_size());
+    if pages_for(len, pager.page_size()) > CACHED_CHAIN_PAGES {
+        read_into(pager, first, len, scratch)?;
+        return Ok(f(&[scratch.as_slice()]));
+    }
+    let mut pages: [Option<PageRef>; N] = Default::default();
+    let mut n = 0;
+    walk(pager, first, len, true, |_, page| {
+        // `walk` visits exactly `pages_for(len)` pages, at most N here.
+        if let Some(slot) = pages.get_mut(n) {
+            *slot = Some(page);
+            n += 1;
+        }
+    })?;
+    let mut pieces: [&[u8]; N] = [&[]; N];
+    let mut left = len as usize;
+    for (piece, page) in pieces.iter_mut().zip(pages.iter().flatten()) {
+        let take = left.min(chunk);
+        *piece = &page[PAGE_HEADER_LEN..PAGE_HEADER_LEN + take];
+        left -= take;
+    }
+    Ok(f(&pieces[..n]))
 }
 
 /// Lists the pages of a chain (for freeing and for the checker).
