@@ -87,6 +87,9 @@ impl SnapshotHandle {
     fn get_with<R>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
         btree::get_with(self.db.pager(), self.tree(), key, f)
     }
+    fn get_pieces_with<R>(&self, key: &[u8], f: impl FnOnce(&[&[u8]]) -> R) -> Result<Option<R>> {
+        btree::get_pieces_with(self.db.pager(), self.tree(), key, f)
+    }
     fn range(&self, lower: Bound<Vec<u8>>, upper: Bound<Vec<u8>>, reverse: bool) -> RangeIter<'_> {
         RangeIter::new(self.db.pager(), self.tree(), lower, upper, reverse)
     }
@@ -130,6 +133,17 @@ impl ReadTxn {
     /// Looks up `key` and passes its value to `f` without copying it.
     pub fn get_with<R>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
         self.handle.get_with(key, f)
+    }
+
+    /// Looks up `key` and passes its value to `f` as pieces whose
+    /// concatenation is the value (see
+    /// [`for_each_in_pieces`](Self::for_each_in_pieces)).
+    pub fn get_pieces_with<R>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(&[&[u8]]) -> R,
+    ) -> Result<Option<R>> {
+        self.handle.get_pieces_with(key, f)
     }
 
     /// Entries with `lower <= key < upper` (per the bounds), in key order.

@@ -211,7 +211,7 @@ fn sixteen_mebibyte_values_roundtrip_and_free_their_pages() {
 }
 
 #[test]
-fn a_scan_in_pieces_hands_over_each_value_from_its_pages() {
+fn scans_and_lookups_in_pieces_hand_over_each_value_from_its_pages() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path(), opts()).unwrap();
     let chunk = DEFAULT_PAGE_SIZE - 16;
@@ -237,10 +237,18 @@ fn a_scan_in_pieces_hands_over_each_value_from_its_pages() {
             .unwrap();
         let counts: Vec<usize> = seen.iter().map(|(_, n, _)| *n).collect();
         assert_eq!(counts, [1, 1, 2, 8, 1, 1]);
-        for (i, (k, _, v)) in seen.iter().enumerate() {
+        for (i, (k, n, v)) in seen.iter().enumerate() {
             assert_eq!(k, &key(i as u32));
             assert_eq!(v, &values[i], "value {i}");
+            // A point lookup hands over the same pieces.
+            let got = db
+                .begin_read()
+                .get_pieces_with(k, |pieces| (pieces.len(), pieces.concat()))
+                .unwrap();
+            assert_eq!(got, Some((*n, values[i].clone())), "lookup of value {i}");
         }
+        let missing = db.begin_read().get_pieces_with(b"key-none", |p| p.len());
+        assert_eq!(missing.unwrap(), None);
     };
     check(&db);
     // Again with every page read from the file.

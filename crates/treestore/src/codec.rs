@@ -212,6 +212,20 @@ pub fn decode_node_header_if_id(
     Ok((d.str()? == node_id).then_some(h))
 }
 
+/// Decodes with `decode` a part at the front of a record given as pieces:
+/// from the first piece when it holds that part, else from the joined record
+/// (which also gives any error exactly).
+pub fn decode_front<T>(
+    pieces: &[&[u8]],
+    decode: impl Fn(&[u8]) -> Result<T, CodecError>,
+) -> Result<T, CodecError> {
+    match pieces {
+        [] => decode(&[]),
+        [one] => decode(one),
+        [first, ..] => decode(first).or_else(|_| decode(&pieces.concat())),
+    }
+}
+
 /// Decodes a whole node record.
 pub fn decode_node(buf: &[u8]) -> Result<(NodeHeader, Node), CodecError> {
     let mut d = Dec::record(buf)?;
@@ -674,6 +688,13 @@ mod tests {
             for cut in 0..=buf.len() {
                 let (a, b) = buf.split_at(cut);
                 assert_eq!(decode_node_pieces(&[a, b]).unwrap(), (h.clone(), n.clone()));
+                assert_eq!(decode_front(&[a, b], decode_node_header).unwrap(), h);
+                let if_id = |id: &'static str| move |buf: &[u8]| decode_node_header_if_id(buf, id);
+                assert_eq!(
+                    decode_front(&[a, b], if_id("0012")).unwrap(),
+                    Some(h.clone())
+                );
+                assert_eq!(decode_front(&[a, b], if_id("0013")).unwrap(), None);
                 // Three pieces, the second one possibly empty.
                 let mid = cut + (buf.len() - cut) / 3;
                 let (b1, b2) = b.split_at(mid - cut);
@@ -710,6 +731,13 @@ mod tests {
             }
         }
         assert!(decode_node_pieces(&[]).is_err());
+        // A header cut short is an error from pieces as from the whole.
+        let short = &good[..3];
+        let whole = decode_node_header(short).unwrap_err();
+        assert_eq!(
+            decode_front(&[&short[..1], &short[1..]], decode_node_header).unwrap_err(),
+            whole
+        );
     }
 
     proptest! {

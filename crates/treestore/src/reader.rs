@@ -140,19 +140,13 @@ impl<'s> Reader<'s> {
     ) -> Result<()> {
         let visit = |k: &[u8], pieces: &[&[u8]]| -> Result<bool> {
             if max_depth < u32::MAX {
-                // The header is at the front, so the first piece holds it
-                // unless it spills over (thousands of children) or the
-                // record is malformed: the full decode below decides then.
-                if let Some(Ok(h)) = pieces.first().map(|p| codec::decode_node_header(p)) {
-                    if h.depth > max_depth {
-                        return Ok(true);
-                    }
+                let h = codec::decode_front(pieces, codec::decode_node_header)
+                    .map_err(|e| Error::corrupt(k, e))?;
+                if h.depth > max_depth {
+                    return Ok(true);
                 }
             }
             let (h, n) = codec::decode_node_pieces(pieces).map_err(|e| Error::corrupt(k, e))?;
-            if h.depth > max_depth {
-                return Ok(true);
-            }
             Ok(f(&h, n))
         };
         match end {
@@ -227,7 +221,7 @@ impl<'s> Reader<'s> {
         &self,
         doc: &Doc,
         node_id: &str,
-        decode: impl FnOnce(&[u8]) -> Option<T>,
+        decode: impl FnOnce(&[&[u8]]) -> Option<T>,
     ) -> Result<Option<(u32, T)>> {
         let Some(ord) = id_guess::position_of(node_id) else {
             return Ok(None);
@@ -238,7 +232,7 @@ impl<'s> Reader<'s> {
         }
         // No record there (an id past the document's end) says nothing
         // about the document's ids; a record with another id does.
-        let Some(found) = self.txn.get_with(&doc.keys.node(ord), decode)? else {
+        let Some(found) = self.txn.get_pieces_with(&doc.keys.node(ord), decode)? else {
             return Ok(None);
         };
         guesses.record(found.is_some());
@@ -250,8 +244,8 @@ impl<'s> Reader<'s> {
     fn find_node(&self, doc: &Doc, node_id: &str) -> Result<Option<(u32, NodeHeader, Node)>> {
         // A record that does not decode is not taken as the answer here: if
         // it is this node, the id index leads back to it and reports it.
-        let decode = |buf: &[u8]| {
-            codec::decode_node(buf)
+        let decode = |pieces: &[&[u8]]| {
+            codec::decode_node_pieces(pieces)
                 .ok()
                 .filter(|(_, n)| n.node_id == node_id)
         };
@@ -278,7 +272,11 @@ impl<'s> Reader<'s> {
     /// The structural header of a node the caller named.
     fn require_header(&self, doc: &Doc, node_id: &str) -> Result<NodeHeader> {
         check_id_arg("node_id", node_id)?;
-        let decode = |buf: &[u8]| codec::decode_node_header_if_id(buf, node_id).ok().flatten();
+        let decode = |pieces: &[&[u8]]| {
+            codec::decode_front(pieces, |buf| codec::decode_node_header_if_id(buf, node_id))
+                .ok()
+                .flatten()
+        };
         if let Some((_, h)) = self.guess(doc, node_id, decode)? {
             return Ok(h);
         }
@@ -290,7 +288,7 @@ impl<'s> Reader<'s> {
 
     fn node_at(&self, doc: &Doc, ord: u32) -> Result<(NodeHeader, Node)> {
         let key = doc.keys.node(ord);
-        match self.txn.get_with(&key, codec::decode_node)? {
+        match self.txn.get_pieces_with(&key, codec::decode_node_pieces)? {
             Some(r) => r.map_err(|e| Error::corrupt(&key, e)),
             None => Err(Error::corrupt(
                 &key,
@@ -301,7 +299,10 @@ impl<'s> Reader<'s> {
 
     fn header_at(&self, doc: &Doc, ord: u32) -> Result<NodeHeader> {
         let key = doc.keys.node(ord);
-        match self.txn.get_with(&key, codec::decode_node_header)? {
+        match self
+            .txn
+            .get_pieces_with(&key, |p| codec::decode_front(p, codec::decode_node_header))?
+        {
             Some(r) => r.map_err(|e| Error::corrupt(&key, e)),
             None => Err(Error::corrupt(
                 &key,

@@ -12,7 +12,7 @@ pub mod overflow;
 pub mod write;
 
 use crate::error::{Error, Result};
-use crate::page::{self, PageId, PageType};
+use crate::page::{self, PageId, PageRef, PageType};
 use crate::pager::Pager;
 use node::{BranchView, LeafView, ValRef};
 
@@ -52,6 +52,37 @@ pub fn get_with<R>(
     key: &[u8],
     f: impl FnOnce(&[u8]) -> R,
 ) -> Result<Option<R>> {
+    let Some((page, i)) = find_leaf_slot(pager, tree, key)? else {
+        return Ok(None);
+    };
+    match LeafView::new(&page).val(i) {
+        ValRef::Inline(v) => Ok(Some(f(v))),
+        ValRef::Overflow { first, len } => Ok(Some(f(&overflow::read(pager, first, len)?))),
+    }
+}
+
+/// Point lookup that hands the value to `f` as pieces whose concatenation is
+/// the value: a value in an overflow chain as the payloads of its pages, not
+/// copied into one buffer first (see [`overflow::with_pieces`]).
+pub fn get_pieces_with<R>(
+    pager: &Pager,
+    tree: TreeRoot,
+    key: &[u8],
+    f: impl FnOnce(&[&[u8]]) -> R,
+) -> Result<Option<R>> {
+    let Some((page, i)) = find_leaf_slot(pager, tree, key)? else {
+        return Ok(None);
+    };
+    match LeafView::new(&page).val(i) {
+        ValRef::Inline(v) => Ok(Some(f(&[v]))),
+        ValRef::Overflow { first, len } => {
+            overflow::with_pieces(pager, first, len, &mut Vec::new(), f).map(Some)
+        }
+    }
+}
+
+/// The leaf page holding `key` and the key's slot in it, `None` if absent.
+fn find_leaf_slot(pager: &Pager, tree: TreeRoot, key: &[u8]) -> Result<Option<(PageRef, usize)>> {
     if tree.is_empty() {
         return Ok(None);
     }
@@ -64,17 +95,8 @@ pub fn get_with<R>(
                 id = b.child(b.child_index(key));
             }
             Some(PageType::Leaf) if level == tree.depth => {
-                let leaf = LeafView::new(&page);
-                let (i, found) = leaf.search(key);
-                if !found {
-                    return Ok(None);
-                }
-                return match leaf.val(i) {
-                    ValRef::Inline(v) => Ok(Some(f(v))),
-                    ValRef::Overflow { first, len } => {
-                        Ok(Some(f(&overflow::read(pager, first, len)?)))
-                    }
-                };
+                let (i, found) = LeafView::new(&page).search(key);
+                return Ok(found.then_some((page, i)));
             }
             other => {
                 return Err(Error::corrupt(
