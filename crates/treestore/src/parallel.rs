@@ -1,6 +1,7 @@
 //! Splitting one query's or one document's work across a few threads:
 //! indexing a large document, the cross-policy summary scan, reading a large
-//! subtree. The calling thread does the first part itself; the others run on
+//! subtree. The calling thread takes part (a fixed first share in
+//! [`in_parts`], items as it comes free in [`shared_out`]); the rest runs on
 //! one of two persistent thread pools (rayon), one for indexing and one for
 //! queries, so a query's parts never queue behind a large document being
 //! indexed. Persistent threads, not a thread per call: a fresh thread's
