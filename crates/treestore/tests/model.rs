@@ -568,7 +568,7 @@ fn cross_policy_search_over_many_buckets_matches_the_reference() {
 /// below the top) come back exactly as the reference says, breadth-first,
 /// with and without a depth limit.
 #[test]
-fn large_subtrees_read_in_parallel_match_the_reference() {
+fn large_subtrees_read_in_parallel_and_documents_match_the_reference() {
     let dir = tempfile::tempdir().unwrap();
     let store = TreeStore::open(dir.path(), Default::default()).unwrap();
     // 400 nodes in two top-level trees; each node's parent is an earlier
@@ -592,6 +592,9 @@ fn large_subtrees_read_in_parallel_match_the_reference() {
         .store_document(Document::new("big", "v1"), to_nodes(&forest, false))
         .unwrap();
     let r = store.read();
+    // The whole document (400 nodes), in document order.
+    let (_, all) = r.get_document("big", None).unwrap();
+    same(&all, &reference.nodes).unwrap_or_else(|e| panic!("document: {e}"));
     let mut large = 0;
     for n in &reference.nodes {
         let size = ref_subtree(&reference, &n.node_id, 0).len();
