@@ -711,8 +711,8 @@ mod tests {
     fn a_bad_record_in_pieces_fails_as_the_whole_does() {
         let (h, n) = long_node();
         let good = encode_node(&h, &n);
-        // Invalid UTF-8 inside the text, a record cut short, one with bytes
-        // after the text, and a text length pointing past the end.
+        // Invalid UTF-8 inside the text, a record cut short (its text length
+        // points past the end), and one with bytes after the text.
         let mut bad_utf8 = good.clone();
         let at = good.len() - 10;
         bad_utf8[at] = 0xff;

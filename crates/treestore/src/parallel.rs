@@ -92,6 +92,20 @@ pub(crate) fn in_parts<T: Sync, R: Send>(
     out.into_iter().flatten().collect()
 }
 
+/// Work for [`shared_out`] is cut into this many runs per thread, so a
+/// thread that starts late or runs slow takes fewer of them.
+const RUNS_PER_THREAD: usize = 4;
+
+/// How many of `count` items go in one run of work for [`shared_out`] on
+/// `threads` threads: all of them for one thread (one run, one cursor),
+/// else [`RUNS_PER_THREAD`] runs per thread. At least 1.
+pub(crate) fn run_len(count: usize, threads: usize) -> usize {
+    match threads {
+        0 | 1 => count.max(1),
+        n => count.div_ceil(n * RUNS_PER_THREAD).max(1),
+    }
+}
+
 /// `f` on each of `items`, shared out as work comes free: the calling thread
 /// and up to `threads - 1` jobs on `which` pool each take the next item not
 /// yet taken until none is left; the results in item order. Unlike
@@ -188,6 +202,16 @@ mod tests {
             in_parts(Pool::Indexing, &[7u32], 3, |_, p| p.to_vec()),
             vec![vec![7]]
         );
+    }
+
+    #[test]
+    fn runs_are_one_for_one_thread_and_four_per_thread_otherwise() {
+        assert_eq!(run_len(299, 1), 299);
+        assert_eq!(run_len(0, 1), 1);
+        assert_eq!(run_len(299, 2), 38);
+        assert_eq!(299usize.div_ceil(run_len(299, 2)), 8);
+        assert_eq!(run_len(1024, 4), 64);
+        assert_eq!(run_len(3, 2), 1);
     }
 
     #[test]

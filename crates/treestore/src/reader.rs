@@ -12,7 +12,7 @@ use crate::codec::{self, DocStats, NodeHeader};
 use crate::error::{Error, Result};
 use crate::id_guess::{self, Guesses};
 use crate::model::{Document, Node, SearchHit};
-use crate::parallel::{shared_out, threads_for, Pool};
+use crate::parallel::{run_len, shared_out, threads_for, Pool};
 use crate::plan::check_id_arg;
 use crate::schema::DocKeys;
 use crate::search;
@@ -23,9 +23,6 @@ use crate::versions::{self, PolicyVersion};
 /// Subtrees with at least this many nodes below their top are read on
 /// parallel threads.
 const PARALLEL_SUBTREE_NODES: usize = 64;
-/// A parallel subtree read is cut into this many ord ranges per thread, so
-/// a thread that starts late or runs slow takes fewer of them.
-const SUBTREE_RANGES_PER_THREAD: u32 = 4;
 
 /// Where a search looks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -421,14 +418,10 @@ impl<'s> Reader<'s> {
         // of the pages and into strings is most of the work).
         let below = top.subtree_size - 1;
         let threads = threads_for(below as usize, PARALLEL_SUBTREE_NODES);
-        let ranges_wanted = match threads {
-            1 => 1,
-            n => n as u32 * SUBTREE_RANGES_PER_THREAD,
-        };
-        let step = below.div_ceil(ranges_wanted).max(1);
+        let step = run_len(below as usize, threads);
         let ranges: Vec<(u32, u32)> = (ord + 1..end)
-            .step_by(step as usize)
-            .map(|lo| (lo, lo.saturating_add(step).min(end)))
+            .step_by(step)
+            .map(|lo| (lo, lo.saturating_add(step as u32).min(end)))
             .collect();
         let parts = shared_out(
             Pool::Queries,

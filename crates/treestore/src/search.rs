@@ -22,7 +22,7 @@ use crate::analyzer::Analyzer;
 use crate::codec::{self, Current, DocStats, Posting, TermSummary};
 use crate::error::{Error, Result};
 use crate::model::Node;
-use crate::parallel::{in_parts, shared_out, threads_for, Pool};
+use crate::parallel::{in_parts, run_len, shared_out, threads_for, Pool};
 use crate::schema::{self, DocKeys};
 use crate::term_cache::TermCache;
 
@@ -499,11 +499,7 @@ pub(crate) fn search_all(
     // million nodes): the buckets, in runs of neighbours (one cursor each),
     // are shared out among threads on the same snapshot.
     let threads = threads_for(buckets.len(), PARALLEL_SCAN_BUCKETS);
-    let run = match threads {
-        1 => buckets.len().max(1),
-        n => buckets.len().div_ceil(n * SCAN_RUNS_PER_THREAD).max(1),
-    };
-    let runs: Vec<&[Bucket]> = buckets.chunks(run).collect();
+    let runs: Vec<&[Bucket]> = buckets.chunks(run_len(buckets.len(), threads)).collect();
     let found = shared_out(Pool::Queries, &runs, threads, |part| {
         scan_summaries(txn, part, terms)
     });
@@ -592,9 +588,6 @@ const PARALLEL_INDEX_NODES: usize = 64;
 /// Cross-policy searches over at least this many buckets split the summary
 /// scan between threads.
 const PARALLEL_SCAN_BUCKETS: usize = 64;
-/// A parallel summary scan is cut into this many runs of buckets per thread,
-/// so a thread that starts late or runs slow takes fewer of them.
-const SCAN_RUNS_PER_THREAD: usize = 4;
 
 /// The summaries of `terms` in the documents of `buckets` (bucket, then the
 /// (key suffix, document) pairs in it), as (document, term, summary).
