@@ -3,7 +3,8 @@
 //!
 //! Replay reads every valid record from the checkpoint's log position on and
 //! applies the commits to the checkpoint's tree in memory (many commits merged
-//! into one batch, since no reader sees the states in between). A torn record at
+//! into one batch of up to [`Options::replay_batch_bytes`], since no reader sees
+//! the states in between). A torn record at
 //! the very end of the log (a write cut short by the crash) is cut off; a bad
 //! record anywhere before that is reported with its segment and offset and the
 //! database is not opened, rather than silently dropping committed data. The
@@ -142,7 +143,7 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<DbInner> {
         last_checkpoint_time: std::time::Duration::ZERO,
     };
     let replay_started = Instant::now();
-    let replayed = replay(&pager, &mut st, &*vfs, &wal_dir)?;
+    let replayed = replay(&pager, &mut st, &*vfs, &wal_dir, options.replay_batch_bytes)?;
     let recovery = RecoveryStats {
         replayed_commits: replayed.commits,
         replayed_bytes: replayed.end.end_lsn - meta.checkpoint_lsn + replayed.end.torn_bytes,
@@ -199,13 +200,17 @@ struct Replayed {
 }
 
 /// Applies every commit in the log after the checkpoint to `st`.
-fn replay(pager: &Pager, st: &mut CommitState, vfs: &dyn Vfs, wal_dir: &Path) -> Result<Replayed> {
+fn replay(
+    pager: &Pager,
+    st: &mut CommitState,
+    vfs: &dyn Vfs,
+    wal_dir: &Path,
+    batch_bytes: usize,
+) -> Result<Replayed> {
     let mut commits = 0u64;
     let from = st.meta.checkpoint_lsn;
-    // One merged batch per segment, borrowing keys and values from the
-    // segment's read buffer: later writes of a key replace earlier ones.
+    let mut batch = ReplayBatch::default();
     let end = wal::read_from(vfs, wal_dir, from, true, |records| {
-        let mut batch: Vec<Op<'_>> = Vec::new();
         for rec in records {
             let bad = |why: String| Error::CorruptFile {
                 path: wal_dir.to_path_buf(),
@@ -222,26 +227,75 @@ fn replay(pager: &Pager, st: &mut CommitState, vfs: &dyn Vfs, wal_dir: &Path) ->
                     st.seq
                 )));
             }
-            batch.extend(ops);
+            for (key, value) in ops {
+                batch.push(key, value);
+            }
             st.seq = seq;
             st.last_lsn = rec.lsn + RECORD_HEADER_LEN + rec.payload.len() as u64;
             commits += 1;
-        }
-        if !batch.is_empty() {
-            // Sorted by key, the last write of each key (in log order) wins.
-            sort_last_wins(&mut batch);
-            let seq = st.seq;
-            apply_ops(pager, st, seq, &batch)?;
-            // No snapshot exists during recovery: pages this batch superseded
-            // that were written since the checkpoint are dead at once. Dropping
-            // their images now keeps the pool from filling with dead dirty
-            // pages (and writing them back on eviction), and their memory is
-            // reused by the next batch.
-            release_superseded(pager, &mut st.freelist, seq);
+            if batch.arena.len() >= batch_bytes {
+                batch.apply(pager, st)?;
+            }
         }
         Ok(())
     })?;
+    batch.apply(pager, st)?;
     Ok(Replayed { commits, end })
+}
+
+/// Replayed writes not yet applied, copied out of the log's read buffers (the
+/// reader reuses those for the next segment). Applying many commits as one
+/// batch rewrites each touched leaf once instead of once per commit or
+/// segment; no reader sees the states in between.
+#[derive(Default)]
+struct ReplayBatch {
+    /// Each write's key followed by its value.
+    arena: Vec<u8>,
+    /// Per write, in log order: where its key starts, the key's length and
+    /// the value's length (`None` for a delete).
+    writes: Vec<(usize, usize, Option<usize>)>,
+}
+
+impl ReplayBatch {
+    fn push(&mut self, key: &[u8], value: Option<&[u8]>) {
+        self.writes
+            .push((self.arena.len(), key.len(), value.map(<[u8]>::len)));
+        self.arena.extend_from_slice(key);
+        self.arena.extend_from_slice(value.unwrap_or_default());
+    }
+
+    /// Applies the collected writes to the working tree (the last write of
+    /// each key, in log order, wins) and empties the batch.
+    fn apply(&mut self, pager: &Pager, st: &mut CommitState) -> Result<()> {
+        if self.writes.is_empty() {
+            return Ok(());
+        }
+        let arena = &self.arena;
+        let mut ops: Vec<Op<'_>> = self
+            .writes
+            .iter()
+            .map(|&(at, key_len, value_len)| {
+                let value_at = at + key_len;
+                (
+                    &arena[at..value_at],
+                    value_len.map(|len| &arena[value_at..value_at + len]),
+                )
+            })
+            .collect();
+        sort_last_wins(&mut ops);
+        let seq = st.seq;
+        apply_ops(pager, st, seq, &ops)?;
+        // No snapshot exists during recovery: pages this batch superseded that
+        // were written since the checkpoint are dead at once. Dropping their
+        // images now keeps the pool from filling with dead dirty pages (and
+        // writing them back on eviction), and their memory is reused by the
+        // next batch.
+        release_superseded(pager, &mut st.freelist, seq);
+        drop(ops);
+        self.arena.clear();
+        self.writes.clear();
+        Ok(())
+    }
 }
 
 /// Whether the data file is what a crash during [`initialize`] leaves: no log

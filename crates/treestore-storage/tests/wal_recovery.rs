@@ -175,7 +175,11 @@ fn segments_rotate_and_are_removed_once_checkpointed() {
 #[test]
 fn replaying_many_segments_of_rewrites_frees_the_pages_it_supersedes() {
     let vfs = FaultVfs::new();
-    let opts = common::mem_options(&vfs, 4096, 64 << 20); // 16 KiB segments
+    let opts = Options {
+        // About one segment's writes per replay batch.
+        replay_batch_bytes: 16 << 10,
+        ..common::mem_options(&vfs, 4096, 64 << 20) // 16 KiB segments
+    };
     let db = Db::open(DIR, opts.clone()).unwrap();
     // 100 keys rewritten 40 times, all only in the log (no checkpoint).
     let mut model = BTreeMap::new();
@@ -199,7 +203,7 @@ fn replaying_many_segments_of_rewrites_frees_the_pages_it_supersedes() {
     );
     assert!(segments(&vfs).len() > 20, "the log spans many segments");
     assert_eq!(contents(&db), model);
-    // Each segment's batch rewrote the whole tree; what earlier batches wrote
+    // Each batch rewrote the whole tree; what earlier batches wrote
     // is free again rather than pending, and the pool never had to write a
     // dead page back to make room.
     assert!(
@@ -214,6 +218,64 @@ fn replaying_many_segments_of_rewrites_frees_the_pages_it_supersedes() {
     assert!(db.check().unwrap().is_ok());
     crash(&vfs, db);
     let db = Db::open(DIR, common::mem_options(&vfs, 4096, 1 << 20)).unwrap();
+    assert_eq!(contents(&db), model);
+}
+
+#[test]
+fn replay_in_batches_of_any_size_rebuilds_the_same_contents() {
+    let vfs = FaultVfs::new();
+    let opts = common::mem_options(&vfs, 4096, 64 << 20);
+    let db = Db::open(DIR, opts.clone()).unwrap();
+    db.put(b"checkpointed", b"before the log").unwrap();
+    db.checkpoint().unwrap();
+    // Puts, overwrites and deletes of overlapping keys, only in the log: a
+    // later commit's write of a key must win over an earlier one whether the
+    // two land in the same replay batch or in different ones.
+    let mut model = contents(&db);
+    let mut rng = 7u64;
+    for i in 0..600u32 {
+        let mut txn = db.begin_write();
+        for _ in 0..4 {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let k = format!("key{:03}", (rng >> 33) % 300).into_bytes();
+            if (rng >> 20).is_multiple_of(4) {
+                txn.delete(&k).unwrap();
+                model.remove(&k);
+            } else {
+                let v =
+                    format!("value {i} {}", "x".repeat((rng >> 40) as usize % 200)).into_bytes();
+                txn.put(&k, &v).unwrap();
+                model.insert(k, v);
+            }
+        }
+        txn.commit().unwrap();
+    }
+    assert_eq!(contents(&db), model);
+    crash(&vfs, db);
+    // One write per batch, a few commits per batch, the whole log at once.
+    // Nothing is checkpointed, so each open replays the same log.
+    for batch in [1, 2 << 10, 256 << 20] {
+        let opts = Options {
+            replay_batch_bytes: batch,
+            ..opts.clone()
+        };
+        let db = Db::open(DIR, opts).unwrap();
+        let stats = db.stats().unwrap();
+        assert_eq!(
+            stats.recovery.replayed_commits, 600,
+            "batches of {batch} bytes"
+        );
+        assert_eq!(contents(&db), model, "replayed in batches of {batch} bytes");
+        assert!(db.check().unwrap().is_ok(), "batches of {batch} bytes");
+        crash(&vfs, db);
+    }
+    let db = Db::open(DIR, opts).unwrap();
+    db.checkpoint().unwrap();
+    crash(&vfs, db);
+    let db = Db::open(DIR, common::mem_options(&vfs, 4096, 1 << 20)).unwrap();
+    assert_eq!(db.stats().unwrap().recovery.replayed_commits, 0);
     assert_eq!(contents(&db), model);
 }
 
