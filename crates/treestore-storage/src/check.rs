@@ -346,7 +346,7 @@ fn check_log(vfs: &dyn Vfs, wal_dir: &Path, meta: &Meta, report: &mut CheckRepor
     let mut seq = meta.commit_seq;
     let mut records = 0u64;
     let mut bad_records = Vec::new();
-    let result = wal::read_from(vfs, wal_dir, meta.checkpoint_lsn, false, |recs| {
+    let result = wal::read_from(vfs, wal_dir, meta.checkpoint_lsn, false, |_, recs| {
         for rec in recs {
             match log_record::decode_commit(rec.payload) {
                 Ok((s, _)) if s <= seq => {}

@@ -77,11 +77,12 @@ pub struct Options {
     /// durable by a checkpoint instead of the log (its pages are written once,
     /// not twice), as bulk loads are.
     pub large_txn_bytes: u64,
-    /// Recovery collects up to this many bytes of the log's keys and values
-    /// before applying them to the tree as one batch. Larger batches rewrite
-    /// each touched leaf fewer times (replay is faster and packs leaves
-    /// better) at the cost of that much memory while opening; a log longer
-    /// than this is applied in several batches.
+    /// Recovery applies up to this many bytes of log records to the tree as
+    /// one batch. Larger batches rewrite each touched leaf fewer times (replay
+    /// is faster and packs leaves better); the batch's log segments stay in
+    /// memory until it is applied (mapped from their files, so in the file
+    /// system's cache, where the file system allows; read into memory
+    /// otherwise). A longer log is applied in several batches.
     pub replay_batch_bytes: usize,
 }
 

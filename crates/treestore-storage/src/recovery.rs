@@ -3,8 +3,8 @@
 //!
 //! Replay reads every valid record from the checkpoint's log position on and
 //! applies the commits to the checkpoint's tree in memory (many commits merged
-//! into one batch of up to [`Options::replay_batch_bytes`], since no reader sees
-//! the states in between). A torn record at
+//! into one batch of up to [`Options::replay_batch_bytes`] of log, since no
+//! reader sees the states in between). A torn record at
 //! the very end of the log (a write cut short by the crash) is cut off; a bad
 //! record anywhere before that is reported with its segment and offset and the
 //! database is not opened, rather than silently dropping committed data. The
@@ -31,7 +31,7 @@ use crate::meta::{self, Meta};
 use crate::page::{self, PageId, PageType, MAX_PAGE_SIZE};
 use crate::pager::Pager;
 use crate::vfs::{PathKind, StorageFile, Vfs};
-use crate::wal::{self, Wal, RECORD_HEADER_LEN, WAL_DIR};
+use crate::wal::{self, SegmentBytes, Wal, RECORD_HEADER_LEN, WAL_DIR};
 
 /// Opens and recovers the database in `dir`.
 pub(crate) fn open(dir: &Path, options: &Options) -> Result<DbInner> {
@@ -210,7 +210,7 @@ fn replay(
     let mut commits = 0u64;
     let from = st.meta.checkpoint_lsn;
     let mut batch = ReplayBatch::default();
-    let end = wal::read_from(vfs, wal_dir, from, true, |records| {
+    let end = wal::read_from(vfs, wal_dir, from, true, |segment, records| {
         for rec in records {
             let bad = |why: String| Error::CorruptFile {
                 path: wal_dir.to_path_buf(),
@@ -227,13 +227,11 @@ fn replay(
                     st.seq
                 )));
             }
-            for (key, value) in ops {
-                batch.push(key, value);
-            }
+            batch.add(segment, rec.payload.len(), &ops);
             st.seq = seq;
             st.last_lsn = rec.lsn + RECORD_HEADER_LEN + rec.payload.len() as u64;
             commits += 1;
-            if batch.arena.len() >= batch_bytes {
+            if batch.log_bytes >= batch_bytes {
                 batch.apply(pager, st)?;
             }
         }
@@ -243,25 +241,53 @@ fn replay(
     Ok(Replayed { commits, end })
 }
 
-/// Replayed writes not yet applied, copied out of the log's read buffers (the
-/// reader reuses those for the next segment). Applying many commits as one
-/// batch rewrites each touched leaf once instead of once per commit or
-/// segment; no reader sees the states in between.
+/// Replayed writes not yet applied: where each key and value lies in the log
+/// segments the batch keeps (mapped or read; see [`wal::read_from`]).
+/// Applying many commits as one batch rewrites each touched leaf once instead
+/// of once per commit or segment; no reader sees the states in between.
 #[derive(Default)]
 struct ReplayBatch {
-    /// Each write's key followed by its value.
-    arena: Vec<u8>,
-    /// Per write, in log order: where its key starts, the key's length and
-    /// the value's length (`None` for a delete).
-    writes: Vec<(usize, usize, Option<usize>)>,
+    segments: Vec<Arc<SegmentBytes>>,
+    writes: Vec<LoggedWrite>,
+    /// Bytes of log records in the batch.
+    log_bytes: usize,
+}
+
+/// One write of a replayed commit: byte ranges in `segments[segment]`.
+struct LoggedWrite {
+    segment: usize,
+    key: (usize, usize),
+    /// `None` for a delete.
+    value: Option<(usize, usize)>,
+}
+
+/// Where `part` (a slice of `whole`) starts and ends in `whole`.
+fn range_in(whole: &[u8], part: &[u8]) -> (usize, usize) {
+    let start = part.as_ptr() as usize - whole.as_ptr() as usize;
+    debug_assert!(start + part.len() <= whole.len());
+    (start, start + part.len())
 }
 
 impl ReplayBatch {
-    fn push(&mut self, key: &[u8], value: Option<&[u8]>) {
+    /// Adds the writes of one commit record of `payload_len` bytes, decoded
+    /// from `segment`.
+    fn add(&mut self, segment: &Arc<SegmentBytes>, payload_len: usize, ops: &[Op<'_>]) {
+        if !self
+            .segments
+            .last()
+            .is_some_and(|s| Arc::ptr_eq(s, segment))
+        {
+            self.segments.push(segment.clone());
+        }
+        let idx = self.segments.len() - 1;
+        let bytes: &[u8] = segment;
         self.writes
-            .push((self.arena.len(), key.len(), value.map(<[u8]>::len)));
-        self.arena.extend_from_slice(key);
-        self.arena.extend_from_slice(value.unwrap_or_default());
+            .extend(ops.iter().map(|&(key, value)| LoggedWrite {
+                segment: idx,
+                key: range_in(bytes, key),
+                value: value.map(|v| range_in(bytes, v)),
+            }));
+        self.log_bytes += payload_len;
     }
 
     /// Applies the collected writes to the working tree (the last write of
@@ -270,15 +296,15 @@ impl ReplayBatch {
         if self.writes.is_empty() {
             return Ok(());
         }
-        let arena = &self.arena;
+        let segments = &self.segments;
         let mut ops: Vec<Op<'_>> = self
             .writes
             .iter()
-            .map(|&(at, key_len, value_len)| {
-                let value_at = at + key_len;
+            .map(|w| {
+                let bytes: &[u8] = &segments[w.segment];
                 (
-                    &arena[at..value_at],
-                    value_len.map(|len| &arena[value_at..value_at + len]),
+                    &bytes[w.key.0..w.key.1],
+                    w.value.map(|(start, end)| &bytes[start..end]),
                 )
             })
             .collect();
@@ -292,8 +318,9 @@ impl ReplayBatch {
         // next batch.
         release_superseded(pager, &mut st.freelist, seq);
         drop(ops);
-        self.arena.clear();
+        self.segments.clear();
         self.writes.clear();
+        self.log_bytes = 0;
         Ok(())
     }
 }

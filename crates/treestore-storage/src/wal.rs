@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
-use crate::vfs::{PathKind, StorageFile, Vfs};
+use crate::vfs::{MappedFile, PathKind, StorageFile, Vfs};
 
 /// Directory of the log inside a data directory.
 pub const WAL_DIR: &str = "wal";
@@ -612,23 +612,44 @@ pub fn list_segments(vfs: &dyn Vfs, dir: &Path) -> Result<Vec<u64>> {
     Ok(firsts)
 }
 
+/// A log segment's bytes: the file mapped into memory, or read into a buffer
+/// where the file system does not map files.
+#[derive(Debug)]
+pub enum SegmentBytes {
+    Mapped(MappedFile),
+    Read(Vec<u8>),
+}
+
+impl std::ops::Deref for SegmentBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            SegmentBytes::Mapped(map) => map,
+            SegmentBytes::Read(buf) => buf,
+        }
+    }
+}
+
 /// Reads every valid record from `from_lsn` on, calling `visit` once per
-/// segment with that segment's records (borrowed from the read buffer), and
-/// finds where the log ends. A record that fails its checksum at the very end
+/// segment with the segment's bytes and its records (borrowed from those
+/// bytes; a visitor may keep the bytes, by cloning the `Arc`, to use the
+/// records later), and finds where the log ends. A record that fails its checksum at the very end
 /// of the last segment is a torn write: it and everything after it are cut
 /// off (`truncate` = true does that on disk). A bad record followed by a valid
 /// one, or a bad record in any segment but the last, is corruption: an error
 /// naming the segment and offset.
 ///
-/// While `visit` works on one segment, a helper thread reads the next one and
-/// verifies its records (two buffers, reused: fresh multi-MiB allocations per
-/// segment cost more in page faults than reading the data).
+/// While `visit` works on one segment, a helper thread maps (or reads) the
+/// next one and verifies its records. Mapping costs no copy and no fresh
+/// memory: the pages are the file system's cache. Read buffers are reused
+/// when the visitor did not keep them (fresh multi-MiB allocations per segment
+/// cost more in page faults than reading the data).
 pub fn read_from(
     vfs: &dyn Vfs,
     dir: &Path,
     from_lsn: u64,
     truncate: bool,
-    mut visit: impl FnMut(&[Record<'_>]) -> Result<()>,
+    mut visit: impl FnMut(&Arc<SegmentBytes>, &[Record<'_>]) -> Result<()>,
 ) -> Result<ReadEnd> {
     let firsts = list_segments(vfs, dir)?;
     // Segments entirely before from_lsn are not needed (but still on disk).
@@ -683,7 +704,7 @@ pub fn read_from(
                     ),
                 ));
             }
-            let (data, len) = (&seg.data, seg.len);
+            let (data, len) = (&seg.data[..], seg.len);
             let Some(scan) = &seg.scan else {
                 // Records are written only after a segment's header and zeros
                 // are synced, so a last segment with a bad header and no valid
@@ -731,7 +752,7 @@ pub fn read_from(
                         "record fails its checksum or framing, and a later synced batch follows",
                     ));
                 }
-                visit(&to_records(&scan.found, data))?;
+                visit(&seg.data, &to_records(&scan.found, data))?;
                 // A write cut short by the crash: zero it (keeping the
                 // preallocated space) so appends continue from here.
                 let torn = len - offset;
@@ -746,7 +767,7 @@ pub fn read_from(
                     torn_bytes: torn,
                 });
             }
-            visit(&to_records(&scan.found, data))?;
+            visit(&seg.data, &to_records(&scan.found, data))?;
             if idx == last_idx {
                 return Ok(ReadEnd {
                     end_lsn: expected,
@@ -756,7 +777,9 @@ pub fn read_from(
                 });
             }
             older.push(first);
-            spare = seg.data;
+            if let Ok(SegmentBytes::Read(buffer)) = Arc::try_unwrap(seg.data) {
+                spare = buffer;
+            }
         }
         // Not reached: the last segment always returns inside the loop. Answer
         // as a log that ends where reading stopped rather than panic.
@@ -784,7 +807,7 @@ struct Loaded {
     file: Arc<dyn StorageFile>,
     /// Length of the file.
     len: u64,
-    data: Vec<u8>,
+    data: Arc<SegmentBytes>,
     /// The records found; `None` when the segment header is bad.
     scan: Option<Scan>,
 }
@@ -802,14 +825,14 @@ struct Scan {
     clean_end: bool,
 }
 
-/// Reads segment `first` into `data` (reusing its allocation) and finds its
-/// valid records from LSN `start_lsn` on.
+/// Maps segment `first`, or reads it into `buffer` (reusing its allocation),
+/// and finds its valid records from LSN `start_lsn` on.
 fn load_segment(
     vfs: &dyn Vfs,
     dir: &Path,
     first: u64,
     start_lsn: u64,
-    mut data: Vec<u8>,
+    mut buffer: Vec<u8>,
 ) -> Result<Loaded> {
     let path = dir.join(segment_name(first));
     let file = vfs
@@ -827,9 +850,17 @@ fn load_segment(
             path,
         });
     }
-    data.resize(len as usize, 0);
-    file.read_exact_at(&mut data, 0)
-        .map_err(|e| Error::io(format!("reading log segment {}", path.display()), e))?;
+    // A map that cannot be made (or does not cover the file) is no error:
+    // reading works everywhere.
+    let data = match file.map_read() {
+        Ok(Some(map)) if map.len() as u64 == len => SegmentBytes::Mapped(map),
+        _ => {
+            buffer.resize(len as usize, 0);
+            file.read_exact_at(&mut buffer, 0)
+                .map_err(|e| Error::io(format!("reading log segment {}", path.display()), e))?;
+            SegmentBytes::Read(buffer)
+        }
+    };
     let scan = (parse_segment_header(&data) == Some(first)).then(|| {
         let start = start_lsn.saturating_sub(first) + SEGMENT_HEADER_LEN;
         let mut found = Vec::new();
@@ -862,7 +893,7 @@ fn load_segment(
         path,
         file,
         len,
-        data,
+        data: Arc::new(data),
         scan,
     })
 }
@@ -914,7 +945,7 @@ mod tests {
 
     fn records_on_disk(dir: &Path) -> Vec<(u64, Vec<u8>)> {
         let mut out = Vec::new();
-        let end = read_from(&OsVfs, dir, 0, false, |records| {
+        let end = read_from(&OsVfs, dir, 0, false, |_, records| {
             out.extend(records.iter().map(|r| (r.lsn, r.payload.to_vec())));
             Ok(())
         })

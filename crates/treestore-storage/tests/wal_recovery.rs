@@ -221,16 +221,15 @@ fn replaying_many_segments_of_rewrites_frees_the_pages_it_supersedes() {
     assert_eq!(contents(&db), model);
 }
 
-#[test]
-fn replay_in_batches_of_any_size_rebuilds_the_same_contents() {
-    let vfs = FaultVfs::new();
-    let opts = common::mem_options(&vfs, 4096, 64 << 20);
-    let db = Db::open(DIR, opts.clone()).unwrap();
+/// Puts, overwrites and deletes of overlapping keys, only in the log (16 KiB
+/// segments), then the same log replayed in batches of one write, of a few
+/// commits and of the whole log: a later commit's write of a key must win over
+/// an earlier one whether the two land in the same batch or not. `crash` drops
+/// a handle without a checkpoint.
+fn replay_in_batches(dir: &Path, opts: Options, crash: &dyn Fn(Db)) {
+    let db = Db::open(dir, opts.clone()).unwrap();
     db.put(b"checkpointed", b"before the log").unwrap();
     db.checkpoint().unwrap();
-    // Puts, overwrites and deletes of overlapping keys, only in the log: a
-    // later commit's write of a key must win over an earlier one whether the
-    // two land in the same replay batch or in different ones.
     let mut model = contents(&db);
     let mut rng = 7u64;
     for i in 0..600u32 {
@@ -253,15 +252,18 @@ fn replay_in_batches_of_any_size_rebuilds_the_same_contents() {
         txn.commit().unwrap();
     }
     assert_eq!(contents(&db), model);
-    crash(&vfs, db);
-    // One write per batch, a few commits per batch, the whole log at once.
+    assert!(
+        db.stats().unwrap().wal.segments > 5,
+        "the log spans segments"
+    );
+    crash(db);
     // Nothing is checkpointed, so each open replays the same log.
     for batch in [1, 2 << 10, 256 << 20] {
         let opts = Options {
             replay_batch_bytes: batch,
             ..opts.clone()
         };
-        let db = Db::open(DIR, opts).unwrap();
+        let db = Db::open(dir, opts).unwrap();
         let stats = db.stats().unwrap();
         assert_eq!(
             stats.recovery.replayed_commits, 600,
@@ -269,14 +271,57 @@ fn replay_in_batches_of_any_size_rebuilds_the_same_contents() {
         );
         assert_eq!(contents(&db), model, "replayed in batches of {batch} bytes");
         assert!(db.check().unwrap().is_ok(), "batches of {batch} bytes");
-        crash(&vfs, db);
+        crash(db);
     }
-    let db = Db::open(DIR, opts).unwrap();
+    let db = Db::open(dir, opts.clone()).unwrap();
     db.checkpoint().unwrap();
-    crash(&vfs, db);
-    let db = Db::open(DIR, common::mem_options(&vfs, 4096, 1 << 20)).unwrap();
+    crash(db);
+    let db = Db::open(dir, opts).unwrap();
     assert_eq!(db.stats().unwrap().recovery.replayed_commits, 0);
     assert_eq!(contents(&db), model);
+}
+
+#[test]
+fn replay_in_batches_of_any_size_rebuilds_the_same_contents() {
+    let vfs = FaultVfs::new();
+    let opts = common::mem_options(&vfs, 4096, 64 << 20);
+    replay_in_batches(Path::new(DIR), opts, &|db| crash(&vfs, db));
+}
+
+/// The same on the real file system, where replay maps the log segments. A
+/// crash is a copy of the directory taken while the handle is open (every
+/// commit is synced, nothing checkpointed since), put in its place once the
+/// handle is gone (dropping a handle checkpoints).
+#[test]
+fn replay_from_mapped_segments_rebuilds_the_same_contents() {
+    let tmp = tempfile::tempdir().unwrap();
+    let live = tmp.path().join("db");
+    let image = tmp.path().join("image");
+    let opts = Options {
+        background: false,
+        wal_segment_bytes: 16 * 1024,
+        wal_prepare_ahead: false,
+        checkpoint_log_bytes: u64::MAX,
+        checkpoint_interval: Duration::from_secs(1 << 30),
+        ..Options::default()
+    };
+    let copy_dir = |from: &Path, to: &Path| {
+        for sub in ["", "wal"] {
+            std::fs::create_dir_all(to.join(sub)).unwrap();
+            for entry in std::fs::read_dir(from.join(sub)).unwrap() {
+                let entry = entry.unwrap();
+                if entry.file_type().unwrap().is_file() {
+                    std::fs::copy(entry.path(), to.join(sub).join(entry.file_name())).unwrap();
+                }
+            }
+        }
+    };
+    replay_in_batches(&live, opts, &|db| {
+        copy_dir(&live, &image);
+        drop(db);
+        std::fs::remove_dir_all(&live).unwrap();
+        std::fs::rename(&image, &live).unwrap();
+    });
 }
 
 #[test]
