@@ -253,19 +253,35 @@ struct ReplayBatch {
     log_bytes: usize,
 }
 
-/// One write of a replayed commit: byte ranges in `segments[segment]`.
+/// One write of a replayed commit: where its key and value lie in
+/// `segments[segment]` (32 bytes per write, what a batch costs beyond its
+/// log).
 struct LoggedWrite {
-    segment: usize,
-    key: (usize, usize),
-    /// `None` for a delete.
-    value: Option<(usize, usize)>,
+    key_at: u64,
+    value_at: u64,
+    segment: u32,
+    key_len: u32,
+    /// [`DELETE`] for a delete.
+    value_len: u32,
 }
 
-/// Where `part` (a slice of `whole`) starts and ends in `whole`.
-fn range_in(whole: &[u8], part: &[u8]) -> (usize, usize) {
+/// `value_len` of a delete (log records are far shorter than this).
+const DELETE: u32 = u32::MAX;
+
+/// Where `part` (a slice of `whole`) starts in `whole`.
+fn offset_in(whole: &[u8], part: &[u8]) -> u64 {
     let start = part.as_ptr() as usize - whole.as_ptr() as usize;
     debug_assert!(start + part.len() <= whole.len());
-    (start, start + part.len())
+    start as u64
+}
+
+impl LoggedWrite {
+    fn op<'a>(&self, segments: &'a [Arc<SegmentBytes>]) -> Op<'a> {
+        let bytes: &[u8] = &segments[self.segment as usize];
+        let slice = |at: u64, len: u32| &bytes[at as usize..at as usize + len as usize];
+        let value = (self.value_len != DELETE).then(|| slice(self.value_at, self.value_len));
+        (slice(self.key_at, self.key_len), value)
+    }
 }
 
 impl ReplayBatch {
@@ -279,13 +295,17 @@ impl ReplayBatch {
         {
             self.segments.push(segment.clone());
         }
-        let idx = self.segments.len() - 1;
+        // Segments, keys and record payloads are all far below 4 GiB
+        // (`wal::MAX_SEGMENT_FILE`, `wal::MAX_RECORD_LEN`).
+        let idx = (self.segments.len() - 1) as u32;
         let bytes: &[u8] = segment;
         self.writes
             .extend(ops.iter().map(|&(key, value)| LoggedWrite {
+                key_at: offset_in(bytes, key),
+                value_at: value.map_or(0, |v| offset_in(bytes, v)),
                 segment: idx,
-                key: range_in(bytes, key),
-                value: value.map(|v| range_in(bytes, v)),
+                key_len: key.len() as u32,
+                value_len: value.map_or(DELETE, |v| v.len() as u32),
             }));
         self.log_bytes += payload_len;
     }
@@ -296,18 +316,7 @@ impl ReplayBatch {
         if self.writes.is_empty() {
             return Ok(());
         }
-        let segments = &self.segments;
-        let mut ops: Vec<Op<'_>> = self
-            .writes
-            .iter()
-            .map(|w| {
-                let bytes: &[u8] = &segments[w.segment];
-                (
-                    &bytes[w.key.0..w.key.1],
-                    w.value.map(|(start, end)| &bytes[start..end]),
-                )
-            })
-            .collect();
+        let mut ops: Vec<Op<'_>> = self.writes.iter().map(|w| w.op(&self.segments)).collect();
         sort_last_wins(&mut ops);
         let seq = st.seq;
         apply_ops(pager, st, seq, &ops)?;
