@@ -6,7 +6,8 @@
 //!   commits/s, median latency, fsyncs per commit (group commit);
 //! - the same with timer durability (10 ms);
 //! - recovery of a 256 MiB log: replay time and rate, separately from the
-//!   checkpoint taken after it;
+//!   checkpoint taken after it, onto an empty database and onto a 1 GiB one
+//!   (`TREESTORE_BENCH_BASE_MIB` changes that size, 0 skips that run);
 //! - read throughput (4 reader threads) with and without a concurrent writer.
 //!
 //! Run: `cargo bench -p treestore-storage --bench durability`. Prints a markdown
@@ -27,6 +28,11 @@ use rand::{Rng, SeedableRng};
 use treestore_storage::{Db, Durability, Options};
 
 const CHILD_ENV: &str = "TREESTORE_BENCH_RECOVERY_CHILD";
+/// Size in MiB of the database the child loads before its log (0: none).
+const CHILD_BASE_ENV: &str = "TREESTORE_BENCH_RECOVERY_BASE_MIB";
+/// Size in MiB of the large database the second recovery run starts from
+/// (default 1024; 0 skips that run).
+const BASE_ENV: &str = "TREESTORE_BENCH_BASE_MIB";
 /// Set (to anything) to run only the durable commit measurements.
 const COMMITS_ONLY_ENV: &str = "TREESTORE_BENCH_COMMITS_ONLY";
 /// Set to a data directory: only replay it (see [`replay_only`]).
@@ -119,9 +125,11 @@ fn commit_run(durability: Durability, threads: usize, per_thread: usize) -> Comm
     }
 }
 
-/// Child process: writes `mib` MiB of log without checkpointing, then exits
+/// Child process: loads `base_mib` MiB of 1,000-byte values (large
+/// transactions, made durable by checkpoints), then writes `mib` MiB of log of
+/// 100-put commits over the same key space without checkpointing, then exits
 /// without closing (as a crash would).
-fn recovery_child(dir: &str, mib: u64) {
+fn recovery_child(dir: &str, mib: u64, base_mib: u64) {
     let db = Db::open(
         dir,
         Options {
@@ -135,19 +143,100 @@ fn recovery_child(dir: &str, mib: u64) {
     .unwrap();
     let mut rng = StdRng::seed_from_u64(1);
     let value = vec![0x5au8; 1000];
+    let base_keys = base_mib * 1024;
+    let space = base_keys.max(2_000_000);
+    let mut loaded = 0u64;
+    while loaded < base_keys {
+        let mut txn = db.begin_write();
+        for _ in 0..50_000.min(base_keys - loaded) {
+            let k = loaded * space / base_keys;
+            txn.put(format!("key{k:010}").as_bytes(), &value).unwrap();
+            loaded += 1;
+        }
+        txn.commit().unwrap();
+    }
+    db.checkpoint().unwrap();
+    let start = db.stats().unwrap().wal.end_lsn;
     let mut n = 0u64;
-    while db.stats().unwrap().wal.end_lsn < mib << 20 {
+    while db.stats().unwrap().wal.end_lsn - start < mib << 20 {
         let mut txn = db.begin_write();
         for _ in 0..100 {
-            let k: u64 = rng.random_range(0..2_000_000);
+            let k: u64 = rng.random_range(0..space);
             txn.put(format!("key{k:010}").as_bytes(), &value).unwrap();
         }
         txn.commit().unwrap();
         n += 1;
     }
-    eprintln!("child: {n} commits logged");
+    eprintln!("child: {loaded} keys loaded, then {n} commits logged");
     // No drop: no final checkpoint.
     std::process::exit(0);
+}
+
+/// The pool of the recovering process: `TREESTORE_BENCH_RECOVERY_CACHE_MIB`,
+/// default 4 GiB (the large database's tree fits, as its working set would in
+/// a deployment sized for it).
+fn recovery_cache_bytes() -> usize {
+    std::env::var("TREESTORE_BENCH_RECOVERY_CACHE_MIB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(4096)
+        << 20
+}
+
+/// Recovers a log of `mib` MiB written on top of a database of `base_mib` MiB
+/// by a child that "crashes"; returns a table row and a JSON field.
+fn recovery_run(base_mib: u64) -> (String, String) {
+    let rdir = tempfile::tempdir().unwrap();
+    let data = rdir.path().join("data");
+    let status = Command::new(std::env::current_exe().unwrap())
+        .env(CHILD_ENV, &data)
+        .env(CHILD_BASE_ENV, base_mib.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let t0 = Instant::now();
+    let db = Db::open(
+        &data,
+        Options {
+            cache_bytes: recovery_cache_bytes(),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let open_time = t0.elapsed();
+    let stats = db.stats().unwrap();
+    let rec = stats.recovery;
+    let t1 = Instant::now();
+    db.checkpoint().unwrap();
+    let checkpoint_time = t1.elapsed();
+    drop(db);
+    let mib = rec.replayed_bytes as f64 / (1 << 20) as f64;
+    let (onto, key) = if base_mib == 0 {
+        (String::new(), "recovery".to_string())
+    } else {
+        (
+            format!(
+                " onto a database of {} keys ({base_mib} MiB of values)",
+                base_mib * 1024
+            ),
+            format!("recovery_base_{base_mib}_mib"),
+        )
+    };
+    let row = format!(
+        "| recovery: replay {mib:.0} MiB of log ({} commits){onto} | {:.2} s, {:.0} MiB/s; open total {:.2} s; the checkpoint of the recovered tree afterwards {:.2} s |",
+        rec.replayed_commits,
+        rec.replay_time.as_secs_f64(),
+        mib / rec.replay_time.as_secs_f64(),
+        open_time.as_secs_f64(),
+        checkpoint_time.as_secs_f64()
+    );
+    let json = format!(
+        "\"{key}\": {{\"log_mib\": {mib:.1}, \"replay_s\": {:.3}, \"checkpoint_s\": {:.3}, \"open_s\": {:.3}}}",
+        rec.replay_time.as_secs_f64(),
+        checkpoint_time.as_secs_f64(),
+        open_time.as_secs_f64()
+    );
+    (row, json)
 }
 
 /// Opens `dir` (a copy of a crashed child's directory), prints what replay
@@ -158,7 +247,7 @@ fn replay_only(dir: &str) {
     let db = Db::open(
         dir,
         Options {
-            cache_bytes: 1 << 30,
+            cache_bytes: recovery_cache_bytes(),
             background: false,
             ..Options::default()
         },
@@ -248,7 +337,11 @@ fn main() {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(256);
-        recovery_child(&dir, mib);
+        let base_mib = std::env::var(CHILD_BASE_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        recovery_child(&dir, mib, base_mib);
         return;
     }
     if let Ok(dir) = std::env::var(REPLAY_ENV) {
@@ -347,44 +440,18 @@ fn main() {
         ));
     }
 
-    // Recovery of a large log, written by a child that "crashes".
-    let rdir = tempfile::tempdir().unwrap();
-    let data = rdir.path().join("data");
-    let status = Command::new(std::env::current_exe().unwrap())
-        .env(CHILD_ENV, &data)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let t0 = Instant::now();
-    let db = Db::open(
-        &data,
-        Options {
-            cache_bytes: 1 << 30,
-            ..Options::default()
-        },
-    )
-    .unwrap();
-    let open_time = t0.elapsed();
-    let rec = db.stats().unwrap().recovery;
-    let t1 = Instant::now();
-    db.checkpoint().unwrap();
-    let checkpoint_time = t1.elapsed();
-    drop(db);
-    let mib = rec.replayed_bytes as f64 / (1 << 20) as f64;
-    table.push(format!(
-        "| recovery: replay {mib:.0} MiB of log ({} commits) | {:.2} s, {:.0} MiB/s; open total {:.2} s; the checkpoint of the recovered tree afterwards {:.2} s |",
-        rec.replayed_commits,
-        rec.replay_time.as_secs_f64(),
-        mib / rec.replay_time.as_secs_f64(),
-        open_time.as_secs_f64(),
-        checkpoint_time.as_secs_f64()
-    ));
-    json.push(format!(
-        "\"recovery\": {{\"log_mib\": {mib:.1}, \"replay_s\": {:.3}, \"checkpoint_s\": {:.3}, \"open_s\": {:.3}}}",
-        rec.replay_time.as_secs_f64(),
-        checkpoint_time.as_secs_f64(),
-        open_time.as_secs_f64()
-    ));
+    // Recovery of a large log, written by a child that "crashes": onto an
+    // empty database, and onto a large one (whose leaves replay must read).
+    let base_mib = std::env::var(BASE_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024u64);
+    let bases: &[u64] = if base_mib == 0 { &[0] } else { &[0, base_mib] };
+    for &base in bases {
+        let (row, field) = recovery_run(base);
+        table.push(row);
+        json.push(field);
+    }
 
     // Reads with and without a writer.
     let rdir = tempfile::tempdir().unwrap();

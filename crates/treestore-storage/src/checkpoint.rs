@@ -99,7 +99,6 @@ impl DbInner {
             st.poisoned = Some(e.to_string());
             return Err(e);
         }
-        let old_pages = st.meta.page_count;
         st.meta = meta;
         st.freelist_pages = chain;
         st.freelist.checkpoint_done();
@@ -107,9 +106,11 @@ impl DbInner {
         st.last_checkpoint = Instant::now();
         st.last_checkpoint_time = started.elapsed();
         st.checkpoint_time += st.last_checkpoint_time;
-        if meta.page_count < old_pages {
-            // Best effort: the cut pages are free either way, and a restart
-            // cuts the file to the checkpoint's length too.
+        let want = meta.page_count * self.pager.page_size() as u64;
+        if self.pager.file_len().is_ok_and(|len| len > want) {
+            // Best effort: pages past the checkpoint's end (its tree shrank,
+            // or a crash left pages written after the last one) are free
+            // either way, and the next checkpoint tries again.
             let _ = self.pager.truncate(meta.page_count);
         }
         Ok(Some(meta.checkpoint_lsn))

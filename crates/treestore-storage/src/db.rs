@@ -452,7 +452,22 @@ pub(crate) fn apply_ops(
     seq: u64,
     ops: &[Op<'_>],
 ) -> Result<()> {
+    apply_ops_with(pager, st, seq, ops, false)
+}
+
+/// [`apply_ops`], dropping superseded images at once when `drop_old` (see
+/// [`Writer::drop_superseded_images`]: recovery only).
+pub(crate) fn apply_ops_with(
+    pager: &Pager,
+    st: &mut CommitState,
+    seq: u64,
+    ops: &[Op<'_>],
+    drop_old: bool,
+) -> Result<()> {
     let mut writer = Writer::new(pager, &mut st.freelist);
+    if drop_old {
+        writer.drop_superseded_images();
+    }
     let tree = match writer.apply(st.tree, ops) {
         Ok(t) => t,
         Err(e) => {

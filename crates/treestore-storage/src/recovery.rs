@@ -20,8 +20,8 @@ use std::time::Instant;
 use crate::btree::write::Op;
 use crate::btree::TreeRoot;
 use crate::db::{
-    apply_ops, release_superseded, sort_last_wins, CommitState, DbInner, Options, RecoveryStats,
-    Snapshot, SnapshotTable, DATA_FILE,
+    apply_ops_with, release_superseded, sort_last_wins, CommitState, DbInner, Options,
+    RecoveryStats, Snapshot, SnapshotTable, DATA_FILE,
 };
 use crate::error::{Error, Result};
 use crate::freelist::{self, FreeList};
@@ -102,11 +102,12 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<DbInner> {
             reason: format!("file is {file_len} bytes but the checkpoint needs {want}"),
         });
     }
-    if file_len > want {
-        // Pages past the checkpoint's end were written after it; recovery
-        // rebuilds them from the log.
-        pager.truncate(meta.page_count)?;
-    }
+    // Pages past the checkpoint's end (written after it) are left in place:
+    // nothing refers to them, recovery rebuilds their contents from the log
+    // into pages it allocates from the checkpoint's end on (overwriting them),
+    // and the next checkpoint cuts the file to its length. Cutting them here
+    // would make opening wait for the file system to drop them (seconds, when
+    // the crashed process left them dirty in the page cache).
     let (free, freelist_pages) = load_freelist(&pager, &meta)?;
 
     match vfs
@@ -319,12 +320,13 @@ impl ReplayBatch {
         let mut ops: Vec<Op<'_>> = self.writes.iter().map(|w| w.op(&self.segments)).collect();
         sort_last_wins(&mut ops);
         let seq = st.seq;
-        apply_ops(pager, st, seq, &ops)?;
-        // No snapshot exists during recovery: pages this batch superseded that
-        // were written since the checkpoint are dead at once. Dropping their
-        // images now keeps the pool from filling with dead dirty pages (and
-        // writing them back on eviction), and their memory is reused by the
-        // next batch.
+        // No snapshot exists during recovery, and a batch that fails fails the
+        // open: each page the batch replaces is dead at once, so its image
+        // leaves the pool right away (its memory serves the batch's next new
+        // page instead of fresh memory, and a dead dirty page is never written
+        // back on eviction). Afterwards the pages written since the checkpoint
+        // are free for reuse.
+        apply_ops_with(pager, st, seq, &ops, true)?;
         release_superseded(pager, &mut st.freelist, seq);
         drop(ops);
         self.segments.clear();

@@ -334,6 +334,96 @@ fn replay_from_mapped_segments_rebuilds_the_same_contents() {
 }
 
 #[test]
+fn replay_drops_the_images_of_the_pages_it_replaces() {
+    let vfs = FaultVfs::new();
+    let opts = common::mem_options(&vfs, 4096, 64 << 20);
+    let db = Db::open(DIR, opts.clone()).unwrap();
+    let mut model = BTreeMap::new();
+    let mut txn = db.begin_write();
+    for i in 0..3000u32 {
+        let k = format!("key{i:05}").into_bytes();
+        txn.put(&k, &[b'a'; 100]).unwrap();
+        model.insert(k, vec![b'a'; 100]);
+    }
+    txn.commit().unwrap();
+    db.checkpoint().unwrap();
+    // Every key rewritten, only in the log: replay replaces every leaf of
+    // the checkpointed tree.
+    for chunk in 0..30u32 {
+        let mut txn = db.begin_write();
+        for i in chunk * 100..(chunk + 1) * 100 {
+            let k = format!("key{i:05}").into_bytes();
+            txn.put(&k, &[b'b'; 100]).unwrap();
+            model.insert(k, vec![b'b'; 100]);
+        }
+        txn.commit().unwrap();
+    }
+    crash(&vfs, db);
+    let db = Db::open(DIR, opts).unwrap();
+    let stats = db.stats().unwrap();
+    assert_eq!(stats.recovery.replayed_commits, 30);
+    assert_eq!(contents(&db), model);
+    // The pool holds the new tree, not the old leaves replay read as well.
+    assert!(
+        stats.pool.resident_pages <= stats.pages_in_use,
+        "{} pages cached, {} in use",
+        stats.pool.resident_pages,
+        stats.pages_in_use
+    );
+    db.checkpoint().unwrap();
+    assert!(db.check().unwrap().is_ok());
+}
+
+/// Pages a crashed process wrote past the checkpoint's end are not cut off
+/// at open (opening would wait for the file system to drop them); replay
+/// reuses their place and the next checkpoint cuts the file to its length.
+#[test]
+fn pages_past_the_checkpoint_are_cut_by_the_next_checkpoint_not_at_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (live, image) = (tmp.path().join("db"), tmp.path().join("image"));
+    let opts = Options {
+        background: false,
+        // Small: dirty pages are evicted, written past the checkpoint's end.
+        cache_bytes: 256 << 10,
+        checkpoint_log_bytes: u64::MAX,
+        checkpoint_interval: Duration::from_secs(1 << 30),
+        ..Options::default()
+    };
+    let db = Db::open(&live, opts.clone()).unwrap();
+    db.put(b"first", b"checkpointed").unwrap();
+    db.checkpoint().unwrap();
+    let checkpointed = db.stats().unwrap().file_bytes;
+    let model = commit_n(&db, 0, 2000);
+    assert!(db.stats().unwrap().pool.dirty_writebacks > 0);
+    // A crash image: every commit synced, nothing checkpointed since.
+    std::fs::create_dir_all(image.join("wal")).unwrap();
+    for sub in ["", "wal"] {
+        for entry in std::fs::read_dir(live.join(sub)).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_file() {
+                std::fs::copy(entry.path(), image.join(sub).join(entry.file_name())).unwrap();
+            }
+        }
+    }
+    drop(db);
+    let crashed = std::fs::metadata(image.join(DATA_FILE)).unwrap().len();
+    assert!(crashed > checkpointed, "{crashed} vs {checkpointed}");
+    let db = Db::open(&image, opts).unwrap();
+    let stats = db.stats().unwrap();
+    assert_eq!(stats.recovery.replayed_commits, 2000);
+    assert!(stats.file_bytes >= crashed, "not cut at open");
+    let mut want = model.clone();
+    want.insert(b"first".to_vec(), b"checkpointed".to_vec());
+    assert_eq!(contents(&db), want);
+    assert!(db.check().unwrap().is_ok(), "a longer file is sound");
+    db.checkpoint().unwrap();
+    let stats = db.stats().unwrap();
+    assert_eq!(stats.file_bytes, stats.page_count * stats.page_size);
+    assert!(db.check().unwrap().is_ok());
+    assert_eq!(contents(&db), want);
+}
+
+#[test]
 fn rewriting_the_same_keys_over_many_checkpoints_keeps_the_file_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path(), Options::default()).unwrap();

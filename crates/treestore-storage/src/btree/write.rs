@@ -49,6 +49,9 @@ pub struct Writer<'a> {
     fresh: HashSet<PageId>,
     allocated: Vec<PageId>,
     superseded: Vec<PageId>,
+    /// Drop a superseded page's image from the pool at once (see
+    /// [`Writer::drop_superseded_images`]).
+    drop_superseded: bool,
     entry_delta: i64,
 }
 
@@ -63,8 +66,20 @@ impl<'a> Writer<'a> {
             fresh: HashSet::new(),
             allocated: Vec::new(),
             superseded: Vec::new(),
+            drop_superseded: false,
             entry_delta: 0,
         }
+    }
+
+    /// Drops each superseded page's image from the buffer pool as soon as
+    /// the page is replaced, so its memory serves the next new page. Only
+    /// for a writer whose superseded pages nobody can read any more, and
+    /// whose failure discards the whole working tree (recovery, where no
+    /// snapshot exists and a failed batch fails the open): the images of
+    /// pages written since the checkpoint are not on disk, so a rollback
+    /// could not bring them back.
+    pub fn drop_superseded_images(&mut self) {
+        self.drop_superseded = true;
     }
 
     /// Net change in the number of entries.
@@ -99,6 +114,9 @@ impl<'a> Writer<'a> {
             self.pager.invalidate(id);
             self.alloc.free_now(id);
         } else {
+            if self.drop_superseded {
+                self.pager.invalidate(id);
+            }
             self.superseded.push(id);
         }
     }
