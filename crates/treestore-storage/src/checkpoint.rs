@@ -44,6 +44,9 @@ impl DbInner {
         }
         if st.seq == st.meta.commit_seq && st.last_lsn == st.meta.checkpoint_lsn {
             st.last_checkpoint = Instant::now();
+            // Pages a crash left past the end (see below) go even when there
+            // is nothing new to write.
+            self.cut_file_to(st.meta.page_count.max(st.freelist.page_count()));
             return Ok(None);
         }
         let started = Instant::now();
@@ -106,14 +109,21 @@ impl DbInner {
         st.last_checkpoint = Instant::now();
         st.last_checkpoint_time = started.elapsed();
         st.checkpoint_time += st.last_checkpoint_time;
-        let want = meta.page_count * self.pager.page_size() as u64;
-        if self.pager.file_len().is_ok_and(|len| len > want) {
-            // Best effort: pages past the checkpoint's end (its tree shrank,
-            // or a crash left pages written after the last one) are free
-            // either way, and the next checkpoint tries again.
-            let _ = self.pager.truncate(meta.page_count);
-        }
+        self.cut_file_to(meta.page_count);
         Ok(Some(meta.checkpoint_lsn))
+    }
+
+    /// Cuts the data file to `pages` pages when it is longer: pages past the
+    /// checkpoint's end (its tree shrank, or a crash left pages written after
+    /// the last checkpoint, which opening leaves in place) belong to nobody.
+    /// Best effort: they are free either way, and the next checkpoint tries
+    /// again. Called with the commit mutex held, so no commit allocates
+    /// into them meanwhile.
+    fn cut_file_to(&self, pages: u64) {
+        let want = pages * self.pager.page_size() as u64;
+        if self.pager.file_len().is_ok_and(|len| len > want) {
+            let _ = self.pager.truncate(pages);
+        }
     }
 
     /// Writes dirty pages and the free-list chain (not synced). Returns the

@@ -77,14 +77,11 @@ pub struct Options {
     /// durable by a checkpoint instead of the log (its pages are written once,
     /// not twice), as bulk loads are.
     pub large_txn_bytes: u64,
-    /// Recovery applies up to this many bytes of log records to the tree as
-    /// one batch. Larger batches rewrite each touched leaf fewer times (replay
-    /// is faster and packs leaves better); the batch's log segments stay in
-    /// memory until it is applied (mapped from their files, so in the file
-    /// system's cache, where the file system allows; read into memory
-    /// otherwise), plus an index of about 32 bytes per write (about 90 while
-    /// the batch is sorted and applied). A longer log is applied in several
-    /// batches.
+    /// Recovery applies the log to the tree in batches that hold at most
+    /// about this much memory: the log segments a batch's writes lie in, plus
+    /// an index of about 90 bytes per write. Larger batches rewrite each
+    /// touched leaf fewer times (replay is faster and packs leaves better);
+    /// a log whose batch would need more is applied in several.
     pub replay_batch_bytes: usize,
 }
 
@@ -102,7 +99,7 @@ impl Default for Options {
             background: true,
             wal_prepare_ahead: true,
             large_txn_bytes: 16 << 20,
-            replay_batch_bytes: 256 << 20,
+            replay_batch_bytes: 512 << 20,
         }
     }
 }

@@ -285,7 +285,16 @@ pub fn decode(buf: &[u8], id: PageId, page_count: u64) -> Result<(Vec<PageId>, P
         ids.extend(start..end);
         prev_end = end;
     }
-    Ok((ids, page::link(buf)))
+    // The next page of the chain lies inside the checkpoint too (the file may
+    // hold stale pages past its end, left by a crash).
+    let link = page::link(buf);
+    if link != 0 && (link < 2 || link >= page_count) {
+        return Err(Error::corrupt(
+            id,
+            format!("free-list link to page {link}, outside the checkpoint's {page_count} pages"),
+        ));
+    }
+    Ok((ids, link))
 }
 
 #[cfg(test)]
@@ -325,6 +334,19 @@ mod tests {
         let pages = encode(&[5, 6, 7], &[3], 1024).unwrap();
         assert!(decode(&pages[0].1, 3, 7).is_err());
         assert!(decode(&pages[0].1, 3, 8).is_ok());
+    }
+
+    #[test]
+    fn decode_rejects_a_link_past_the_checkpoint() {
+        let ids: Vec<PageId> = (0..3000u64).map(|i| 2 + i * 3).collect();
+        let n = bodies(&runs(&ids), 1024).len() as u64;
+        assert!(n > 1, "chained pages");
+        let at: Vec<PageId> = (10_000..10_000 + n).collect();
+        let pages = encode(&ids, &at, 1024).unwrap();
+        assert_eq!(decode(&pages[0].1, at[0], 10_000 + n).unwrap().1, at[1]);
+        // The runs fit below 10,000; the link to page 10,001 does not.
+        let err = decode(&pages[0].1, at[0], at[1]).unwrap_err();
+        assert!(err.to_string().contains("free-list link"), "{err}");
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //!
 //! Replay reads every valid record from the checkpoint's log position on and
 //! applies the commits to the checkpoint's tree in memory (many commits merged
-//! into one batch of up to [`Options::replay_batch_bytes`] of log, since no
-//! reader sees the states in between). A torn record at
+//! into one batch of up to [`Options::replay_batch_bytes`], since no reader
+//! sees the states in between). A torn record at
 //! the very end of the log (a write cut short by the crash) is cut off; a bad
 //! record anywhere before that is reported with its segment and offset and the
 //! database is not opened, rather than silently dropping committed data. The
@@ -31,7 +31,7 @@ use crate::meta::{self, Meta};
 use crate::page::{self, PageId, PageType, MAX_PAGE_SIZE};
 use crate::pager::Pager;
 use crate::vfs::{PathKind, StorageFile, Vfs};
-use crate::wal::{self, SegmentBytes, Wal, RECORD_HEADER_LEN, WAL_DIR};
+use crate::wal::{self, Wal, RECORD_HEADER_LEN, WAL_DIR};
 
 /// Opens and recovers the database in `dir`.
 pub(crate) fn open(dir: &Path, options: &Options) -> Result<DbInner> {
@@ -228,11 +228,11 @@ fn replay(
                     st.seq
                 )));
             }
-            batch.add(segment, rec.payload.len(), &ops);
+            batch.add(segment, &ops);
             st.seq = seq;
             st.last_lsn = rec.lsn + RECORD_HEADER_LEN + rec.payload.len() as u64;
             commits += 1;
-            if batch.log_bytes >= batch_bytes {
+            if batch.bytes >= batch_bytes {
                 batch.apply(pager, st)?;
             }
         }
@@ -243,20 +243,25 @@ fn replay(
 }
 
 /// Replayed writes not yet applied: where each key and value lies in the log
-/// segments the batch keeps (mapped or read; see [`wal::read_from`]).
-/// Applying many commits as one batch rewrites each touched leaf once instead
-/// of once per commit or segment; no reader sees the states in between.
+/// segments the batch keeps (see [`wal::read_from`]). Applying many commits
+/// as one batch rewrites each touched leaf once instead of once per commit or
+/// segment; no reader sees the states in between.
 #[derive(Default)]
 struct ReplayBatch {
-    segments: Vec<Arc<SegmentBytes>>,
+    segments: Vec<Arc<Vec<u8>>>,
     writes: Vec<LoggedWrite>,
-    /// Bytes of log records in the batch.
-    log_bytes: usize,
+    /// Memory the batch holds, and will while it is applied: its segments
+    /// plus [`WRITE_COST`] per write.
+    bytes: usize,
 }
 
+/// Memory per write of a batch: its index entry, its operation while the
+/// batch is applied, and the sort's scratch space.
+const WRITE_COST: usize =
+    std::mem::size_of::<LoggedWrite>() + std::mem::size_of::<Op<'_>>() * 3 / 2;
+
 /// One write of a replayed commit: where its key and value lie in
-/// `segments[segment]` (32 bytes per write, what a batch costs beyond its
-/// log).
+/// `segments[segment]`.
 struct LoggedWrite {
     key_at: u64,
     value_at: u64,
@@ -277,7 +282,7 @@ fn offset_in(whole: &[u8], part: &[u8]) -> u64 {
 }
 
 impl LoggedWrite {
-    fn op<'a>(&self, segments: &'a [Arc<SegmentBytes>]) -> Op<'a> {
+    fn op<'a>(&self, segments: &'a [Arc<Vec<u8>>]) -> Op<'a> {
         let bytes: &[u8] = &segments[self.segment as usize];
         let slice = |at: u64, len: u32| &bytes[at as usize..at as usize + len as usize];
         let value = (self.value_len != DELETE).then(|| slice(self.value_at, self.value_len));
@@ -286,15 +291,15 @@ impl LoggedWrite {
 }
 
 impl ReplayBatch {
-    /// Adds the writes of one commit record of `payload_len` bytes, decoded
-    /// from `segment`.
-    fn add(&mut self, segment: &Arc<SegmentBytes>, payload_len: usize, ops: &[Op<'_>]) {
+    /// Adds the writes of one commit record decoded from `segment`.
+    fn add(&mut self, segment: &Arc<Vec<u8>>, ops: &[Op<'_>]) {
         if !self
             .segments
             .last()
             .is_some_and(|s| Arc::ptr_eq(s, segment))
         {
             self.segments.push(segment.clone());
+            self.bytes += segment.len();
         }
         // Segments, keys and record payloads are all far below 4 GiB
         // (`wal::MAX_SEGMENT_FILE`, `wal::MAX_RECORD_LEN`).
@@ -308,7 +313,7 @@ impl ReplayBatch {
                 key_len: key.len() as u32,
                 value_len: value.map_or(DELETE, |v| v.len() as u32),
             }));
-        self.log_bytes += payload_len;
+        self.bytes += ops.len() * WRITE_COST;
     }
 
     /// Applies the collected writes to the working tree (the last write of
@@ -331,7 +336,7 @@ impl ReplayBatch {
         drop(ops);
         self.segments.clear();
         self.writes.clear();
-        self.log_bytes = 0;
+        self.bytes = 0;
         Ok(())
     }
 }
@@ -465,4 +470,33 @@ pub(crate) fn load_freelist(pager: &Pager, meta: &Meta) -> Result<(Vec<PageId>, 
         });
     }
     Ok((ids, chain))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A batch counts each segment it keeps once (again after it was
+    /// applied and emptied mid-segment) and every write's index cost, and
+    /// hands back each write's key and value from the segment it lies in.
+    #[test]
+    fn a_batch_counts_its_segments_and_writes_and_finds_their_bytes() {
+        let a = Arc::new(b"..key-a..value-a..key-b..".to_vec());
+        let b = Arc::new(b"key-c".to_vec());
+        let mut batch = ReplayBatch::default();
+        batch.add(&a, &[(&a[2..7], Some(&a[9..16]))]);
+        batch.add(&a, &[(&a[18..23], None)]);
+        assert_eq!(batch.bytes, a.len() + 2 * WRITE_COST);
+        batch.add(&b, &[(&b[..], Some(&b[..0]))]);
+        assert_eq!(batch.bytes, a.len() + b.len() + 3 * WRITE_COST);
+        let ops: Vec<Op<'_>> = batch.writes.iter().map(|w| w.op(&batch.segments)).collect();
+        assert_eq!(
+            ops,
+            [
+                (&b"key-a"[..], Some(&b"value-a"[..])),
+                (&b"key-b"[..], None),
+                (&b"key-c"[..], Some(&b""[..])),
+            ]
+        );
+    }
 }

@@ -30,24 +30,6 @@ pub trait StorageFile: Send + Sync + Debug {
     }
     /// Truncates or extends the file.
     fn set_len(&self, len: u64) -> io::Result<()>;
-    /// The whole file mapped into memory for reading, when the file system
-    /// offers that (`None`: read it instead). Only for files nothing writes
-    /// below their current length while the map lives (log segments being
-    /// replayed or checked).
-    fn map_read(&self) -> io::Result<Option<MappedFile>> {
-        Ok(None)
-    }
-}
-
-/// A file's bytes mapped read-only into memory (see [`StorageFile::map_read`]).
-#[derive(Debug)]
-pub struct MappedFile(memmap2::Mmap);
-
-impl std::ops::Deref for MappedFile {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        &self.0
-    }
 }
 
 /// What is found at a path.
@@ -107,23 +89,6 @@ impl StorageFile for OsFile {
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.file.set_len(len)
-    }
-    fn map_read(&self) -> io::Result<Option<MappedFile>> {
-        if self.len()? == 0 {
-            // Nothing to map (and mapping zero bytes is an error).
-            return Ok(None);
-        }
-        // SAFETY: the map is read-only and shared, so it never changes what
-        // another handle sees; what the caller reads through it is the file's
-        // current contents. The remaining hazard of a file mapping is the file
-        // shrinking under it (a read past the new end raises SIGBUS). Only
-        // log segments are mapped, while the data directory's lock is held
-        // (no other TreeStore process opens them), and this process truncates
-        // a segment only by deleting it, which keeps a mapped file's pages
-        // until the map is dropped. Writes into it (cutting a torn tail, by
-        // overwriting with zeros) keep its length.
-        let map = unsafe { memmap2::MmapOptions::new().map(&self.file)? };
-        Ok(Some(MappedFile(map)))
     }
 }
 
@@ -222,28 +187,5 @@ impl Vfs for OsVfs {
                 Err(Error::io(format!("locking {}", path.display()), e))
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_mapped_file_reads_as_its_contents_and_an_empty_one_is_not_mapped() {
-        let tmp = tempfile::tempdir().unwrap();
-        let path = tmp.path().join("f");
-        let file = OsVfs.open(&path, true).unwrap();
-        assert!(file.map_read().unwrap().is_none(), "an empty file");
-        let bytes: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
-        file.write_all_at(&bytes, 0).unwrap();
-        let map = file.map_read().unwrap().expect("mapped");
-        assert_eq!(&map[..], &bytes[..]);
-        // Overwriting in place (as cutting a torn log tail does) shows
-        // through the map and keeps its length.
-        file.write_all_at(&[0; 100], 5_000).unwrap();
-        assert_eq!(map.len(), bytes.len());
-        assert_eq!(&map[5_000..5_100], &[0; 100][..]);
-        assert_eq!(&map[..5_000], &bytes[..5_000]);
     }
 }

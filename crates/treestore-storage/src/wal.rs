@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
-use crate::vfs::{MappedFile, PathKind, StorageFile, Vfs};
+use crate::vfs::{PathKind, StorageFile, Vfs};
 
 /// Directory of the log inside a data directory.
 pub const WAL_DIR: &str = "wal";
@@ -612,24 +612,6 @@ pub fn list_segments(vfs: &dyn Vfs, dir: &Path) -> Result<Vec<u64>> {
     Ok(firsts)
 }
 
-/// A log segment's bytes: the file mapped into memory, or read into a buffer
-/// where the file system does not map files.
-#[derive(Debug)]
-pub enum SegmentBytes {
-    Mapped(MappedFile),
-    Read(Vec<u8>),
-}
-
-impl std::ops::Deref for SegmentBytes {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            SegmentBytes::Mapped(map) => map,
-            SegmentBytes::Read(buf) => buf,
-        }
-    }
-}
-
 /// Reads every valid record from `from_lsn` on, calling `visit` once per
 /// segment with the segment's bytes and its records (borrowed from those
 /// bytes; a visitor may keep the bytes, by cloning the `Arc`, to use the
@@ -639,17 +621,16 @@ impl std::ops::Deref for SegmentBytes {
 /// one, or a bad record in any segment but the last, is corruption: an error
 /// naming the segment and offset.
 ///
-/// While `visit` works on one segment, a helper thread maps (or reads) the
-/// next one and verifies its records. Mapping costs no copy and no fresh
-/// memory: the pages are the file system's cache. Read buffers are reused
-/// when the visitor did not keep them (fresh multi-MiB allocations per segment
-/// cost more in page faults than reading the data).
+/// While `visit` works on one segment, a helper thread reads the next one and
+/// verifies its records. A segment's buffer is reused for a later one when
+/// the visitor did not keep it (fresh multi-MiB allocations per segment cost
+/// more in page faults than reading the data).
 pub fn read_from(
     vfs: &dyn Vfs,
     dir: &Path,
     from_lsn: u64,
     truncate: bool,
-    mut visit: impl FnMut(&Arc<SegmentBytes>, &[Record<'_>]) -> Result<()>,
+    mut visit: impl FnMut(&Arc<Vec<u8>>, &[Record<'_>]) -> Result<()>,
 ) -> Result<ReadEnd> {
     let firsts = list_segments(vfs, dir)?;
     // Segments entirely before from_lsn are not needed (but still on disk).
@@ -777,7 +758,7 @@ pub fn read_from(
                 });
             }
             older.push(first);
-            if let Ok(SegmentBytes::Read(buffer)) = Arc::try_unwrap(seg.data) {
+            if let Ok(buffer) = Arc::try_unwrap(seg.data) {
                 spare = buffer;
             }
         }
@@ -807,7 +788,7 @@ struct Loaded {
     file: Arc<dyn StorageFile>,
     /// Length of the file.
     len: u64,
-    data: Arc<SegmentBytes>,
+    data: Arc<Vec<u8>>,
     /// The records found; `None` when the segment header is bad.
     scan: Option<Scan>,
 }
@@ -825,8 +806,8 @@ struct Scan {
     clean_end: bool,
 }
 
-/// Maps segment `first`, or reads it into `buffer` (reusing its allocation),
-/// and finds its valid records from LSN `start_lsn` on.
+/// Reads segment `first` into `buffer` (reusing its allocation) and finds its
+/// valid records from LSN `start_lsn` on.
 fn load_segment(
     vfs: &dyn Vfs,
     dir: &Path,
@@ -850,17 +831,10 @@ fn load_segment(
             path,
         });
     }
-    // A map that cannot be made (or does not cover the file) is no error:
-    // reading works everywhere.
-    let data = match file.map_read() {
-        Ok(Some(map)) if map.len() as u64 == len => SegmentBytes::Mapped(map),
-        _ => {
-            buffer.resize(len as usize, 0);
-            file.read_exact_at(&mut buffer, 0)
-                .map_err(|e| Error::io(format!("reading log segment {}", path.display()), e))?;
-            SegmentBytes::Read(buffer)
-        }
-    };
+    buffer.resize(len as usize, 0);
+    file.read_exact_at(&mut buffer, 0)
+        .map_err(|e| Error::io(format!("reading log segment {}", path.display()), e))?;
+    let data = buffer;
     let scan = (parse_segment_header(&data) == Some(first)).then(|| {
         let start = start_lsn.saturating_sub(first) + SEGMENT_HEADER_LEN;
         let mut found = Vec::new();

@@ -176,8 +176,8 @@ fn segments_rotate_and_are_removed_once_checkpointed() {
 fn replaying_many_segments_of_rewrites_frees_the_pages_it_supersedes() {
     let vfs = FaultVfs::new();
     let opts = Options {
-        // About one segment's writes per replay batch.
-        replay_batch_bytes: 16 << 10,
+        // About one segment (16 KiB) and its writes per replay batch.
+        replay_batch_bytes: 32 << 10,
         ..common::mem_options(&vfs, 4096, 64 << 20) // 16 KiB segments
     };
     let db = Db::open(DIR, opts.clone()).unwrap();
@@ -257,14 +257,15 @@ fn replay_in_batches(dir: &Path, opts: Options, crash: &dyn Fn(Db)) {
         "the log spans segments"
     );
     crash(db);
-    // Nothing is checkpointed, so each open replays the same log.
-    // The last case with a pool far smaller than the replayed tree, so the
+    // Nothing is checkpointed, so each open replays the same log: in batches
+    // of one write, of about two segments' writes, and of the whole log, the
+    // last also with a pool far smaller than the replayed tree, so the
     // batch's pages are written back to make room while it is applied.
     for (batch, cache) in [
         (1, 64 << 20),
-        (2 << 10, 64 << 20),
-        (256 << 20, 64 << 20),
-        (256 << 20, 16 << 10),
+        (40 << 10, 64 << 20),
+        (512 << 20, 64 << 20),
+        (512 << 20, 16 << 10),
     ] {
         let opts = Options {
             replay_batch_bytes: batch,
@@ -297,12 +298,11 @@ fn replay_in_batches_of_any_size_rebuilds_the_same_contents() {
     replay_in_batches(Path::new(DIR), opts, &|db| crash(&vfs, db));
 }
 
-/// The same on the real file system, where replay maps the log segments. A
-/// crash is a copy of the directory taken while the handle is open (every
+/// The same on the real file system. A crash is a copy of the directory taken while the handle is open (every
 /// commit is synced, nothing checkpointed since), put in its place once the
 /// handle is gone (dropping a handle checkpoints).
 #[test]
-fn replay_from_mapped_segments_rebuilds_the_same_contents() {
+fn replay_on_the_real_file_system_rebuilds_the_same_contents() {
     let tmp = tempfile::tempdir().unwrap();
     let live = tmp.path().join("db");
     let image = tmp.path().join("image");
@@ -408,7 +408,7 @@ fn pages_past_the_checkpoint_are_cut_by_the_next_checkpoint_not_at_open() {
     drop(db);
     let crashed = std::fs::metadata(image.join(DATA_FILE)).unwrap().len();
     assert!(crashed > checkpointed, "{crashed} vs {checkpointed}");
-    let db = Db::open(&image, opts).unwrap();
+    let db = Db::open(&image, opts.clone()).unwrap();
     let stats = db.stats().unwrap();
     assert_eq!(stats.recovery.replayed_commits, 2000);
     assert!(stats.file_bytes >= crashed, "not cut at open");
@@ -420,6 +420,20 @@ fn pages_past_the_checkpoint_are_cut_by_the_next_checkpoint_not_at_open() {
     let stats = db.stats().unwrap();
     assert_eq!(stats.file_bytes, stats.page_count * stats.page_size);
     assert!(db.check().unwrap().is_ok());
+    assert_eq!(contents(&db), want);
+    // A stale tail with nothing to replay: a checkpoint that has nothing to
+    // write still cuts it.
+    drop(db);
+    let path = image.join(DATA_FILE);
+    let len = std::fs::metadata(&path).unwrap().len();
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(len + 10 * 4096).unwrap();
+    drop(file);
+    let db = Db::open(&image, opts).unwrap();
+    assert_eq!(db.stats().unwrap().recovery.replayed_commits, 0);
+    assert_eq!(db.stats().unwrap().file_bytes, len + 10 * 4096);
+    db.checkpoint().unwrap();
+    assert_eq!(db.stats().unwrap().file_bytes, len);
     assert_eq!(contents(&db), want);
 }
 
