@@ -44,6 +44,7 @@ pub mod page;
 pub(crate) mod page_table;
 pub mod pager;
 pub mod recovery;
+pub(crate) mod replay;
 pub mod txn;
 pub mod varint;
 pub mod vfs;
