@@ -7,7 +7,8 @@
 //! - the same with timer durability (10 ms);
 //! - recovery of a 256 MiB log: replay time and rate, separately from the
 //!   checkpoint taken after it, onto an empty database and onto a 1 GiB one
-//!   (`TREESTORE_BENCH_BASE_MIB` changes that size, 0 skips that run);
+//!   (`TREESTORE_BENCH_BASE_MIB` changes that size, 0 skips that run), with a
+//!   4 GiB pool (`TREESTORE_BENCH_RECOVERY_CACHE_MIB`);
 //! - read throughput (4 reader threads) with and without a concurrent writer.
 //!
 //! Run: `cargo bench -p treestore-storage --bench durability`. Prints a markdown
@@ -37,6 +38,14 @@ const BASE_ENV: &str = "TREESTORE_BENCH_BASE_MIB";
 const COMMITS_ONLY_ENV: &str = "TREESTORE_BENCH_COMMITS_ONLY";
 /// Set to a data directory: only replay it (see [`replay_only`]).
 const REPLAY_ENV: &str = "TREESTORE_BENCH_REPLAY_ONLY";
+
+/// The number in environment variable `name`, or `default`.
+fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -176,15 +185,11 @@ fn recovery_child(dir: &str, mib: u64, base_mib: u64) {
 /// default 4 GiB (the large database's tree fits, as its working set would in
 /// a deployment sized for it).
 fn recovery_cache_bytes() -> usize {
-    std::env::var("TREESTORE_BENCH_RECOVERY_CACHE_MIB")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(4096)
-        << 20
+    env_number("TREESTORE_BENCH_RECOVERY_CACHE_MIB", 4096usize) << 20
 }
 
-/// Recovers a log of `mib` MiB written on top of a database of `base_mib` MiB
-/// by a child that "crashes"; returns a table row and a JSON field.
+/// Recovers the log a child that "crashes" wrote on top of a database of
+/// `base_mib` MiB; returns a table row and a JSON field.
 fn recovery_run(base_mib: u64) -> (String, String) {
     let rdir = tempfile::tempdir().unwrap();
     let data = rdir.path().join("data");
@@ -204,8 +209,7 @@ fn recovery_run(base_mib: u64) -> (String, String) {
     )
     .unwrap();
     let open_time = t0.elapsed();
-    let stats = db.stats().unwrap();
-    let rec = stats.recovery;
+    let rec = db.stats().unwrap().recovery;
     let t1 = Instant::now();
     db.checkpoint().unwrap();
     let checkpoint_time = t1.elapsed();
@@ -333,15 +337,8 @@ fn read_run(db: &Db, keys: u32, with_writer: bool) -> ReadRun {
 
 fn main() {
     if let Ok(dir) = std::env::var(CHILD_ENV) {
-        let mib = std::env::var("TREESTORE_BENCH_LOG_MIB")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(256);
-        let base_mib = std::env::var(CHILD_BASE_ENV)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        recovery_child(&dir, mib, base_mib);
+        let mib = env_number("TREESTORE_BENCH_LOG_MIB", 256);
+        recovery_child(&dir, mib, env_number(CHILD_BASE_ENV, 0));
         return;
     }
     if let Ok(dir) = std::env::var(REPLAY_ENV) {
@@ -442,10 +439,7 @@ fn main() {
 
     // Recovery of a large log, written by a child that "crashes": onto an
     // empty database, and onto a large one (whose leaves replay must read).
-    let base_mib = std::env::var(BASE_ENV)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1024u64);
+    let base_mib: u64 = env_number(BASE_ENV, 1024);
     let bases: &[u64] = if base_mib == 0 { &[0] } else { &[0, base_mib] };
     for &base in bases {
         let (row, field) = recovery_run(base);

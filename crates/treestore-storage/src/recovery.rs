@@ -3,10 +3,10 @@
 //!
 //! Replay ([`crate::replay`]) reads every valid record from the checkpoint's
 //! log position on and applies the commits to the checkpoint's tree in
-//! memory. A torn record at
-//! the very end of the log (a write cut short by the crash) is cut off; a bad
-//! record anywhere before that is reported with its segment and offset and the
-//! database is not opened, rather than silently dropping committed data. The
+//! memory. A torn record at the very end of the log (a write cut short by the
+//! crash) is cut off; a bad record anywhere before that is reported with its
+//! segment and offset and the database is not opened, rather than silently
+//! dropping committed data. The
 //! replayed commits stay in memory and in the log until the next checkpoint
 //! (the background thread takes it once the log is past its threshold), so
 //! opening does not wait for the whole tree to be written.

@@ -171,9 +171,9 @@ impl ReplayBatch {
 mod tests {
     use super::*;
 
-    /// A batch counts each segment it keeps once (again after it was
-    /// applied and emptied mid-segment) and every write's index cost, and
-    /// hands back each write's key and value from the segment it lies in.
+    /// A batch counts each segment it keeps once and every write's index
+    /// cost, and hands back each write's key and value (or delete) from the
+    /// segment it lies in.
     #[test]
     fn a_batch_counts_its_segments_and_writes_and_finds_their_bytes() {
         let a = Arc::new(b"..key-a..value-a..key-b..".to_vec());

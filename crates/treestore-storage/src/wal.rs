@@ -615,9 +615,9 @@ pub fn list_segments(vfs: &dyn Vfs, dir: &Path) -> Result<Vec<u64>> {
 /// Reads every valid record from `from_lsn` on, calling `visit` once per
 /// segment with the segment's bytes and its records (borrowed from those
 /// bytes; a visitor may keep the bytes, by cloning the `Arc`, to use the
-/// records later), and finds where the log ends. A record that fails its checksum at the very end
-/// of the last segment is a torn write: it and everything after it are cut
-/// off (`truncate` = true does that on disk). A bad record followed by a valid
+/// records later), and finds where the log ends. A record that fails its
+/// checksum at the very end of the last segment is a torn write: it and
+/// everything after it are cut off (`truncate` = true does that on disk). A bad record followed by a valid
 /// one, or a bad record in any segment but the last, is corruption: an error
 /// naming the segment and offset.
 ///
@@ -806,14 +806,14 @@ struct Scan {
     clean_end: bool,
 }
 
-/// Reads segment `first` into `buffer` (reusing its allocation) and finds its
+/// Reads segment `first` into `data` (reusing its allocation) and finds its
 /// valid records from LSN `start_lsn` on.
 fn load_segment(
     vfs: &dyn Vfs,
     dir: &Path,
     first: u64,
     start_lsn: u64,
-    mut buffer: Vec<u8>,
+    mut data: Vec<u8>,
 ) -> Result<Loaded> {
     let path = dir.join(segment_name(first));
     let file = vfs
@@ -831,10 +831,9 @@ fn load_segment(
             path,
         });
     }
-    buffer.resize(len as usize, 0);
-    file.read_exact_at(&mut buffer, 0)
+    data.resize(len as usize, 0);
+    file.read_exact_at(&mut data, 0)
         .map_err(|e| Error::io(format!("reading log segment {}", path.display()), e))?;
-    let data = buffer;
     let scan = (parse_segment_header(&data) == Some(first)).then(|| {
         let start = start_lsn.saturating_sub(first) + SEGMENT_HEADER_LEN;
         let mut found = Vec::new();
