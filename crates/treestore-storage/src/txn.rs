@@ -156,6 +156,20 @@ impl ReadTxn {
         Iter::Tree(self.handle.range(owned(lower), owned(upper), true))
     }
 
+    /// Calls `f` with the last entry of [`range`](Self::range) (the greatest
+    /// key within the bounds), borrowed from its page; `None` when the range
+    /// is empty. With an inclusive upper bound this is "the entry at or just
+    /// before a key", as a block index needs.
+    pub fn last_in_with<R>(
+        &self,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        f: impl FnOnce(&[u8], &[u8]) -> R,
+    ) -> Result<Option<R>> {
+        let mut it = self.handle.range(owned(lower), owned(upper), true);
+        it.next_with(&mut Vec::new(), f)
+    }
+
     /// Calls `f` with each entry of [`range`](Self::range) in key order,
     /// borrowing keys and values from the pages instead of copying each into
     /// new buffers (values in overflow chains are assembled in one buffer

@@ -495,6 +495,10 @@ fn range_bounds_and_prefixes() {
         let mut rev: Vec<_> = txn.range_rev(lo, hi).collect::<Result<_, _>>().unwrap();
         rev.reverse();
         assert_eq!(rev, want, "reverse {lo:?}..{hi:?}");
+        let last = txn
+            .last_in_with(lo, hi, |k, v| (k.to_vec(), v.to_vec()))
+            .unwrap();
+        assert_eq!(last.as_ref(), want.last(), "last of {lo:?}..{hi:?}");
     }
     let got: Vec<_> = txn.prefix(b"ab/", false).collect::<Result<_, _>>().unwrap();
     assert_eq!(got.len(), 1250);

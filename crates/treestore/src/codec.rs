@@ -500,14 +500,15 @@ pub fn decode_summary(buf: &[u8]) -> Result<TermSummary, CodecError> {
     Ok(s)
 }
 
-/// A posting list: the summary, then each posting with its ord as the
-/// difference from the previous one (ords strictly increase).
-pub fn encode_postings(postings: &[Posting]) -> Vec<u8> {
-    let s = TermSummary::of(postings);
-    let mut e = Enc::with_format();
-    e.u64(s.count.into())
-        .u64(s.max_tf.into())
-        .u64(s.min_len.into());
+/// Appends a posting list: count, highest tf, shortest length, then each
+/// posting with its ord as the difference from the previous one (ords
+/// strictly increase).
+fn put_postings(e: &mut Enc, postings: &[Posting]) {
+    let max_tf = postings.iter().map(|p| p.tf).max().unwrap_or(0);
+    let min_len = postings.iter().map(|p| p.len).min().unwrap_or(0);
+    e.u64(postings.len() as u64)
+        .u64(max_tf.into())
+        .u64(min_len.into());
     let mut prev = 0u32;
     for p in postings {
         e.u64((p.ord - prev).into())
@@ -515,12 +516,11 @@ pub fn encode_postings(postings: &[Posting]) -> Vec<u8> {
             .u64(p.len.into());
         prev = p.ord;
     }
-    e.finish()
 }
 
-pub fn decode_postings(buf: &[u8], out: &mut Vec<Posting>) -> Result<TermSummary, CodecError> {
-    let mut d = Dec::record(buf)?;
-    let s = decode_summary_fields(&mut d)?;
+/// Reads a posting list written by [`put_postings`] into `out`.
+fn get_postings(d: &mut Dec<'_>, out: &mut Vec<Posting>) -> Result<TermSummary, CodecError> {
+    let s = decode_summary_fields(d)?;
     out.clear();
     let mut ord: u32 = 0;
     for i in 0..s.count {
@@ -536,8 +536,111 @@ pub fn decode_postings(buf: &[u8], out: &mut Vec<Posting>) -> Result<TermSummary
             len: d.u32()?,
         });
     }
+    Ok(s)
+}
+
+/// One term's posting list as its own record: the layout of documents
+/// stored before posting blocks (still read, no longer written).
+pub fn encode_postings(postings: &[Posting]) -> Vec<u8> {
+    let mut e = Enc::with_format();
+    put_postings(&mut e, postings);
+    e.finish()
+}
+
+pub fn decode_postings(buf: &[u8], out: &mut Vec<Posting>) -> Result<TermSummary, CodecError> {
+    let mut d = Dec::record(buf)?;
+    let s = get_postings(&mut d, out)?;
     d.end()?;
     Ok(s)
+}
+
+/// Encoded size at which a posting block is closed and the next term starts
+/// a new one. Below half a 4 KiB page, so a block stays inline in its leaf
+/// (one page read per lookup); large enough that a document's ~20,000 terms
+/// make a few hundred entries rather than one each.
+pub const POSTING_BLOCK_BYTES: usize = 1536;
+
+/// Builds posting blocks: runs of consecutive terms (in term order) with
+/// their posting lists, each block one record. Layout of a block: the format
+/// byte, then per term its string, the byte length of its list and the list
+/// (as [`encode_postings`] without the format byte), terms strictly
+/// increasing. A term whose list alone passes the size is a block of its own.
+#[derive(Default)]
+pub struct PostingBlocks {
+    blocks: Vec<(String, Vec<u8>)>,
+    current: Option<(String, Enc)>,
+    list: Enc,
+}
+
+impl PostingBlocks {
+    /// Adds the next term (greater than every term added before).
+    pub fn add(&mut self, term: &str, postings: &[Posting]) {
+        self.list.0.clear();
+        put_postings(&mut self.list, postings);
+        let (_, block) = self
+            .current
+            .get_or_insert_with(|| (term.to_string(), Enc::with_format()));
+        block.str(term);
+        block.u64(self.list.0.len() as u64);
+        block.0.extend_from_slice(&self.list.0);
+        if block.0.len() >= POSTING_BLOCK_BYTES {
+            self.close();
+        }
+    }
+
+    fn close(&mut self) {
+        if let Some((first, block)) = self.current.take() {
+            self.blocks.push((first, block.finish()));
+        }
+    }
+
+    /// The blocks, each with its first term, in term order.
+    pub fn finish(mut self) -> Vec<(String, Vec<u8>)> {
+        self.close();
+        self.blocks
+    }
+}
+
+/// Finds `term` in a posting block: its summary counts, and its postings in
+/// `out`; `None` if the block does not hold it.
+pub fn find_in_posting_block(
+    buf: &[u8],
+    term: &str,
+    out: &mut Vec<Posting>,
+) -> Result<Option<TermSummary>, CodecError> {
+    let mut d = Dec::record(buf)?;
+    while d.at < d.buf.len() {
+        let t = d.bytes()?;
+        let len = d.read_len()?;
+        let end = d.at + len;
+        match t.cmp(term.as_bytes()) {
+            std::cmp::Ordering::Less => d.at = end,
+            std::cmp::Ordering::Equal => {
+                let mut list = Dec {
+                    buf: &d.buf[..end],
+                    at: d.at,
+                };
+                let s = get_postings(&mut list, out)?;
+                list.end()?;
+                return Ok(Some(s));
+            }
+            // Terms increase: it is not further on.
+            std::cmp::Ordering::Greater => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
+/// The terms of a posting block, in order.
+pub fn posting_block_terms(buf: &[u8]) -> Result<Vec<String>, CodecError> {
+    let mut d = Dec::record(buf)?;
+    let mut terms = Vec::new();
+    while d.at < d.buf.len() {
+        terms.push(d.string()?);
+        let len = d.read_len()?;
+        d.at += len;
+    }
+    Ok(terms)
 }
 
 /// A `u64` record value (the stored-at time of a version entry).
@@ -644,6 +747,68 @@ mod tests {
         e.u64(2).u64(1).u64(1);
         e.u64(4).u64(1).u64(1).u64(0).u64(1).u64(1);
         assert!(decode_postings(&e.finish(), &mut out).is_err());
+    }
+
+    #[test]
+    fn posting_blocks_split_by_size_and_find_every_term() {
+        let list = |n: u32| -> Vec<Posting> {
+            (0..n)
+                .map(|i| Posting {
+                    ord: i * 3,
+                    tf: i + 1,
+                    len: 100 + i,
+                })
+                .collect()
+        };
+        // 600 terms with lists of 1 to 4 postings, one with 2,000 postings
+        // (larger than a block on its own).
+        let terms: Vec<(String, Vec<Posting>)> = (0..600u32)
+            .map(|i| {
+                let n = if i == 300 { 2_000 } else { i % 4 + 1 };
+                (format!("t{i:04}"), list(n))
+            })
+            .collect();
+        let mut b = PostingBlocks::default();
+        for (t, l) in &terms {
+            b.add(t, l);
+        }
+        let blocks = b.finish();
+        assert!(blocks.len() > 3, "{} blocks", blocks.len());
+        assert!(blocks.windows(2).all(|w| w[0].0 < w[1].0));
+        let mut out = Vec::new();
+        let mut seen = Vec::new();
+        for (i, (first, block)) in blocks.iter().enumerate() {
+            let held = posting_block_terms(block).unwrap();
+            assert_eq!(&held[0], first);
+            // Only the block holding the large list, or the last, may pass
+            // the size by more than one small list.
+            if !held.contains(&"t0300".to_string()) && i + 1 < blocks.len() {
+                assert!(block.len() < POSTING_BLOCK_BYTES + 64, "{}", block.len());
+            }
+            for t in &held {
+                let want = &terms.iter().find(|(x, _)| x == t).unwrap().1;
+                let s = find_in_posting_block(block, t, &mut out).unwrap().unwrap();
+                assert_eq!(&out, want, "{t}");
+                assert_eq!(s.count as usize, want.len());
+                assert_eq!(s.max_tf, want.iter().map(|p| p.tf).max().unwrap());
+            }
+            seen.extend(held);
+            // Absent terms: before, between and after the block's terms.
+            for t in [format!("{first}-"), "a".into(), "z".into()] {
+                assert_eq!(find_in_posting_block(block, &t, &mut out).unwrap(), None);
+            }
+        }
+        let all: Vec<String> = terms.iter().map(|(t, _)| t.clone()).collect();
+        assert_eq!(seen, all);
+        // Damage: a list length past the end, a truncated block.
+        let (first, block) = &blocks[0];
+        let mut bad = Enc::with_format();
+        bad.str(first).u64(1_000);
+        assert!(find_in_posting_block(&bad.finish(), first, &mut out).is_err());
+        let cut = &block[..block.len() - 1];
+        let last = posting_block_terms(block).unwrap().pop().unwrap();
+        assert!(find_in_posting_block(cut, &last, &mut out).is_err());
+        assert!(posting_block_terms(cut).is_err());
     }
 
     #[test]

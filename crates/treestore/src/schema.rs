@@ -12,7 +12,8 @@
 //! | 0x10  | (policy, version) `i` (node_id)                   | ord                   |
 //! | 0x10  | (policy, version) `g` page ord                    | empty (page index)    |
 //! | 0x10  | (policy, version) `s` (section_path) ord          | empty                 |
-//! | 0x10  | (policy, version) `p` (term)                      | posting list          |
+//! | 0x10  | (policy, version) `p` (term)                      | posting list (older documents) |
+//! | 0x10  | (policy, version) `q` (first term)                | posting block         |
 //! | 0x11  | (policy, effective_start, registered_at)            | version index entry   |
 //! | 0x12  | (policy, version)                                 | version record (JSON) |
 //! | 0x13  | bucket(policy) (term, policy, version)            | term summary          |
@@ -83,6 +84,7 @@ const T_ID: u8 = b'i';
 const T_PAGE: u8 = b'g';
 const T_SECTION: u8 = b's';
 const T_POSTING: u8 = b'p';
+const T_POSTING_BLOCK: u8 = b'q';
 
 /// Keys of one document version's tables.
 #[derive(Debug, Clone)]
@@ -177,6 +179,26 @@ impl DocKeys {
     /// Prefix of the posting table.
     pub fn postings(&self) -> Vec<u8> {
         self.table(T_POSTING)
+    }
+
+    /// The key of the posting block whose first term is `first_term`; also
+    /// the upper bound (inclusive) of the search for the block that would
+    /// hold a term: the last block key at or before `posting_block(term)`.
+    pub fn posting_block(&self, first_term: &str) -> Vec<u8> {
+        KeyBuilder::from(self.table(T_POSTING_BLOCK))
+            .str(first_term)
+            .finish()
+    }
+
+    /// Prefix of the posting-block table.
+    pub fn posting_blocks(&self) -> Vec<u8> {
+        self.table(T_POSTING_BLOCK)
+    }
+
+    /// Whether `key` is a posting-block key of this document.
+    pub fn is_posting_block_key(&self, key: &[u8]) -> bool {
+        key.strip_prefix(self.prefix.as_slice())
+            .is_some_and(|tail| tail.first() == Some(&T_POSTING_BLOCK))
     }
 
     /// The term of a posting-table key of this document.
@@ -294,6 +316,15 @@ mod tests {
             d.term_of_posting_key(&d.posting("mri")).as_deref(),
             Some("mri")
         );
+        // Block keys sort as their terms do, after the posting lists and
+        // before the sections, and are told apart from other keys.
+        let block = |t: &str| d.posting_block(t);
+        assert!(block("knee") < block("knees") && block("knees") < block("mri"));
+        assert!(block("a\0b") < block("a\u{1}") && block("") < block("\0"));
+        assert!(d.posting("zz") < block("") && block("\u{10ffff}") < d.sections(""));
+        assert!(d.is_posting_block_key(&block("x")));
+        assert!(!d.is_posting_block_key(&d.posting("x")));
+        assert!(!DocKeys::new("p\0x", "v2").is_posting_block_key(&block("x")));
         let vp = versions("p");
         assert_eq!(
             version_of_key(&vp, &version("p", "v2")).as_deref(),

@@ -14,6 +14,7 @@
 //! Results are ordered by score, best first; equal scores by (policy, version,
 //! document order), so the order is deterministic.
 
+use std::ops::Bound;
 use std::sync::Mutex;
 
 use treestore_storage::ReadTxn;
@@ -342,10 +343,43 @@ fn top(mut hits: Vec<Scored>, limit: usize) -> Vec<Scored> {
     hits
 }
 
-fn read_postings(txn: &ReadTxn, key: &[u8], out: &mut Vec<Posting>) -> Result<Option<TermSummary>> {
-    match txn.get_with(key, |v| codec::decode_postings(v, out))? {
+/// The postings of `term` in one document of `node_count` nodes (into
+/// `out`) and their counts; `None` if no node of it holds the term. The list
+/// is in the posting block at or before the term's place; a document stored
+/// before posting blocks existed has no blocks and a list per term instead.
+fn read_postings(
+    txn: &ReadTxn,
+    keys: &DocKeys,
+    term: &str,
+    node_count: u32,
+    out: &mut Vec<Posting>,
+) -> Result<Option<TermSummary>> {
+    // Ords index the dense score array: one past the document's nodes is a
+    // corrupt list, not a reason to allocate without bound.
+    let check = |key: &[u8],
+                 decoded: std::result::Result<Option<TermSummary>, codec::CodecError>,
+                 out: &[Posting]| {
+        let summary = decoded.map_err(|e| Error::corrupt(key, e))?;
+        if out.last().is_some_and(|p| p.ord >= node_count) {
+            return Err(Error::corrupt(
+                key,
+                "posting names a node past the document's end",
+            ));
+        }
+        Ok(summary)
+    };
+    let (lower, upper) = (keys.posting_blocks(), keys.posting_block(term));
+    let in_block = txn.last_in_with(Bound::Included(&lower), Bound::Included(&upper), |k, v| {
+        let decoded = codec::find_in_posting_block(v, term, out);
+        check(k, decoded, out)
+    })?;
+    if let Some(found) = in_block {
+        return found;
+    }
+    let key = keys.posting(term);
+    match txn.get_with(&key, |v| codec::decode_postings(v, out).map(Some))? {
         None => Ok(None),
-        Some(r) => r.map(Some).map_err(|e| Error::corrupt(key, e)),
+        Some(decoded) => check(&key, decoded, out),
     }
 }
 
@@ -400,19 +434,14 @@ fn score_document(
 ) -> Result<()> {
     let mut list = std::mem::take(&mut scores.list);
     for (i, term) in terms.iter().enumerate() {
-        let key = keys.posting(term);
-        let Some(summary) = read_postings(txn, &key, &mut list)? else {
-            continue;
+        let summary = match read_postings(txn, keys, term, node_count, &mut list) {
+            Ok(Some(summary)) => summary,
+            Ok(None) => continue,
+            Err(e) => {
+                scores.list = list;
+                return Err(e);
+            }
         };
-        // Ords index the dense score array: one past the document's nodes
-        // is a corrupt list, not a reason to allocate without bound.
-        if list.last().is_some_and(|p| p.ord >= node_count) {
-            scores.list = list;
-            return Err(Error::corrupt(
-                &key,
-                "posting names a node past the document's end",
-            ));
-        }
         let w = match idfs {
             Some(idfs) => idfs[i],
             None => idf(n, summary.count.into()),

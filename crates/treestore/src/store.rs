@@ -391,7 +391,7 @@ struct Records {
 impl Records {
     /// Encodes the node tables, the search postings and the term summaries.
     /// Each table comes out in key order and the tables in the order of their
-    /// tags (page `g` < id `i` < node `n` < posting `p` < section `s`, all
+    /// tags (page `g` < id `i` < node `n` < posting block `q` < section `s`, all
     /// under the document's prefix in space 0x10, then the summaries in space
     /// 0x13), so the whole list is sorted: the transaction's sort of it is then
     /// one linear pass, and the work moves out of the transaction into
@@ -458,13 +458,13 @@ impl Records {
         ]
     }
 
-    /// The posting lists and the term summaries, each in term order.
+    /// The posting blocks and the term summaries, each in term order.
     fn search_tables(
         doc: &Document,
         keys: &DocKeys,
         index: &DocIndex,
     ) -> [Vec<(Vec<u8>, Vec<u8>)>; 2] {
-        let mut postings = Vec::with_capacity(index.term_count());
+        let mut blocks = codec::PostingBlocks::default();
         let mut summaries = Vec::with_capacity(index.term_count());
         let bucket = schema::term_bucket(&doc.policy_id);
         let suffix = schema::term_key_suffix(&doc.policy_id, &doc.version_id);
@@ -473,8 +473,13 @@ impl Records {
             let mut key = schema::terms(bucket, term);
             key.extend_from_slice(&suffix);
             summaries.push((key, codec::encode_summary(&summary)));
-            postings.push((keys.posting(term), codec::encode_postings(list)));
+            blocks.add(term, list);
         }
+        let postings = blocks
+            .finish()
+            .into_iter()
+            .map(|(first, block)| (keys.posting_block(&first), block))
+            .collect();
         [postings, summaries]
     }
 }
@@ -484,8 +489,11 @@ impl Records {
 fn delete_content(txn: &mut WriteTxn, keys: &DocKeys, policy: &str, version: &str) -> Result<()> {
     let mut doomed = Vec::new();
     for item in txn.prefix(keys.prefix(), false) {
-        let (k, _) = item?;
-        if let Some(term) = keys.term_of_posting_key(&k) {
+        let (k, v) = item?;
+        if keys.is_posting_block_key(&k) {
+            let terms = codec::posting_block_terms(&v).map_err(|e| Error::corrupt(&k, e))?;
+            doomed.extend(terms.iter().map(|t| schema::term(t, policy, version)));
+        } else if let Some(term) = keys.term_of_posting_key(&k) {
             doomed.push(schema::term(&term, policy, version));
         }
         doomed.push(k);
@@ -545,11 +553,13 @@ mod tests {
                 pair[1].0
             );
         }
-        // 4 nodes, 4 ids, 3 + 1 + 10 + 2 page entries, 4 sections, and a
-        // posting list and a summary per term.
+        // 4 nodes, 4 ids, 3 + 1 + 10 + 2 page entries, 4 sections, one
+        // posting block (few terms) and a summary per term.
         let terms = index.term_count();
         assert!(terms >= 8, "{terms} terms");
-        assert_eq!(entries.len(), 4 + 4 + 16 + 4 + 2 * terms);
+        assert_eq!(entries.len(), 4 + 4 + 16 + 4 + 1 + terms);
+        let first = index.iter().next().expect("a term").0;
+        assert!(entries.iter().any(|(k, _)| *k == keys.posting_block(first)));
         assert!(entries.iter().any(|(k, _)| *k == keys.page(12, 2)));
         assert!(entries.iter().any(|(k, _)| *k == keys.section("2.10", 1)));
         assert!(entries

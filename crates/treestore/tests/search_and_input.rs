@@ -311,40 +311,207 @@ fn deleting_the_current_version_falls_back_to_the_latest_remaining() {
     );
 }
 
+/// Rewrites the postings of a stored document in the layout of documents
+/// stored before posting blocks: one list per term under the posting table,
+/// no blocks.
+fn to_per_term_postings(store: &TreeStore, policy: &str, version: &str) {
+    use treestore::codec;
+    let keys = treestore::schema::DocKeys::new(policy, version);
+    let blocks: Vec<(Vec<u8>, Vec<u8>)> = store
+        .db()
+        .begin_read()
+        .prefix(&keys.posting_blocks(), false)
+        .map(|r| r.unwrap())
+        .collect();
+    assert!(!blocks.is_empty());
+    let mut txn = store.db().begin_write();
+    let mut list = Vec::new();
+    for (key, block) in blocks {
+        for term in codec::posting_block_terms(&block).unwrap() {
+            codec::find_in_posting_block(&block, &term, &mut list)
+                .unwrap()
+                .unwrap();
+            txn.put(&keys.posting(&term), &codec::encode_postings(&list))
+                .unwrap();
+        }
+        txn.delete(&key).unwrap();
+    }
+    txn.commit().unwrap();
+}
+
 /// A stored posting list naming a node past the document's end (a corrupt
 /// record) makes the search fail with a corrupt-record error naming the key,
-/// in one policy and across policies, instead of sizing score arrays from it.
+/// in one policy and across policies, instead of sizing score arrays from it:
+/// in a posting block and in a per-term list of an older document.
 #[test]
 fn a_posting_past_the_document_end_is_reported_as_corrupt() {
-    let (_d, store) = open();
-    let nodes = vec![
-        node("n1", None, "knee", "mri knee"),
-        node("n2", None, "spine", "knee"),
-    ];
-    store
-        .store_document(Document::new("p", "v1"), nodes)
-        .unwrap();
-    let bad = treestore::codec::encode_postings(&[treestore::codec::Posting {
-        ord: 4_000_000_000,
-        tf: 1,
-        len: 1,
-    }]);
-    let key = treestore::schema::DocKeys::new("p", "v1").posting("knee");
-    store.db().put(&key, &bad).unwrap();
-    for scope in [
-        SearchScope::Document {
-            policy: "p",
-            version: None,
-        },
-        SearchScope::AllPolicies,
-    ] {
-        match store.read().search(scope, "knee", 10) {
-            Err(Error::CorruptRecord { reason, .. }) => {
-                assert!(reason.contains("past the document"), "{reason}")
+    use treestore::codec::{encode_postings, Posting, PostingBlocks};
+    for per_term in [false, true] {
+        let (_d, store) = open();
+        let nodes = vec![
+            node("n1", None, "knee", "mri knee"),
+            node("n2", None, "spine", "knee"),
+        ];
+        store
+            .store_document(Document::new("p", "v1"), nodes)
+            .unwrap();
+        let bad = [Posting {
+            ord: 4_000_000_000,
+            tf: 1,
+            len: 1,
+        }];
+        let keys = treestore::schema::DocKeys::new("p", "v1");
+        if per_term {
+            to_per_term_postings(&store, "p", "v1");
+            store
+                .db()
+                .put(&keys.posting("knee"), &encode_postings(&bad))
+                .unwrap();
+        } else {
+            // "knee" is the document's first term, so this block replaces
+            // the one holding it.
+            let mut blocks = PostingBlocks::default();
+            blocks.add("knee", &bad);
+            let (first, block) = blocks.finish().pop().unwrap();
+            assert_eq!(first, "knee");
+            store.db().put(&keys.posting_block(&first), &block).unwrap();
+        }
+        for scope in [
+            SearchScope::Document {
+                policy: "p",
+                version: None,
+            },
+            SearchScope::AllPolicies,
+        ] {
+            match store.read().search(scope, "knee", 10) {
+                Err(Error::CorruptRecord { reason, .. }) => {
+                    assert!(reason.contains("past the document"), "{reason}")
+                }
+                other => panic!("per term {per_term}: expected a corrupt record, got {other:?}"),
             }
-            other => panic!("expected a corrupt record, got {other:?}"),
         }
     }
+}
+
+/// A document with thousands of distinct terms (many posting blocks): every
+/// term is found in exactly the nodes that hold it, in one policy and across
+/// policies; terms it does not hold (before its first, between and after its
+/// terms) find nothing.
+#[test]
+fn every_term_of_a_many_block_document_is_found() {
+    let (_d, store) = open();
+    const NODES: usize = 40;
+    const WORDS: usize = 3_000;
+    let mut nodes: Vec<Node> = (0..NODES)
+        .map(|k| node(&format!("n{k:02}"), None, "section", ""))
+        .collect();
+    for i in 0..WORDS {
+        let n = &mut nodes[i % NODES];
+        n.text.push_str(&format!(" w{i:05}"));
+    }
+    store
+        .store_document(Document::new("p", "v1"), nodes.clone())
+        .unwrap();
+    store
+        .store_document(
+            Document::new("other", "v1"),
+            vec![node("o", None, "x", "w00007 zzz")],
+        )
+        .unwrap();
+    let keys = treestore::schema::DocKeys::new("p", "v1");
+    let blocks = store
+        .db()
+        .begin_read()
+        .prefix(&keys.posting_blocks(), false)
+        .count();
+    assert!(blocks > 10, "{blocks} blocks");
+    let one = |q: &str| -> Vec<String> {
+        let scope = SearchScope::Document {
+            policy: "p",
+            version: None,
+        };
+        let hits = store.read().search(scope, q, 100).unwrap();
+        hits.into_iter().map(|h| h.node.node_id).collect()
+    };
+    for i in 0..WORDS {
+        let word = format!("w{i:05}");
+        assert_eq!(one(&word), [format!("n{:02}", i % NODES)], "{word}");
+    }
+    for absent in ["a", "w", "w00000a", "w01500a", "w99999", "zzz"] {
+        assert!(one(absent).is_empty(), "{absent}");
+    }
+    let all = store
+        .read()
+        .search(SearchScope::AllPolicies, "w00007", 10)
+        .unwrap();
+    let mut got: Vec<(String, String)> = all
+        .into_iter()
+        .map(|h| (h.policy_id, h.node.node_id))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("other".to_string(), "o".to_string()),
+            ("p".into(), "n07".into())
+        ]
+    );
+}
+
+/// Documents stored before posting blocks (a list per term) are searched
+/// exactly as before, and deleting one removes its lists and term summaries.
+#[test]
+fn documents_with_per_term_postings_search_and_delete_as_before() {
+    let (_d, store) = open();
+    let text = |k: usize| {
+        format!(
+            "knee mri criteria {} imaging w{k} spine",
+            "text ".repeat(k % 5)
+        )
+    };
+    for policy in ["a", "b"] {
+        let nodes: Vec<Node> = (0..30)
+            .map(|k| node(&format!("n{k}"), None, &format!("title {k}"), &text(k)))
+            .collect();
+        store
+            .store_document(Document::new(policy, "v1"), nodes)
+            .unwrap();
+    }
+    let queries = [
+        "knee",
+        "mri imaging",
+        "w7",
+        "title 3",
+        "spine criteria w12",
+        "absent",
+    ];
+    let results = |store: &TreeStore| -> Vec<Vec<(String, String, u64)>> {
+        let mut out = Vec::new();
+        for q in queries {
+            for scope in [
+                SearchScope::Document {
+                    policy: "a",
+                    version: None,
+                },
+                SearchScope::AllPolicies,
+            ] {
+                let hits = store.read().search(scope, q, 20).unwrap();
+                out.push(
+                    hits.into_iter()
+                        .map(|h| (h.policy_id, h.node.node_id, h.score.to_bits()))
+                        .collect(),
+                );
+            }
+        }
+        out
+    };
+    let before = results(&store);
+    assert!(before.iter().filter(|r| !r.is_empty()).count() >= 8);
+    to_per_term_postings(&store, "a", "v1");
+    assert_eq!(results(&store), before);
+    store.delete_document("a", None).unwrap();
+    store.delete_document("b", None).unwrap();
+    assert!(dump(&store).is_empty(), "no list or summary left behind");
 }
 
 /// A node record whose subtree size is 0 (a size counts the node itself) is
