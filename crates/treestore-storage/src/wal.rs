@@ -617,9 +617,9 @@ pub fn list_segments(vfs: &dyn Vfs, dir: &Path) -> Result<Vec<u64>> {
 /// bytes; a visitor may keep the bytes, by cloning the `Arc`, to use the
 /// records later), and finds where the log ends. A record that fails its
 /// checksum at the very end of the last segment is a torn write: it and
-/// everything after it are cut off (`truncate` = true does that on disk). A bad record followed by a valid
-/// one, or a bad record in any segment but the last, is corruption: an error
-/// naming the segment and offset.
+/// everything after it are cut off (`truncate` = true does that on disk). A
+/// bad record followed by a valid one, or a bad record in any segment but the
+/// last, is corruption: an error naming the segment and offset.
 ///
 /// While `visit` works on one segment, a helper thread reads the next one and
 /// verifies its records. A segment's buffer is reused for a later one when

@@ -557,7 +557,7 @@ pub fn decode_postings(buf: &[u8], out: &mut Vec<Posting>) -> Result<TermSummary
 /// Encoded size at which a posting block is closed and the next term starts
 /// a new one. Below half a 4 KiB page, so a block stays inline in its leaf
 /// (one page read per lookup); large enough that a document's ~20,000 terms
-/// make a few hundred entries rather than one each.
+/// make hundreds of entries rather than one each.
 pub const POSTING_BLOCK_BYTES: usize = 1536;
 
 /// Builds posting blocks: runs of consecutive terms (in term order) with
@@ -601,6 +601,30 @@ impl PostingBlocks {
     }
 }
 
+/// Walks the entries of a posting block: calls `f` with each term's bytes,
+/// where they start, and a decoder positioned at the term's list (and ending
+/// with it), until `f` returns `Some`.
+fn walk_posting_block<'a, R>(
+    buf: &'a [u8],
+    mut f: impl FnMut(&'a [u8], usize, Dec<'a>) -> Result<Option<R>, CodecError>,
+) -> Result<Option<R>, CodecError> {
+    let mut d = Dec::record(buf)?;
+    while d.at < d.buf.len() {
+        let term_at = d.at;
+        let term = d.bytes()?;
+        let len = d.read_len()?;
+        let list = Dec {
+            buf: &d.buf[..d.at + len],
+            at: d.at,
+        };
+        d.at += len;
+        if let Some(r) = f(term, term_at, list)? {
+            return Ok(Some(r));
+        }
+    }
+    Ok(None)
+}
+
 /// Finds `term` in a posting block: its summary counts, and its postings in
 /// `out`; `None` if the block does not hold it.
 pub fn find_in_posting_block(
@@ -608,38 +632,28 @@ pub fn find_in_posting_block(
     term: &str,
     out: &mut Vec<Posting>,
 ) -> Result<Option<TermSummary>, CodecError> {
-    let mut d = Dec::record(buf)?;
-    while d.at < d.buf.len() {
-        let t = d.bytes()?;
-        let len = d.read_len()?;
-        let end = d.at + len;
-        match t.cmp(term.as_bytes()) {
-            std::cmp::Ordering::Less => d.at = end,
-            std::cmp::Ordering::Equal => {
-                let mut list = Dec {
-                    buf: &d.buf[..end],
-                    at: d.at,
-                };
-                let s = get_postings(&mut list, out)?;
-                list.end()?;
-                return Ok(Some(s));
-            }
-            // Terms increase: it is not further on.
-            std::cmp::Ordering::Greater => return Ok(None),
+    // Terms increase: past a greater one, the term is not in the block
+    // (`Some(None)` ends the walk with that answer).
+    let found = walk_posting_block(buf, |t, _, mut list| match t.cmp(term.as_bytes()) {
+        std::cmp::Ordering::Less => Ok(None),
+        std::cmp::Ordering::Equal => {
+            let s = get_postings(&mut list, out)?;
+            list.end()?;
+            Ok(Some(Some(s)))
         }
-    }
-    Ok(None)
+        std::cmp::Ordering::Greater => Ok(Some(None)),
+    })?;
+    Ok(found.flatten())
 }
 
 /// The terms of a posting block, in order.
 pub fn posting_block_terms(buf: &[u8]) -> Result<Vec<String>, CodecError> {
-    let mut d = Dec::record(buf)?;
     let mut terms = Vec::new();
-    while d.at < d.buf.len() {
-        terms.push(d.string()?);
-        let len = d.read_len()?;
-        d.at += len;
-    }
+    walk_posting_block(buf, |t, at, _| {
+        let t = simdutf8::basic::from_utf8(t).map_err(|_| CodecError::BadUtf8(at))?;
+        terms.push(t.to_string());
+        Ok(None::<()>)
+    })?;
     Ok(terms)
 }
 

@@ -12,7 +12,7 @@
 //! | 0x10  | (policy, version) `i` (node_id)                   | ord                   |
 //! | 0x10  | (policy, version) `g` page ord                    | empty (page index)    |
 //! | 0x10  | (policy, version) `s` (section_path) ord          | empty                 |
-//! | 0x10  | (policy, version) `p` (term)                      | posting list (older documents) |
+//! | 0x10  | (policy, version) `p` (term)                      | posting list (old)    |
 //! | 0x10  | (policy, version) `q` (first term)                | posting block         |
 //! | 0x11  | (policy, effective_start, registered_at)            | version index entry   |
 //! | 0x12  | (policy, version)                                 | version record (JSON) |
