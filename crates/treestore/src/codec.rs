@@ -456,9 +456,8 @@ pub struct Posting {
     pub len: u32,
 }
 
-/// A term-index entry: count, max tf, min length, then the peaks.
-pub fn encode_summary(s: &TermSummary) -> Vec<u8> {
-    let mut e = Enc::with_format();
+/// Appends a summary: count, max tf, min length, then the peaks.
+fn put_summary(e: &mut Enc, s: &TermSummary) {
     e.u64(s.count.into())
         .u64(s.max_tf.into())
         .u64(s.min_len.into())
@@ -466,6 +465,13 @@ pub fn encode_summary(s: &TermSummary) -> Vec<u8> {
     for (tf, len) in &s.peaks[..usize::from(s.peak_count)] {
         e.u64((*tf).into()).u64((*len).into());
     }
+}
+
+/// A term-index entry of the layout before summary blocks (see
+/// [`encode_summary_blocks`]).
+pub fn encode_summary(s: &TermSummary) -> Vec<u8> {
+    let mut e = Enc::with_format();
+    put_summary(&mut e, s);
     e.finish()
 }
 
@@ -480,10 +486,9 @@ fn decode_summary_fields(d: &mut Dec<'_>) -> Result<TermSummary, CodecError> {
     })
 }
 
-/// Decodes a term-index entry (entries without peaks, from before they
-/// existed, decode with none).
-pub fn decode_summary(buf: &[u8]) -> Result<TermSummary, CodecError> {
-    let mut d = Dec::record(buf)?;
+/// Reads a summary written by [`put_summary`] that ends with `d`'s buffer
+/// (entries without peaks, from before they existed, decode with none).
+fn get_summary(mut d: Dec<'_>) -> Result<TermSummary, CodecError> {
     let mut s = decode_summary_fields(&mut d)?;
     if d.at < d.buf.len() {
         let at = d.at;
@@ -498,6 +503,11 @@ pub fn decode_summary(buf: &[u8]) -> Result<TermSummary, CodecError> {
     }
     d.end()?;
     Ok(s)
+}
+
+/// Decodes a term-index entry of the layout before summary blocks.
+pub fn decode_summary(buf: &[u8]) -> Result<TermSummary, CodecError> {
+    get_summary(Dec::record(buf)?)
 }
 
 /// Appends a posting list: count, highest tf, shortest length, then each
@@ -601,10 +611,12 @@ impl PostingBlocks {
     }
 }
 
-/// Walks the entries of a posting block: calls `f` with each term's bytes,
-/// where they start, and a decoder positioned at the term's list (and ending
-/// with it), until `f` returns `Some`.
-fn walk_posting_block<'a, R>(
+/// Walks the entries of a term block (a posting block or a summary block:
+/// the format byte, then per term its string, the byte length of its
+/// payload and the payload): calls `f` with each term's bytes, where they
+/// start, and a decoder positioned at the term's payload (and ending with
+/// it), until `f` returns `Some`.
+fn walk_term_block<'a, R>(
     buf: &'a [u8],
     mut f: impl FnMut(&'a [u8], usize, Dec<'a>) -> Result<Option<R>, CodecError>,
 ) -> Result<Option<R>, CodecError> {
@@ -634,7 +646,7 @@ pub fn find_in_posting_block(
 ) -> Result<Option<TermSummary>, CodecError> {
     // Terms increase: past a greater one, the term is not in the block
     // (`Some(None)` ends the walk with that answer).
-    let found = walk_posting_block(buf, |t, _, mut list| match t.cmp(term.as_bytes()) {
+    let found = walk_term_block(buf, |t, _, mut list| match t.cmp(term.as_bytes()) {
         std::cmp::Ordering::Less => Ok(None),
         std::cmp::Ordering::Equal => {
             let s = get_postings(&mut list, out)?;
@@ -649,12 +661,56 @@ pub fn find_in_posting_block(
 /// The terms of a posting block, in order.
 pub fn posting_block_terms(buf: &[u8]) -> Result<Vec<String>, CodecError> {
     let mut terms = Vec::new();
-    walk_posting_block(buf, |t, at, _| {
+    walk_term_block(buf, |t, at, _| {
         let t = simdutf8::basic::from_utf8(t).map_err(|_| CodecError::BadUtf8(at))?;
         terms.push(t.to_string());
         Ok(None::<()>)
     })?;
     Ok(terms)
+}
+
+/// Summary blocks of one document: its term summaries grouped by
+/// `group_of(term)`, one block per group that holds any of its terms, in
+/// group order. `terms` must come in increasing term order; a block lists
+/// its terms in that order, each as its string, the byte length of its
+/// summary and the summary (as [`encode_summary`] without the format byte).
+pub fn encode_summary_blocks<'a>(
+    terms: impl IntoIterator<Item = (&'a str, TermSummary)>,
+    group_of: impl Fn(&str) -> u16,
+) -> Vec<(u16, Vec<u8>)> {
+    let mut blocks: Vec<(u16, Enc)> = Vec::new();
+    // Position in `blocks` of each group's block, by group.
+    let mut at: Vec<u32> = Vec::new();
+    let mut one = Enc::default();
+    for (term, summary) in terms {
+        let group = usize::from(group_of(term));
+        if at.len() <= group {
+            at.resize(group + 1, u32::MAX);
+        }
+        if at[group] == u32::MAX {
+            at[group] = blocks.len() as u32;
+            blocks.push((group as u16, Enc::with_format()));
+        }
+        one.0.clear();
+        put_summary(&mut one, &summary);
+        let block = &mut blocks[at[group] as usize].1;
+        block.str(term);
+        block.u64(one.0.len() as u64);
+        block.0.extend_from_slice(&one.0);
+    }
+    blocks.sort_unstable_by_key(|(g, _)| *g);
+    blocks.into_iter().map(|(g, e)| (g, e.finish())).collect()
+}
+
+/// Finds `term`'s summary in a summary block; `None` if the block does not
+/// hold it.
+pub fn find_in_summary_block(buf: &[u8], term: &str) -> Result<Option<TermSummary>, CodecError> {
+    let found = walk_term_block(buf, |t, _, summary| match t.cmp(term.as_bytes()) {
+        std::cmp::Ordering::Less => Ok(None),
+        std::cmp::Ordering::Equal => Ok(Some(Some(get_summary(summary)?))),
+        std::cmp::Ordering::Greater => Ok(Some(None)),
+    })?;
+    Ok(found.flatten())
 }
 
 /// A `u64` record value (the stored-at time of a version entry).
@@ -823,6 +879,63 @@ mod tests {
         let last = posting_block_terms(block).unwrap().pop().unwrap();
         assert!(find_in_posting_block(cut, &last, &mut out).is_err());
         assert!(posting_block_terms(cut).is_err());
+    }
+
+    #[test]
+    fn summary_blocks_group_terms_and_find_every_summary() {
+        // 500 terms in 7 groups (by a test grouping), each with its own
+        // summary; groups come out in order, terms within a block in order.
+        let group_of = |t: &str| t.bytes().map(u16::from).sum::<u16>() % 7;
+        let terms: Vec<(String, TermSummary)> = (0..500u32)
+            .map(|i| {
+                let postings: Vec<Posting> = (0..i % 5 + 1)
+                    .map(|k| Posting {
+                        ord: k,
+                        tf: i + k,
+                        len: 1000 - k * 7,
+                    })
+                    .collect();
+                (format!("t{i:04}"), TermSummary::of(&postings))
+            })
+            .collect();
+        let blocks = encode_summary_blocks(terms.iter().map(|(t, s)| (t.as_str(), *s)), group_of);
+        assert_eq!(blocks.len(), 7);
+        assert!(blocks.windows(2).all(|w| w[0].0 < w[1].0));
+        for (t, want) in &terms {
+            let (_, block) = blocks.iter().find(|(g, _)| *g == group_of(t)).unwrap();
+            assert_eq!(find_in_summary_block(block, t).unwrap(), Some(*want), "{t}");
+            // In another group's block the term is absent.
+            let (_, other) = blocks.iter().find(|(g, _)| *g != group_of(t)).unwrap();
+            assert_eq!(find_in_summary_block(other, t).unwrap(), None, "{t}");
+        }
+        for (_, block) in &blocks {
+            for t in ["a", "t", "t0100-", "t9999", "u"] {
+                assert_eq!(find_in_summary_block(block, t).unwrap(), None, "{t}");
+            }
+        }
+        // Damage: a summary length past the end, a truncated block, a
+        // summary with trailing bytes.
+        let mut bad = Enc::with_format();
+        bad.str("t0001").u64(1_000);
+        assert!(find_in_summary_block(&bad.finish(), "t0001").is_err());
+        let (_, block) = &blocks[0];
+        let mut last = String::new();
+        walk_term_block(block, |t, _, _| {
+            last = String::from_utf8(t.to_vec()).unwrap();
+            Ok(None::<()>)
+        })
+        .unwrap();
+        assert!(find_in_summary_block(&block[..block.len() - 1], &last).is_err());
+        let mut long = Enc::with_format();
+        long.str("x")
+            .u64(6)
+            .u64(1)
+            .u64(1)
+            .u64(1)
+            .u64(0)
+            .u64(7)
+            .u64(7);
+        assert!(find_in_summary_block(&long.finish(), "x").is_err());
     }
 
     #[test]

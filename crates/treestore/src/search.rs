@@ -483,7 +483,7 @@ pub(crate) fn search_document(
 
 /// Ranks the nodes of the given document versions (`docs[i]` = (policy,
 /// current)) together, with collection statistics over all of them. The term
-/// summaries of the documents are read bucket by bucket (on up to
+/// summaries of the documents (in summary blocks) are read bucket by bucket (on up to
 /// four threads when there are many buckets); documents are
 /// then visited in decreasing order of the best score any of their nodes
 /// could reach, and the visit stops once that bound falls below the
@@ -529,8 +529,9 @@ pub(crate) fn search_all(
     // are shared out among threads on the same snapshot.
     let threads = threads_for(buckets.len(), PARALLEL_SCAN_BUCKETS);
     let runs: Vec<&[Bucket]> = buckets.chunks(run_len(buckets.len(), threads)).collect();
+    let old_layout = has_old_summaries(txn)?;
     let found = shared_out(Pool::Queries, &runs, threads, |part| {
-        scan_summaries(txn, part, terms)
+        scan_summaries(txn, part, terms, old_layout)
     });
     for part in found {
         for (d, t, s) in part? {
@@ -619,15 +620,37 @@ const PARALLEL_INDEX_NODES: usize = 64;
 const PARALLEL_SCAN_BUCKETS: usize = 64;
 
 /// The summaries of `terms` in the documents of `buckets` (bucket, then the
-/// (key suffix, document) pairs in it), as (document, term, summary).
+/// (key suffix, document) pairs in it), as (document, term, summary): from
+/// each bucket's summary blocks of the term's group, and, when `old_layout`,
+/// from the per-term entries of documents stored before summary blocks.
 fn scan_summaries(
     txn: &ReadTxn,
     buckets: &[Bucket],
     terms: &[String],
+    old_layout: bool,
 ) -> Result<Vec<(usize, usize, TermSummary)>> {
     let mut out = Vec::new();
     for (t, term) in terms.iter().enumerate() {
         // Bucket order is key order: one cursor hops from bucket to bucket.
+        let group = schema::term_group(term);
+        let prefixes: Vec<Vec<u8>> = buckets
+            .iter()
+            .map(|(b, _)| schema::summary_blocks(*b, group))
+            .collect();
+        txn.for_each_in_prefixes(&prefixes, |i, k, v| -> Result<bool> {
+            let suffix = &k[prefixes[i].len()..];
+            if let Some((_, d)) = buckets[i].1.iter().find(|(s, _)| s.as_slice() == suffix) {
+                let found =
+                    codec::find_in_summary_block(v, term).map_err(|e| Error::corrupt(k, e))?;
+                if let Some(s) = found {
+                    out.push((*d, t, s));
+                }
+            }
+            Ok(true)
+        })?;
+        if !old_layout {
+            continue;
+        }
         let prefixes: Vec<Vec<u8>> = buckets
             .iter()
             .map(|(b, _)| schema::terms(*b, term))
@@ -642,6 +665,17 @@ fn scan_summaries(
         })?;
     }
     Ok(out)
+}
+
+/// Whether the store holds any term summary in the layout before summary
+/// blocks (one seek; a store written since holds none).
+fn has_old_summaries(txn: &ReadTxn) -> Result<bool> {
+    let mut any = false;
+    txn.for_each_prefix(&schema::old_term_space(), |_, _| -> Result<bool> {
+        any = true;
+        Ok(false)
+    })?;
+    Ok(any)
 }
 
 #[cfg(test)]

@@ -458,21 +458,15 @@ impl Records {
         ]
     }
 
-    /// The posting blocks and the term summaries, each in term order.
+    /// The posting blocks (in term order) and the summary blocks (in group
+    /// order).
     fn search_tables(
         doc: &Document,
         keys: &DocKeys,
         index: &DocIndex,
     ) -> [Vec<(Vec<u8>, Vec<u8>)>; 2] {
         let mut blocks = codec::PostingBlocks::default();
-        let mut summaries = Vec::with_capacity(index.term_count());
-        let bucket = schema::term_bucket(&doc.policy_id);
-        let suffix = schema::term_key_suffix(&doc.policy_id, &doc.version_id);
         for (term, list) in index.iter() {
-            let summary = codec::TermSummary::of(list);
-            let mut key = schema::terms(bucket, term);
-            key.extend_from_slice(&suffix);
-            summaries.push((key, codec::encode_summary(&summary)));
             blocks.add(term, list);
         }
         let postings = blocks
@@ -480,23 +474,54 @@ impl Records {
             .into_iter()
             .map(|(first, block)| (keys.posting_block(&first), block))
             .collect();
+        let summaries = codec::encode_summary_blocks(
+            index
+                .iter()
+                .map(|(term, list)| (term, codec::TermSummary::of(list))),
+            schema::term_group,
+        )
+        .into_iter()
+        .map(|(group, block)| {
+            (
+                schema::summary_block(group, &doc.policy_id, &doc.version_id),
+                block,
+            )
+        })
+        .collect();
         [postings, summaries]
     }
 }
 
 /// Deletes every key of one document version, its term summaries included
-/// (but not its version-list entry or current pointer).
+/// (but not its version-list entry or current pointer). The summaries are
+/// found from the document's terms: in summary blocks, or for a document
+/// stored before them (no block for its first term), one entry per term.
 fn delete_content(txn: &mut WriteTxn, keys: &DocKeys, policy: &str, version: &str) -> Result<()> {
     let mut doomed = Vec::new();
+    let mut terms: Vec<String> = Vec::new();
     for item in txn.prefix(keys.prefix(), false) {
         let (k, v) = item?;
         if keys.is_posting_block_key(&k) {
-            let terms = codec::posting_block_terms(&v).map_err(|e| Error::corrupt(&k, e))?;
-            doomed.extend(terms.iter().map(|t| schema::term(t, policy, version)));
+            terms.extend(codec::posting_block_terms(&v).map_err(|e| Error::corrupt(&k, e))?);
         } else if let Some(term) = keys.term_of_posting_key(&k) {
-            doomed.push(schema::term(&term, policy, version));
+            terms.push(term);
         }
         doomed.push(k);
+    }
+    if let Some(first) = terms.first() {
+        let probe = schema::summary_block(schema::term_group(first), policy, version);
+        if txn.get(&probe)?.is_some() {
+            let mut groups: Vec<u16> = terms.iter().map(|t| schema::term_group(t)).collect();
+            groups.sort_unstable();
+            groups.dedup();
+            doomed.extend(
+                groups
+                    .into_iter()
+                    .map(|g| schema::summary_block(g, policy, version)),
+            );
+        } else {
+            doomed.extend(terms.iter().map(|t| schema::term(t, policy, version)));
+        }
     }
     for k in doomed {
         txn.delete(&k)?;
@@ -554,17 +579,21 @@ mod tests {
             );
         }
         // 4 nodes, 4 ids, 3 + 1 + 10 + 2 page entries, 4 sections, one
-        // posting block (few terms) and a summary per term.
+        // posting block (few terms) and a summary block per term group.
         let terms = index.term_count();
         assert!(terms >= 8, "{terms} terms");
-        assert_eq!(entries.len(), 4 + 4 + 16 + 4 + 1 + terms);
+        let groups: std::collections::BTreeSet<u16> =
+            index.iter().map(|(t, _)| schema::term_group(t)).collect();
+        assert!(groups.len() > 1, "{groups:?}");
+        assert_eq!(entries.len(), 4 + 4 + 16 + 4 + 1 + groups.len());
         let first = index.iter().next().expect("a term").0;
         assert!(entries.iter().any(|(k, _)| *k == keys.posting_block(first)));
         assert!(entries.iter().any(|(k, _)| *k == keys.page(12, 2)));
         assert!(entries.iter().any(|(k, _)| *k == keys.section("2.10", 1)));
-        assert!(entries
-            .iter()
-            .any(|(k, _)| *k == schema::term("knee", "pol", "v1")));
+        let knee = schema::summary_block(schema::term_group("knee"), "pol", "v1");
+        let (_, block) = entries.iter().find(|(k, _)| *k == knee).expect("block");
+        let summary = codec::find_in_summary_block(block, "knee").unwrap();
+        assert_eq!(summary.map(|s| s.count), Some(2), "knee is in two nodes");
     }
 
     #[test]

@@ -339,6 +339,37 @@ fn to_per_term_postings(store: &TreeStore, policy: &str, version: &str) {
     txn.commit().unwrap();
 }
 
+/// Rewrites the term summaries of a stored document in the layout of
+/// documents stored before summary blocks: one entry per term in space 0x13,
+/// no blocks. Call it before [`to_per_term_postings`] (it finds the terms in
+/// the posting blocks).
+fn to_per_term_summaries(store: &TreeStore, policy: &str, version: &str) {
+    use treestore::{codec, schema};
+    let keys = schema::DocKeys::new(policy, version);
+    let r = store.db().begin_read();
+    let mut terms = Vec::new();
+    for item in r.prefix(&keys.posting_blocks(), false) {
+        let (_, block) = item.unwrap();
+        terms.extend(codec::posting_block_terms(&block).unwrap());
+    }
+    assert!(!terms.is_empty());
+    let mut txn = store.db().begin_write();
+    for term in &terms {
+        let key = schema::summary_block(schema::term_group(term), policy, version);
+        let block = r.get(&key).unwrap().expect("summary block");
+        let summary = codec::find_in_summary_block(&block, term)
+            .unwrap()
+            .expect("summary");
+        txn.put(
+            &schema::term(term, policy, version),
+            &codec::encode_summary(&summary),
+        )
+        .unwrap();
+        txn.delete(&key).unwrap();
+    }
+    txn.commit().unwrap();
+}
+
 /// A stored posting list naming a node past the document's end (a corrupt
 /// record) makes the search fail with a corrupt-record error naming the key,
 /// in one policy and across policies, instead of sizing score arrays from it:
@@ -440,6 +471,30 @@ fn every_term_of_a_many_block_document_is_found() {
     for absent in ["a", "w", "w00000a", "w01500a", "w99999", "zzz"] {
         assert!(one(absent).is_empty(), "{absent}");
     }
+    // Across policies too: the document's summaries fill most of the term
+    // groups, and every term is found in its group's block.
+    let summary_blocks = (0..treestore::schema::TERM_GROUPS)
+        .filter(|&g| {
+            let key = treestore::schema::summary_block(g, "p", "v1");
+            store.db().get(&key).unwrap().is_some()
+        })
+        .count();
+    assert!(summary_blocks > 900, "{summary_blocks} summary blocks");
+    let r = store.read();
+    for i in (0..WORDS).filter(|i| i % 3 == 0 && *i != 7) {
+        let word = format!("w{i:05}");
+        let hits = r.search(SearchScope::AllPolicies, &word, 10).unwrap();
+        let got: Vec<(&str, &str)> = hits
+            .iter()
+            .map(|h| (h.policy_id.as_str(), h.node.node_id.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [("p", format!("n{:02}", i % NODES).as_str())],
+            "{word}"
+        );
+    }
+    drop(r);
     let all = store
         .read()
         .search(SearchScope::AllPolicies, "w00007", 10)
@@ -458,10 +513,19 @@ fn every_term_of_a_many_block_document_is_found() {
     );
 }
 
-/// Documents stored before posting blocks (a list per term) are searched
-/// exactly as before, and deleting one removes its lists and term summaries.
+/// Documents stored in the earlier layouts are searched exactly as before,
+/// alone and next to documents in the current one, and deleting one removes
+/// its lists and term summaries: summaries one entry per term with posting
+/// blocks (stored before summary blocks), and with a list per term too
+/// (stored before posting blocks).
 #[test]
-fn documents_with_per_term_postings_search_and_delete_as_before() {
+fn documents_in_earlier_layouts_search_and_delete_as_before() {
+    for per_term_postings in [false, true] {
+        search_and_delete_in_earlier_layout(per_term_postings);
+    }
+}
+
+fn search_and_delete_in_earlier_layout(per_term_postings: bool) {
     let (_d, store) = open();
     let text = |k: usize| {
         format!(
@@ -507,8 +571,15 @@ fn documents_with_per_term_postings_search_and_delete_as_before() {
     };
     let before = results(&store);
     assert!(before.iter().filter(|r| !r.is_empty()).count() >= 8);
-    to_per_term_postings(&store, "a", "v1");
-    assert_eq!(results(&store), before);
+    to_per_term_summaries(&store, "a", "v1");
+    if per_term_postings {
+        to_per_term_postings(&store, "a", "v1");
+    }
+    assert_eq!(
+        results(&store),
+        before,
+        "per-term postings {per_term_postings}"
+    );
     store.delete_document("a", None).unwrap();
     store.delete_document("b", None).unwrap();
     assert!(dump(&store).is_empty(), "no list or summary left behind");
@@ -556,6 +627,7 @@ fn corrupt_records_met_in_a_scan_are_reported() {
         .store_document(Document::new("p", "v1"), nodes)
         .unwrap();
     let keys = treestore::schema::DocKeys::new("p", "v1");
+    let node2 = store.db().get(&keys.node(2)).unwrap().expect("node");
     store.db().put(&keys.node(2), b"\x01\xff").unwrap();
     let r = store.read();
     let corrupt = |e: Error| match e {
@@ -566,6 +638,29 @@ fn corrupt_records_met_in_a_scan_are_reported() {
     corrupt(r.get_subtree("p", None, "n1", 0).unwrap_err());
     corrupt(r.get_subtree("p", None, "n1", 2).unwrap_err());
     drop(r);
+    store.db().put(&keys.node(2), &node2).unwrap();
+    // A damaged summary block, then (the block restored) a damaged summary
+    // in the layout before blocks.
+    let block_key =
+        treestore::schema::summary_block(treestore::schema::term_group("knee"), "p", "v1");
+    let block = store.db().get(&block_key).unwrap().expect("summary block");
+    store.db().put(&block_key, b"\x01\x04knee\x09").unwrap();
+    let key = corrupt(
+        store
+            .read()
+            .search(SearchScope::AllPolicies, "knee", 10)
+            .unwrap_err(),
+    );
+    assert!(key.starts_with("\\x14"), "names the summary block: {key}");
+    store.db().put(&block_key, &block).unwrap();
+    assert_eq!(
+        store
+            .read()
+            .search(SearchScope::AllPolicies, "knee", 10)
+            .unwrap()
+            .len(),
+        3
+    );
     store
         .db()
         .put(&treestore::schema::term("knee", "p", "v1"), b"\x01\xff")
