@@ -21,14 +21,32 @@ const STOP_WORDS: &[&str] = &[
     "would", "you", "your", "yours",
 ];
 
-/// Whether `b` can be part of a piece of text that may hold words: ASCII
-/// letters and digits, the ASCII punctuation UAX #29 can join words or
-/// numbers across (`'` `.` `,` `:` `;` `_`), and every byte of a non-ASCII
+/// Byte class: an ASCII letter or digit.
+const ALNUM: u8 = 1;
+/// Byte class: part of a piece of text that may hold words: ASCII letters
+/// and digits, the ASCII punctuation UAX #29 can join words or numbers
+/// across (`'` `"` `.` `,` `:` `;` `_`), and every byte of a non-ASCII
 /// character.
-fn in_piece(b: u8) -> bool {
-    b >= 0x80
-        || b.is_ascii_alphanumeric()
-        || matches!(b, b'\'' | b'"' | b'.' | b',' | b':' | b';' | b'_')
+const PIECE: u8 = 2;
+
+/// The classes of each byte value, looked up once per byte of text.
+const CLASSES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric() {
+            t[b] = ALNUM | PIECE;
+        } else if c >= 0x80 || matches!(c, b'\'' | b'"' | b'.' | b',' | b':' | b';' | b'_') {
+            t[b] = PIECE;
+        }
+        b += 1;
+    }
+    t
+};
+
+fn class(b: u8) -> u8 {
+    CLASSES[usize::from(b)]
 }
 
 /// Case-folds `word` into `out`.
@@ -85,20 +103,27 @@ impl Analyzer {
         // that follow it (UAX #29 WB4), and some of those are letters.
         let mut prev_end = 0;
         while i < bytes.len() {
-            if !in_piece(bytes[i]) {
+            if class(bytes[i]) & PIECE == 0 {
                 i += 1;
                 continue;
             }
             let start = i;
             let mut simple = true;
-            while i < bytes.len() && in_piece(bytes[i]) {
-                let b = bytes[i];
+            while i < bytes.len() {
+                let c = class(bytes[i]);
+                if c & ALNUM != 0 {
+                    i += 1;
+                    continue;
+                }
+                if c & PIECE == 0 {
+                    break;
+                }
                 // Non-ASCII, `_` (which joins on either side), or joining
                 // punctuation between two letters or digits.
-                let joins = !b.is_ascii_alphanumeric()
-                    && i > start
-                    && bytes[i - 1].is_ascii_alphanumeric()
-                    && bytes.get(i + 1).is_some_and(u8::is_ascii_alphanumeric);
+                let b = bytes[i];
+                let joins = i > start
+                    && class(bytes[i - 1]) & ALNUM != 0
+                    && bytes.get(i + 1).is_some_and(|&n| class(n) & ALNUM != 0);
                 if b >= 0x80 || b == b'_' || joins {
                     simple = false;
                 }
@@ -112,10 +137,15 @@ impl Analyzer {
                     .split(|c: char| !c.is_ascii_alphanumeric())
                     .filter(|w| !w.is_empty())
                 {
-                    folded.clear();
-                    folded.push_str(word);
-                    folded.make_ascii_lowercase();
-                    f(&folded);
+                    // Most words are lower case already: passed as they are.
+                    if word.bytes().any(|b| b.is_ascii_uppercase()) {
+                        folded.clear();
+                        folded.push_str(word);
+                        folded.make_ascii_lowercase();
+                        f(&folded);
+                    } else {
+                        f(word);
+                    }
                 }
             } else {
                 for word in text[prev_end..i].unicode_words() {

@@ -413,27 +413,39 @@ impl TermSummary {
             peak_count: 0,
         };
         // The postings no other beats on both tf and length: by length, each
-        // one whose tf exceeds every shorter posting's.
-        let mut by_len: Vec<(u32, u32)> = postings.iter().map(|p| (p.len, p.tf)).collect();
+        // one whose tf exceeds every shorter posting's. Most terms are in a
+        // node or two: short lists are sorted on the stack.
+        const ON_STACK: usize = 32;
+        let mut stack = [(0u32, 0u32); ON_STACK];
+        let mut heap = Vec::new();
+        let by_len: &mut [(u32, u32)] = if postings.len() <= ON_STACK {
+            &mut stack[..postings.len()]
+        } else {
+            heap.resize(postings.len(), (0, 0));
+            &mut heap
+        };
+        for (slot, p) in by_len.iter_mut().zip(postings) {
+            *slot = (p.len, p.tf);
+        }
         by_len.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-        let mut front: Vec<(u32, u32)> = Vec::new();
-        for (len, tf) in by_len {
-            if front.last().is_none_or(|&(best, _)| tf > best) {
-                front.push((tf, len));
+        // The front's tf and length both increase along it; beyond
+        // MAX_PEAKS points, the shortest MAX_PEAKS - 1 stay and the rest
+        // become one point that dominates them all (their highest tf, the
+        // last point's, and their shortest length, the first's).
+        let mut front = 0usize;
+        let mut best: Option<u32> = None;
+        for &(len, tf) in by_len.iter() {
+            if best.is_none_or(|b| tf > b) {
+                best = Some(tf);
+                if front < MAX_PEAKS {
+                    s.peaks[front] = (tf, len);
+                } else {
+                    s.peaks[MAX_PEAKS - 1].0 = tf;
+                }
+                front += 1;
             }
         }
-        // Too many: the shortest ones stay, the rest become one point that
-        // dominates them all (their highest tf, their shortest length).
-        if front.len() > MAX_PEAKS {
-            let rest = front.split_off(MAX_PEAKS - 1);
-            let tf = rest.iter().map(|p| p.0).max().unwrap_or(0);
-            let len = rest.iter().map(|p| p.1).min().unwrap_or(0);
-            front.push((tf, len));
-        }
-        for (i, p) in front.iter().enumerate() {
-            s.peaks[i] = *p;
-        }
-        s.peak_count = front.len() as u8;
+        s.peak_count = front.min(MAX_PEAKS) as u8;
         s
     }
 
@@ -936,6 +948,51 @@ mod tests {
             .u64(7)
             .u64(7);
         assert!(find_in_summary_block(&long.finish(), "x").is_err());
+    }
+
+    /// The summary's peaks by the definition: the postings no other beats
+    /// on both tf and length, in increasing length, the longest beyond
+    /// MAX_PEAKS - 1 merged into one point (their highest tf, their shortest
+    /// length).
+    fn reference_peaks(postings: &[Posting]) -> Vec<(u32, u32)> {
+        let mut front: Vec<(u32, u32)> = postings
+            .iter()
+            .filter(|p| {
+                !postings
+                    .iter()
+                    .any(|q| (q.tf >= p.tf && q.len < p.len) || (q.tf > p.tf && q.len <= p.len))
+            })
+            .map(|p| (p.tf, p.len))
+            .collect();
+        front.sort_unstable_by_key(|&(_, len)| len);
+        front.dedup();
+        if front.len() > MAX_PEAKS {
+            let rest = front.split_off(MAX_PEAKS - 1);
+            let tf = rest.iter().map(|p| p.0).max().unwrap();
+            let len = rest.iter().map(|p| p.1).min().unwrap();
+            front.push((tf, len));
+        }
+        front
+    }
+
+    proptest! {
+        #[test]
+        fn summaries_match_the_definition(
+            points in proptest::collection::vec((1u32..12, 1u32..60), 1..80)
+        ) {
+            let postings: Vec<Posting> = points
+                .iter()
+                .enumerate()
+                .map(|(i, &(tf, len))| Posting { ord: i as u32, tf, len })
+                .collect();
+            let s = TermSummary::of(&postings);
+            prop_assert_eq!(s.count as usize, postings.len());
+            prop_assert_eq!(s.max_tf, points.iter().map(|p| p.0).max().unwrap());
+            prop_assert_eq!(s.min_len, points.iter().map(|p| p.1).min().unwrap());
+            let want = reference_peaks(&postings);
+            prop_assert_eq!(s.bound_points(), want.as_slice());
+            prop_assert_eq!(decode_summary(&encode_summary(&s)).unwrap(), s);
+        }
     }
 
     #[test]

@@ -73,39 +73,49 @@ impl DocIndex {
         self.iter().find(|(t, _)| *t == term).map(|(_, l)| l)
     }
 
-    /// This index followed by `later`, whose nodes all come after this one's.
+    /// This index followed by `later`, whose nodes all come after this one's
+    /// (term strings are moved, not copied).
     fn append(self, later: DocIndex) -> DocIndex {
+        use std::cmp::Ordering::{Greater, Less};
         let mut out = DocIndex {
             terms: Vec::with_capacity(self.terms.len().max(later.terms.len())),
             postings: Vec::with_capacity(self.postings.len() + later.postings.len()),
             total_len: self.total_len + later.total_len,
         };
-        let mut a = self.iter().peekable();
-        let mut b = later.iter().peekable();
+        let (a_lists, b_lists) = (self.postings, later.postings);
+        let (mut a, mut b) = (
+            self.terms.into_iter().peekable(),
+            later.terms.into_iter().peekable(),
+        );
+        let (mut a_start, mut b_start) = (0usize, 0usize);
         loop {
-            let (term, first, second) = match (a.peek(), b.peek()) {
-                (Some(x), Some(y)) if x.0 == y.0 => {
-                    let (x, y) = (a.next().expect("peeked"), b.next().expect("peeked"));
-                    (x.0, x.1, y.1)
-                }
-                (Some(x), Some(y)) if x.0 < y.0 => {
-                    let x = a.next().expect("peeked");
-                    (x.0, x.1, &[][..])
-                }
-                (_, Some(_)) => {
-                    let y = b.next().expect("peeked");
-                    (y.0, y.1, &[][..])
-                }
-                (Some(_), None) => {
-                    let x = a.next().expect("peeked");
-                    (x.0, x.1, &[][..])
-                }
+            let order = match (a.peek(), b.peek()) {
                 (None, None) => break,
+                (Some(_), None) => Less,
+                (None, Some(_)) => Greater,
+                (Some(x), Some(y)) => x.0.cmp(&y.0),
             };
-            out.postings.extend_from_slice(first);
-            out.postings.extend_from_slice(second);
-            out.terms
-                .push((term.to_string(), out.postings.len() as u32));
+            // The term's postings from this index (earlier nodes) first.
+            let mut term = None;
+            if order != Greater {
+                if let Some((t, end)) = a.next() {
+                    out.postings
+                        .extend_from_slice(&a_lists[a_start..end as usize]);
+                    a_start = end as usize;
+                    term = Some(t);
+                }
+            }
+            if order != Less {
+                if let Some((t, end)) = b.next() {
+                    out.postings
+                        .extend_from_slice(&b_lists[b_start..end as usize]);
+                    b_start = end as usize;
+                    term.get_or_insert(t);
+                }
+            }
+            if let Some(t) = term {
+                out.terms.push((t, out.postings.len() as u32));
+            }
         }
         out
     }
@@ -114,11 +124,10 @@ impl DocIndex {
 /// The first 8 bytes of `s`, zero padded, as a big-endian number: comparing
 /// these orders strings as comparing the strings would, except that equal
 /// numbers need the whole strings compared.
-fn sort_prefix(s: &str) -> u64 {
-    let mut b = [0u8; 8];
-    let n = s.len().min(8);
-    b[..n].copy_from_slice(&s.as_bytes()[..n]);
-    u64::from_be_bytes(b)
+fn sort_prefix(s: &[u8]) -> u64 {
+    (0..8).fold(0u64, |v, i| {
+        v << 8 | u64::from(s.get(i).copied().unwrap_or(0))
+    })
 }
 
 /// Most term caches kept between documents.
@@ -205,13 +214,13 @@ fn index_range(
     // range (in node order, so each list stays in increasing ord).
     let count = terms.doc_term_count();
     let prefixes: Vec<u64> = (0..count as u32)
-        .map(|id| sort_prefix(terms.doc_term(id)))
+        .map(|id| sort_prefix(terms.doc_term_bytes(id)))
         .collect();
     let mut order: Vec<u32> = (0..count as u32).collect();
     order.sort_unstable_by(|&a, &b| {
         prefixes[a as usize]
             .cmp(&prefixes[b as usize])
-            .then_with(|| terms.doc_term(a).cmp(terms.doc_term(b)))
+            .then_with(|| terms.doc_term_bytes(a).cmp(terms.doc_term_bytes(b)))
     });
     let mut sizes = vec![0u32; count];
     for (id, _) in &raw {
@@ -728,6 +737,49 @@ mod tests {
         assert!(seq
             .iter()
             .all(|(_, l)| !l.is_empty() && l.windows(2).all(|w| w[0].ord < w[1].ord)));
+    }
+
+    #[test]
+    fn appending_indexes_equals_indexing_the_whole() {
+        let a = Analyzer::new();
+        let node = |i: usize, text: &str| {
+            let mut n = Node::new(format!("n{i}"), None, String::new(), (1, 1));
+            n.text = text.to_string();
+            n
+        };
+        // Terms only in the first part, only in the second (before, between
+        // and after the shared ones), and in both.
+        let nodes = [
+            node(0, "mango common kiwi"),
+            node(1, "common mango"),
+            node(2, "apple common banana"),
+            node(3, "zebra kiwi common"),
+        ];
+        let whole = index_range(&a, &mut TermCache::default(), &nodes, 0);
+        for cut in 1..nodes.len() {
+            let first = index_range(&a, &mut TermCache::default(), &nodes[..cut], 0);
+            let second = index_range(&a, &mut TermCache::default(), &nodes[cut..], cut as u32);
+            assert_eq!(first.append(second), whole, "cut at {cut}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Sort prefixes order strings as their bytes do: a smaller prefix
+        /// means a smaller string, and a smaller string never has a larger
+        /// prefix.
+        #[test]
+        fn sort_prefixes_agree_with_byte_order(
+            a in proptest::collection::vec(0u8..4, 0..11),
+            b in proptest::collection::vec(0u8..4, 0..11),
+        ) {
+            let (pa, pb) = (sort_prefix(&a), sort_prefix(&b));
+            if pa < pb {
+                proptest::prop_assert!(a < b);
+            }
+            if a < b {
+                proptest::prop_assert!(pa <= pb);
+            }
+        }
     }
 
     #[test]

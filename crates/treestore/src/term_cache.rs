@@ -4,8 +4,9 @@
 //! node). [`TermCache`] remembers, across documents, what each folded word
 //! stems to, so each distinct word is stemmed once per cache rather than once
 //! per document, and numbers terms densely within the document being indexed.
-//! Keys live in one byte arena with an open-addressing table of small
-//! entries over it, so a lookup touches a few cache lines and never allocates.
+//! Keys live in one byte arena with an open-addressing table of 16-byte
+//! slots over it (hash tag, value, key position), so a lookup reads a slot
+//! and the key and never allocates.
 //! A cache grows to at most [`MAX_WORDS`] words and then starts afresh.
 
 use crate::analyzer::{Analyzer, MAX_TERM_LEN};
@@ -31,98 +32,118 @@ fn hash(key: &[u8]) -> u64 {
     }
     let rest = chunks.remainder();
     if !rest.is_empty() {
-        let mut b = [0u8; 8];
-        b[..rest.len()].copy_from_slice(rest);
-        h = (h.rotate_left(23) ^ u64::from_le_bytes(b)).wrapping_mul(K);
+        // The zero-padded little-endian value of the last 1 to 7 bytes,
+        // assembled byte by byte: a copy of a variable length into a buffer
+        // would be a call to memmove for every word.
+        let v = rest
+            .iter()
+            .enumerate()
+            .fold(0u64, |v, (i, &b)| v | u64::from(b) << (8 * i));
+        h = (h.rotate_left(23) ^ v).wrapping_mul(K);
     }
     h ^ (h >> 29)
 }
 
+/// A slot of a [`BytesMap`]: the low 32 bits of the key's hash (checked
+/// before the key is), the value and where the key lies in the arena. 16
+/// bytes, so a probe reads one cache line and the key, not a separate
+/// entry first.
 #[derive(Clone, Copy)]
-struct Entry {
-    hash: u64,
-    start: u32,
-    len: u32,
+struct Slot {
+    tag: u32,
     value: u32,
+    start: u32,
+    /// Key length; [`EMPTY`] for a free slot.
+    len: u32,
 }
+
+const FREE: Slot = Slot {
+    tag: 0,
+    value: 0,
+    start: 0,
+    len: EMPTY,
+};
 
 /// A map from byte strings to `u32`, insert-only (until cleared).
 #[derive(Default)]
 struct BytesMap {
-    /// Index into `entries`, or `EMPTY`; a power of two long, at most half full.
-    slots: Vec<u32>,
-    entries: Vec<Entry>,
+    /// Open addressing with linear probing, indexed by the hash's high bits;
+    /// a power of two long, at most half full.
+    slots: Vec<Slot>,
+    /// (start, length) in `arena` of each key, in insertion order.
+    keys: Vec<(u32, u32)>,
     arena: Vec<u8>,
 }
 
 impl BytesMap {
+    /// The slot holding `key`, or the free slot where it would go.
     fn slot_of(&self, key: &[u8], h: u64) -> Result<usize, usize> {
         let mask = self.slots.len() - 1;
         let mut i = (h >> 32) as usize & mask;
+        let tag = h as u32;
         loop {
-            let e = self.slots[i];
-            if e == EMPTY {
+            let s = &self.slots[i];
+            if s.len == EMPTY {
                 return Err(i);
             }
-            let entry = &self.entries[e as usize];
-            if entry.hash == h && self.key_of(entry) == key {
-                return Ok(e as usize);
+            if s.tag == tag
+                && s.len as usize == key.len()
+                && &self.arena[s.start as usize..(s.start + s.len) as usize] == key
+            {
+                return Ok(i);
             }
             i = (i + 1) & mask;
         }
-    }
-
-    fn key_of(&self, e: &Entry) -> &[u8] {
-        &self.arena[e.start as usize..(e.start + e.len) as usize]
     }
 
     fn get(&self, key: &[u8], h: u64) -> Option<u32> {
         if self.slots.is_empty() {
             return None;
         }
-        self.slot_of(key, h).ok().map(|e| self.entries[e].value)
+        self.slot_of(key, h).ok().map(|i| self.slots[i].value)
     }
 
-    /// Inserts `key` (which must be absent) and returns its entry index.
-    fn insert(&mut self, key: &[u8], h: u64, value: u32) -> u32 {
-        if (self.entries.len() + 1) * 2 > self.slots.len() {
+    /// Inserts `key` with `value` (a key already present keeps its value).
+    fn insert(&mut self, key: &[u8], h: u64, value: u32) {
+        if (self.keys.len() + 1) * 2 > self.slots.len() {
             self.grow();
         }
-        let slot = match self.slot_of(key, h) {
-            Ok(e) => return e as u32,
-            Err(slot) => slot,
+        let Err(i) = self.slot_of(key, h) else {
+            return;
         };
-        let index = self.entries.len() as u32;
-        self.entries.push(Entry {
-            hash: h,
-            start: self.arena.len() as u32,
-            len: key.len() as u32,
+        let start = self.arena.len() as u32;
+        self.slots[i] = Slot {
+            tag: h as u32,
             value,
-        });
+            start,
+            len: key.len() as u32,
+        };
+        self.keys.push((start, key.len() as u32));
         self.arena.extend_from_slice(key);
-        self.slots[slot] = index;
-        index
     }
 
     fn grow(&mut self) {
         let size = (self.slots.len() * 2).max(1024);
-        self.slots = vec![EMPTY; size];
+        let old = std::mem::replace(&mut self.slots, vec![FREE; size]);
         let mask = size - 1;
-        for (index, e) in self.entries.iter().enumerate() {
-            let mut i = (e.hash >> 32) as usize & mask;
-            while self.slots[i] != EMPTY {
+        for s in old.into_iter().filter(|s| s.len != EMPTY) {
+            let key = &self.arena[s.start as usize..(s.start + s.len) as usize];
+            let mut i = (hash(key) >> 32) as usize & mask;
+            while self.slots[i].len != EMPTY {
                 i = (i + 1) & mask;
             }
-            self.slots[i] = index as u32;
+            self.slots[i] = s;
         }
     }
 
+    /// The key inserted `index`-th (0-based).
     fn key(&self, index: u32) -> &[u8] {
-        self.key_of(&self.entries[index as usize])
+        let (start, len) = self.keys[index as usize];
+        &self.arena[start as usize..(start + len) as usize]
     }
 
     fn len(&self) -> usize {
-        self.entries.len()
+        self.keys.len()
     }
 }
 
@@ -202,9 +223,14 @@ impl TermCache {
 
     /// The text of the current document's term `id`.
     pub fn doc_term(&self, id: u32) -> &str {
-        let bytes = self.terms.key(self.doc_terms[id as usize]);
         // Terms are inserted from `&str` only.
-        std::str::from_utf8(bytes).unwrap_or_default()
+        std::str::from_utf8(self.doc_term_bytes(id)).unwrap_or_default()
+    }
+
+    /// The bytes of the current document's term `id` (for sorting, which
+    /// orders strings as their bytes).
+    pub fn doc_term_bytes(&self, id: u32) -> &[u8] {
+        self.terms.key(self.doc_terms[id as usize])
     }
 }
 
