@@ -714,6 +714,25 @@ pub fn encode_summary_blocks<'a>(
     blocks.into_iter().map(|(g, e)| (g, e.finish())).collect()
 }
 
+/// Joins the summary blocks of consecutive term ranges of one document
+/// (each part as [`encode_summary_blocks`] returns it, every term of a part
+/// before every term of the next): one block per group, its entries in part
+/// order, so its terms stay in increasing order.
+pub fn join_summary_blocks(parts: Vec<Vec<(u16, Vec<u8>)>>) -> Vec<(u16, Vec<u8>)> {
+    let mut all: Vec<(u16, Vec<u8>)> = parts.into_iter().flatten().collect();
+    // Stable: blocks of one group keep their part order.
+    all.sort_by_key(|(g, _)| *g);
+    let mut out: Vec<(u16, Vec<u8>)> = Vec::with_capacity(all.len());
+    for (group, block) in all {
+        match out.last_mut() {
+            // The later block's entries, without its format byte.
+            Some((g, joined)) if *g == group => joined.extend_from_slice(&block[1..]),
+            _ => out.push((group, block)),
+        }
+    }
+    out
+}
+
 /// Finds `term`'s summary in a summary block; `None` if the block does not
 /// hold it.
 pub fn find_in_summary_block(buf: &[u8], term: &str) -> Result<Option<TermSummary>, CodecError> {
@@ -948,6 +967,34 @@ mod tests {
             .u64(7)
             .u64(7);
         assert!(find_in_summary_block(&long.finish(), "x").is_err());
+    }
+
+    #[test]
+    fn joined_summary_blocks_equal_blocks_built_whole() {
+        let group_of = |t: &str| t.bytes().map(u16::from).sum::<u16>() % 5;
+        let terms: Vec<(String, TermSummary)> = (0..200u32)
+            .map(|i| {
+                let p = Posting {
+                    ord: i,
+                    tf: i % 9 + 1,
+                    len: 50 + i,
+                };
+                (format!("t{i:03}"), TermSummary::of(&[p]))
+            })
+            .collect();
+        let blocks = |range: std::ops::Range<usize>| {
+            encode_summary_blocks(terms[range].iter().map(|(t, s)| (t.as_str(), *s)), group_of)
+        };
+        let whole = blocks(0..200);
+        for cuts in [
+            vec![0, 200],
+            vec![0, 1, 200],
+            vec![0, 70, 140, 200],
+            vec![0, 199, 200],
+        ] {
+            let parts = cuts.windows(2).map(|w| blocks(w[0]..w[1])).collect();
+            assert_eq!(join_summary_blocks(parts), whole, "{cuts:?}");
+        }
     }
 
     /// The summary's peaks by the definition: the postings no other beats

@@ -58,9 +58,21 @@ impl DocIndex {
     }
 
     /// Each term with its postings, in term order.
+    #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[Posting])> {
-        let mut start = 0usize;
-        self.terms.iter().map(move |(t, end)| {
+        self.iter_range(0..self.terms.len())
+    }
+
+    /// The terms at positions `range` (in term order) with their postings.
+    pub fn iter_range(
+        &self,
+        range: std::ops::Range<usize>,
+    ) -> impl Iterator<Item = (&str, &[Posting])> {
+        let mut start = match range.start {
+            0 => 0,
+            i => self.terms[i - 1].1 as usize,
+        };
+        self.terms[range].iter().map(move |(t, end)| {
             let list = &self.postings[start..*end as usize];
             start = *end as usize;
             (t.as_str(), list)

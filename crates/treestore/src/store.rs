@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::id_guess::Guesses;
 use crate::metadata::MetadataStore;
 use crate::model::{Document, Node, StoreReport};
+use crate::parallel::{shared_out, threads_for, Pool};
 use crate::plan::{self, Plan};
 use crate::prompts::PromptStore;
 use crate::reader::Reader;
@@ -184,7 +185,7 @@ impl TreeStore {
         }
         let index = search::index_document(&self.analyzer, &self.indexer, &plan.nodes, split);
         let keys = DocKeys::new(&doc.policy_id, &doc.version_id);
-        let records = Records::encode(&doc, &keys, &plan, &index);
+        let records = Records::encode(&doc, &keys, &plan, &index, split);
         Ok(PreparedDocument {
             keep_registration: false,
             doc,
@@ -397,9 +398,48 @@ impl Records {
     /// one linear pass, and the work moves out of the transaction into
     /// preparation (which a batch runs for its documents in parallel). If the
     /// order were off, the transaction would still sort it.
-    fn encode(doc: &Document, keys: &DocKeys, plan: &Plan, index: &DocIndex) -> Records {
-        let [pages, ids, nodes, sections] = Self::node_tables(keys, plan);
-        let [postings, summaries] = Self::search_tables(doc, keys, index);
+    ///
+    /// With `split`, a document with many terms is encoded on several
+    /// threads: the node tables, and the search tables of each of two halves
+    /// of its terms (posting blocks then end at the half, and the summary
+    /// blocks of the halves are joined).
+    fn encode(
+        doc: &Document,
+        keys: &DocKeys,
+        plan: &Plan,
+        index: &DocIndex,
+        split: bool,
+    ) -> Records {
+        let terms = index.term_count();
+        let threads = if split {
+            threads_for(terms, PARALLEL_ENCODE_TERMS)
+        } else {
+            1
+        };
+        let ([pages, ids, nodes, sections], [postings, summaries]) = if threads < 2 {
+            (
+                Self::node_tables(keys, plan),
+                Self::search_tables(doc, keys, index, 0..terms),
+            )
+        } else {
+            let jobs = [None, Some(0..terms / 2), Some(terms / 2..terms)];
+            let done = shared_out(Pool::Indexing, &jobs, threads, |job| match job {
+                None => Encoded::Nodes(Self::node_tables(keys, plan)),
+                Some(range) => Encoded::Terms(Self::search_parts(index, range.clone())),
+            });
+            // Results come in job order, so the term ranges stay in order.
+            let (mut node_tables, mut parts) = (None, Vec::with_capacity(2));
+            for part in done {
+                match part {
+                    Encoded::Nodes(tables) => node_tables = Some(tables),
+                    Encoded::Terms(search) => parts.push(search),
+                }
+            }
+            (
+                node_tables.unwrap_or_else(|| Self::node_tables(keys, plan)),
+                Self::search_join(doc, keys, parts),
+            )
+        };
         let mut entries = Vec::with_capacity(
             pages.len()
                 + ids.len()
@@ -459,38 +499,75 @@ impl Records {
     }
 
     /// The posting blocks (in term order) and the summary blocks (in group
-    /// order).
+    /// order) of the terms at positions `range`.
     fn search_tables(
         doc: &Document,
         keys: &DocKeys,
         index: &DocIndex,
+        range: std::ops::Range<usize>,
     ) -> [Vec<(Vec<u8>, Vec<u8>)>; 2] {
+        Self::search_join(doc, keys, vec![Self::search_parts(index, range)])
+    }
+
+    /// The posting blocks (each with its first term) and the summary blocks
+    /// (each with its group) of the terms at positions `range`.
+    fn search_parts(index: &DocIndex, range: std::ops::Range<usize>) -> SearchParts {
         let mut blocks = codec::PostingBlocks::default();
-        for (term, list) in index.iter() {
+        for (term, list) in index.iter_range(range.clone()) {
             blocks.add(term, list);
         }
-        let postings = blocks
-            .finish()
-            .into_iter()
-            .map(|(first, block)| (keys.posting_block(&first), block))
-            .collect();
         let summaries = codec::encode_summary_blocks(
             index
-                .iter()
+                .iter_range(range)
                 .map(|(term, list)| (term, codec::TermSummary::of(list))),
             schema::term_group,
-        )
-        .into_iter()
-        .map(|(group, block)| {
-            (
-                schema::summary_block(group, &doc.policy_id, &doc.version_id),
-                block,
-            )
-        })
-        .collect();
+        );
+        (blocks.finish(), summaries)
+    }
+
+    /// The keyed posting blocks and summary blocks of consecutive term
+    /// ranges, in key order.
+    fn search_join(
+        doc: &Document,
+        keys: &DocKeys,
+        parts: Vec<SearchParts>,
+    ) -> [Vec<(Vec<u8>, Vec<u8>)>; 2] {
+        let mut postings = Vec::new();
+        let mut summaries = Vec::with_capacity(parts.len());
+        for (blocks, groups) in parts {
+            postings.extend(
+                blocks
+                    .into_iter()
+                    .map(|(first, block)| (keys.posting_block(&first), block)),
+            );
+            summaries.push(groups);
+        }
+        let summaries = codec::join_summary_blocks(summaries)
+            .into_iter()
+            .map(|(group, block)| {
+                (
+                    schema::summary_block(group, &doc.policy_id, &doc.version_id),
+                    block,
+                )
+            })
+            .collect();
         [postings, summaries]
     }
 }
+
+/// Posting blocks by first term and summary blocks by group, of a range of
+/// a document's terms.
+type SearchParts = (Vec<(String, Vec<u8>)>, Vec<(u16, Vec<u8>)>);
+
+/// What one job of a parallel [`Records::encode`] produced.
+enum Encoded {
+    Nodes([Vec<(Vec<u8>, Vec<u8>)>; 4]),
+    Terms(SearchParts),
+}
+
+/// Documents with at least this many distinct terms are encoded on several
+/// threads (a 263-node benchmark document has about 22,000).
+const PARALLEL_ENCODE_TERMS: usize = 2_000;
 
 /// Deletes every key of one document version, its term summaries included
 /// (but not its version-list entry or current pointer). The summaries are
@@ -568,7 +645,7 @@ mod tests {
             false,
         );
         let keys = DocKeys::new(&doc.policy_id, &doc.version_id);
-        let records = Records::encode(&doc, &keys, &plan, &index);
+        let records = Records::encode(&doc, &keys, &plan, &index, false);
         let entries = &records.entries;
         for pair in entries.windows(2) {
             assert!(
@@ -594,6 +671,62 @@ mod tests {
         let (_, block) = entries.iter().find(|(k, _)| *k == knee).expect("block");
         let summary = codec::find_in_summary_block(block, "knee").unwrap();
         assert_eq!(summary.map(|s| s.count), Some(2), "knee is in two nodes");
+    }
+
+    /// A document encoded on several threads has the same node tables and
+    /// summary blocks as one encoded on one, and posting blocks (cut where
+    /// the term halves meet) holding the same lists; all in key order.
+    #[test]
+    fn parallel_encoding_equals_sequential() {
+        let doc = Document {
+            policy_id: "pol".into(),
+            version_id: "v1".into(),
+            ..Document::default()
+        };
+        let nodes: Vec<Node> = (0..30)
+            .map(|i| Node {
+                node_id: format!("n{i:02}"),
+                title: format!("title {i}"),
+                page_start: i,
+                page_end: i + 2,
+                text: (0..150)
+                    .map(|w| format!("w{} ", (w * 31 + i * 7) % 4_000))
+                    .collect(),
+                ..Node::default()
+            })
+            .collect();
+        let plan = plan::plan(&doc, nodes, Timestamp::from_unix_nanos(1)).unwrap();
+        let index = search::index_document(
+            &Analyzer::new(),
+            &search::Indexer::default(),
+            &plan.nodes,
+            false,
+        );
+        assert!(index.term_count() >= PARALLEL_ENCODE_TERMS);
+        let keys = DocKeys::new(&doc.policy_id, &doc.version_id);
+        let one = Records::encode(&doc, &keys, &plan, &index, false).entries;
+        let many = Records::encode(&doc, &keys, &plan, &index, true).entries;
+        assert!(many.windows(2).all(|w| w[0].0 < w[1].0), "key order");
+        let (one_blocks, one_rest): (Vec<_>, Vec<_>) = one
+            .into_iter()
+            .partition(|(k, _)| keys.is_posting_block_key(k));
+        let (many_blocks, many_rest): (Vec<_>, Vec<_>) = many
+            .into_iter()
+            .partition(|(k, _)| keys.is_posting_block_key(k));
+        assert_eq!(one_rest, many_rest);
+        let lists = |blocks: &[(Vec<u8>, Vec<u8>)]| {
+            let mut out = Vec::new();
+            for (_, block) in blocks {
+                for term in codec::posting_block_terms(block).unwrap() {
+                    let mut list = Vec::new();
+                    codec::find_in_posting_block(block, &term, &mut list).unwrap();
+                    out.push((term, list));
+                }
+            }
+            out
+        };
+        assert_eq!(lists(&one_blocks), lists(&many_blocks));
+        assert_eq!(lists(&one_blocks).len(), index.term_count());
     }
 
     #[test]

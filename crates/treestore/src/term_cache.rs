@@ -44,6 +44,24 @@ fn hash(key: &[u8]) -> u64 {
     h ^ (h >> 29)
 }
 
+/// Whether two byte strings of equal length are equal, compared 8 bytes at
+/// a time inline: words are short, and a call to memcmp per lookup cost
+/// more than the comparison.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let load = |c: &[u8]| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        u64::from_ne_bytes(w)
+    };
+    let (mut x, mut y) = (a.chunks_exact(8), b.chunks_exact(8));
+    for (p, q) in (&mut x).zip(&mut y) {
+        if load(p) != load(q) {
+            return false;
+        }
+    }
+    x.remainder().iter().zip(y.remainder()).all(|(p, q)| p == q)
+}
+
 /// A slot of a [`BytesMap`]: the low 32 bits of the key's hash (checked
 /// before the key is), the value and where the key lies in the arena. 16
 /// bytes, so a probe reads one cache line and the key, not a separate
@@ -88,7 +106,10 @@ impl BytesMap {
             }
             if s.tag == tag
                 && s.len as usize == key.len()
-                && &self.arena[s.start as usize..(s.start + s.len) as usize] == key
+                && same_bytes(
+                    &self.arena[s.start as usize..(s.start + s.len) as usize],
+                    key,
+                )
             {
                 return Ok(i);
             }
@@ -270,6 +291,19 @@ mod tests {
         assert_eq!(c.words.len(), 0, "cleared");
         assert_eq!(c.id(&a, "knees"), Some(0));
         assert_eq!(c.doc_term(0), "knee");
+    }
+
+    #[test]
+    fn compares_bytes_of_every_length() {
+        for len in 0..40 {
+            let a: Vec<u8> = (0..len as u8).collect();
+            assert!(same_bytes(&a, &a.clone()));
+            for at in 0..len {
+                let mut b = a.clone();
+                b[at] ^= 0x20;
+                assert!(!same_bytes(&a, &b), "len {len}, differing at {at}");
+            }
+        }
     }
 
     #[test]
