@@ -1,6 +1,7 @@
 //! The document-layer benchmark: ingests a generated corpus (durable
-//! `store_document` per document, or atomic batches of documents with
-//! `--batch`; every index and posting included), then
+//! `store_document` per document, from one client or `--writers` concurrent
+//! ones, or atomic batches of documents with `--batch`; every index and
+//! posting included), then
 //! measures queries with a warm cache: each sampled query runs once to warm up,
 //! then again timed, each on a fresh snapshot, with no version given (so the
 //! current-version lookup is included).
@@ -28,12 +29,20 @@ pub struct DocBenchOptions {
     /// more = atomic batches through `TreeStore::apply` (documents of a batch
     /// are indexed in parallel).
     pub batch: usize,
+    /// Concurrent clients storing one document each at a time (with `batch`
+    /// 1): documents are generated in rounds of [`ROUND_PER_WRITER`] per
+    /// writer (untimed), then a round is stored by this many threads taking
+    /// the next document as they come free.
+    pub writers: usize,
     /// `dir` already holds this corpus (from an earlier run with the same
     /// seed and node count): skip the ingest, measure the queries.
     pub preloaded: bool,
     /// Measure only this query kind (one of [`QUERY_KINDS`]), for profiling.
     pub only: Option<String>,
 }
+
+/// Documents generated per writer and round of a `writers` > 1 ingest.
+pub const ROUND_PER_WRITER: usize = 8;
 
 /// Short names of the measured query kinds, in the order they run.
 pub const QUERY_KINDS: [&str; 7] = [
@@ -69,6 +78,8 @@ pub struct DocBenchReport {
     pub data_bytes: u64,
     /// Documents per ingest transaction.
     pub batch: usize,
+    /// Concurrent ingest clients.
+    pub writers: usize,
     pub stats: Vec<Stat>,
 }
 
@@ -83,6 +94,7 @@ impl DocBenchReport {
             "documents": self.documents,
             "ingest_seconds": self.ingest.as_secs_f64(),
             "documents_per_transaction": self.batch,
+            "writers": self.writers,
             "generate_seconds": self.generate.as_secs_f64(),
             "ingest_nodes_per_sec": self.ingest_nodes_per_sec(),
             "data_bytes": self.data_bytes,
@@ -95,10 +107,11 @@ impl DocBenchReport {
 
     pub fn to_markdown(&self) -> String {
         let mut s = format!(
-            "{} nodes in {} documents, {} per transaction: ingest {:.1} s = {:.0} nodes/s (generation {:.1} s, not counted); data directory {:.0} MiB\n\n",
+            "{} nodes in {} documents, {} per transaction, {} writer(s): ingest {:.1} s = {:.0} nodes/s (generation {:.1} s, not counted); data directory {:.0} MiB\n\n",
             self.nodes,
             self.documents,
             self.batch.max(1),
+            self.writers.max(1),
             self.ingest.as_secs_f64(),
             self.ingest_nodes_per_sec(),
             self.generate.as_secs_f64(),
@@ -113,6 +126,34 @@ impl DocBenchReport {
         }
         s
     }
+}
+
+/// Stores `docs` with `writers` threads, each storing the next document not
+/// yet taken (one durable `store_document` each); the wall time taken.
+fn store_concurrently(
+    store: &TreeStore,
+    docs: Vec<crate::corpus::GeneratedDoc>,
+    writers: usize,
+) -> treestore::Result<Duration> {
+    let queue = std::sync::Mutex::new(docs.into_iter());
+    let next = || queue.lock().unwrap_or_else(|p| p.into_inner()).next();
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..writers)
+            .map(|_| {
+                s.spawn(|| -> treestore::Result<()> {
+                    while let Some(doc) = next() {
+                        store.store_document(doc.document, doc.nodes)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+    })?;
+    Ok(t.elapsed())
 }
 
 /// What the query sampler remembers of each stored document.
@@ -200,6 +241,7 @@ pub fn run(opts: &DocBenchOptions) -> treestore::Result<DocBenchReport> {
     let mut docs: Vec<DocInfo> = Vec::new();
     let (mut ingest, mut generate) = (Duration::ZERO, Duration::ZERO);
     let mut pending = Vec::new();
+    let mut round = Vec::new();
     loop {
         let t = Instant::now();
         let Some(doc) = corpus.next() else { break };
@@ -218,6 +260,13 @@ pub fn run(opts: &DocBenchOptions) -> treestore::Result<DocBenchReport> {
             deepest,
         });
         if opts.preloaded {
+            continue;
+        }
+        if opts.writers > 1 {
+            round.push(doc);
+            if round.len() >= ROUND_PER_WRITER * opts.writers {
+                ingest += store_concurrently(&store, std::mem::take(&mut round), opts.writers)?;
+            }
             continue;
         }
         let t = Instant::now();
@@ -239,6 +288,9 @@ pub fn run(opts: &DocBenchOptions) -> treestore::Result<DocBenchReport> {
         let t = Instant::now();
         store.apply(pending)?;
         ingest += t.elapsed();
+    }
+    if !round.is_empty() {
+        ingest += store_concurrently(&store, round, opts.writers)?;
     }
     let data_bytes = dir_size(&opts.dir);
 
@@ -373,8 +425,53 @@ pub fn run(opts: &DocBenchOptions) -> treestore::Result<DocBenchReport> {
         documents: docs.len(),
         ingest,
         batch: opts.batch.max(1),
+        writers: opts.writers.max(1),
         generate,
         data_bytes,
         stats,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small_run(writers: usize) -> DocBenchReport {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let opts = DocBenchOptions {
+            nodes: 4_500,
+            seed: 7,
+            dir: tmp.path().join("data"),
+            samples: 20,
+            cache_bytes: 64 << 20,
+            page_size: Options::default().page_size,
+            batch: 1,
+            writers,
+            preloaded: false,
+            only: None,
+        };
+        run(&opts).expect("benchmark run")
+    }
+
+    /// Concurrent writers store every document (more than one round of
+    /// them), and the queries then find what one writer's run finds.
+    #[test]
+    fn concurrent_writers_store_the_whole_corpus() {
+        let one = small_run(1);
+        let many = small_run(2);
+        // A full round and part of another.
+        assert!(
+            many.documents > ROUND_PER_WRITER * 2
+                && !many.documents.is_multiple_of(ROUND_PER_WRITER * 2),
+            "{} documents",
+            many.documents
+        );
+        assert_eq!((many.nodes, many.documents), (one.nodes, one.documents));
+        assert_eq!(many.writers, 2);
+        let results = |r: &DocBenchReport| -> Vec<(&str, f64)> {
+            r.stats.iter().map(|s| (s.name, s.mean_results)).collect()
+        };
+        assert_eq!(results(&many), results(&one));
+        assert!(many.stats.iter().all(|s| s.mean_results > 0.0));
+    }
 }

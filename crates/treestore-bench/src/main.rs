@@ -54,6 +54,10 @@ enum Command {
         /// each; more: atomic batches, documents indexed in parallel).
         #[arg(long, default_value_t = 1)]
         batch: usize,
+        /// Concurrent ingest clients, each storing one document at a time
+        /// with a durable store_document (with --batch 1 only).
+        #[arg(long, default_value_t = 1)]
+        writers: usize,
         /// `--dir` already holds this corpus (from a run with the same --seed
         /// and --nodes): skip the ingest and measure the queries only.
         #[arg(long)]
@@ -191,10 +195,14 @@ fn main() -> Result<()> {
             cache_mib,
             page_size,
             batch,
+            writers,
             preloaded,
             only,
             out,
         } => {
+            if writers > 1 && batch > 1 {
+                anyhow::bail!("--writers and --batch cannot be combined");
+            }
             let (_tmp, dir) = bench_dir(dir, preloaded)?;
             let opts = DocBenchOptions {
                 nodes,
@@ -204,6 +212,7 @@ fn main() -> Result<()> {
                 cache_bytes: cache_mib << 20,
                 page_size,
                 batch,
+                writers,
                 preloaded,
                 only,
             };

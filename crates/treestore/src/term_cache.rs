@@ -4,9 +4,9 @@
 //! node). [`TermCache`] remembers, across documents, what each folded word
 //! stems to, so each distinct word is stemmed once per cache rather than once
 //! per document, and numbers terms densely within the document being indexed.
-//! Keys live in one byte arena with an open-addressing table of 16-byte
-//! slots over it (hash tag, value, key position), so a lookup reads a slot
-//! and the key and never allocates.
+//! Keys live in one byte arena with an open-addressing table of 24-byte
+//! slots over it that hold keys of up to 16 bytes themselves (most words),
+//! so a lookup usually reads one slot and never allocates.
 //! A cache grows to at most [`MAX_WORDS`] words and then starts afresh.
 
 use crate::analyzer::{Analyzer, MAX_TERM_LEN};
@@ -45,8 +45,8 @@ fn hash(key: &[u8]) -> u64 {
 }
 
 /// Whether two byte strings of equal length are equal, compared 8 bytes at
-/// a time inline: words are short, and a call to memcmp per lookup cost
-/// more than the comparison.
+/// a time inline (a call to memcmp per lookup cost more than the
+/// comparison).
 fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     let load = |c: &[u8]| {
         let mut w = [0u8; 8];
@@ -62,23 +62,37 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     x.remainder().iter().zip(y.remainder()).all(|(p, q)| p == q)
 }
 
-/// A slot of a [`BytesMap`]: the low 32 bits of the key's hash (checked
-/// before the key is), the value and where the key lies in the arena. 16
-/// bytes, so a probe reads one cache line and the key, not a separate
-/// entry first.
+/// Keys up to this many bytes are kept in their slot.
+const INLINE: usize = 16;
+
+/// A key of up to [`INLINE`] bytes as two zero-padded little-endian words.
+fn inline_words(key: &[u8]) -> (u64, u64) {
+    let word = |part: &[u8]| {
+        part.iter()
+            .take(8)
+            .enumerate()
+            .fold(0u64, |v, (i, &b)| v | u64::from(b) << (8 * i))
+    };
+    (word(key), word(key.get(8..).unwrap_or_default()))
+}
+
+/// A slot of a [`BytesMap`]: the key itself when it has at most [`INLINE`]
+/// bytes (zero padded; as most words do, so a probe reads nothing but its
+/// slot), else its place in the arena (`lo` = start), and the value. 24
+/// bytes.
 #[derive(Clone, Copy)]
 struct Slot {
-    tag: u32,
+    lo: u64,
+    hi: u64,
     value: u32,
-    start: u32,
     /// Key length; [`EMPTY`] for a free slot.
     len: u32,
 }
 
 const FREE: Slot = Slot {
-    tag: 0,
+    lo: 0,
+    hi: 0,
     value: 0,
-    start: 0,
     len: EMPTY,
 };
 
@@ -98,20 +112,25 @@ impl BytesMap {
     fn slot_of(&self, key: &[u8], h: u64) -> Result<usize, usize> {
         let mask = self.slots.len() - 1;
         let mut i = (h >> 32) as usize & mask;
-        let tag = h as u32;
+        let (lo, hi) = if key.len() <= INLINE {
+            inline_words(key)
+        } else {
+            (0, 0)
+        };
         loop {
             let s = &self.slots[i];
             if s.len == EMPTY {
                 return Err(i);
             }
-            if s.tag == tag
-                && s.len as usize == key.len()
-                && same_bytes(
-                    &self.arena[s.start as usize..(s.start + s.len) as usize],
-                    key,
-                )
-            {
-                return Ok(i);
+            if s.len as usize == key.len() {
+                let same = if key.len() <= INLINE {
+                    s.lo == lo && s.hi == hi
+                } else {
+                    same_bytes(&self.arena[s.lo as usize..s.lo as usize + key.len()], key)
+                };
+                if same {
+                    return Ok(i);
+                }
             }
             i = (i + 1) & mask;
         }
@@ -133,10 +152,15 @@ impl BytesMap {
             return;
         };
         let start = self.arena.len() as u32;
+        let (lo, hi) = if key.len() <= INLINE {
+            inline_words(key)
+        } else {
+            (u64::from(start), 0)
+        };
         self.slots[i] = Slot {
-            tag: h as u32,
+            lo,
+            hi,
             value,
-            start,
             len: key.len() as u32,
         };
         self.keys.push((start, key.len() as u32));
@@ -148,8 +172,16 @@ impl BytesMap {
         let old = std::mem::replace(&mut self.slots, vec![FREE; size]);
         let mask = size - 1;
         for s in old.into_iter().filter(|s| s.len != EMPTY) {
-            let key = &self.arena[s.start as usize..(s.start + s.len) as usize];
-            let mut i = (hash(key) >> 32) as usize & mask;
+            let len = s.len as usize;
+            let h = if len <= INLINE {
+                let mut b = [0u8; INLINE];
+                b[..8].copy_from_slice(&s.lo.to_le_bytes());
+                b[8..].copy_from_slice(&s.hi.to_le_bytes());
+                hash(&b[..len])
+            } else {
+                hash(&self.arena[s.lo as usize..s.lo as usize + len])
+            };
+            let mut i = (h >> 32) as usize & mask;
             while self.slots[i].len != EMPTY {
                 i = (i + 1) & mask;
             }
@@ -291,6 +323,50 @@ mod tests {
         assert_eq!(c.words.len(), 0, "cleared");
         assert_eq!(c.id(&a, "knees"), Some(0));
         assert_eq!(c.doc_term(0), "knee");
+    }
+
+    /// Keys short enough to sit in their slot and longer ones in the arena,
+    /// some differing only in their last byte or in length, all found
+    /// after the table has grown several times; absent ones are not.
+    #[test]
+    fn maps_short_and_long_keys_through_growth() {
+        let key = |i: u32| -> Vec<u8> {
+            let len = 1 + (i as usize % 40);
+            let mut k: Vec<u8> = (0..len)
+                .map(|j| b'a' + ((i as usize + j) % 26) as u8)
+                .collect();
+            // Distinct keys: the number in the last bytes.
+            let tail = i.to_le_bytes();
+            let n = k.len().min(4);
+            let at = k.len() - n;
+            k[at..].copy_from_slice(&tail[..n]);
+            k
+        };
+        let mut m = BytesMap::default();
+        let mut want = std::collections::HashMap::new();
+        for i in 0..5_000u32 {
+            let k = key(i);
+            if want.contains_key(&k) {
+                continue;
+            }
+            m.insert(&k, hash(&k), i);
+            want.insert(k, i);
+        }
+        assert!(m.slots.len() >= 8_192, "grew to {}", m.slots.len());
+        for (k, v) in &want {
+            assert_eq!(m.get(k, hash(k)), Some(*v), "{k:?}");
+            let mut other = k.clone();
+            *other.last_mut().expect("non-empty") ^= 0x80;
+            if !want.contains_key(&other) {
+                assert_eq!(m.get(&other, hash(&other)), None, "{other:?}");
+            }
+            let longer = [k.as_slice(), b"\0"].concat();
+            if !want.contains_key(&longer) {
+                assert_eq!(m.get(&longer, hash(&longer)), None);
+            }
+        }
+        let (start, len) = m.keys[0];
+        assert_eq!(&m.arena[start as usize..(start + len) as usize], m.key(0));
     }
 
     #[test]
