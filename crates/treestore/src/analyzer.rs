@@ -23,6 +23,8 @@ const STOP_WORDS: &[&str] = &[
 
 /// Byte class: an ASCII letter or digit.
 const ALNUM: u8 = 1;
+/// Byte class: an ASCII upper-case letter.
+const UPPER: u8 = 4;
 /// Byte class: part of a piece of text that may hold words: ASCII letters
 /// and digits, the ASCII punctuation UAX #29 can join words or numbers
 /// across (`'` `"` `.` `,` `:` `;` `_`), and every byte of a non-ASCII
@@ -35,7 +37,9 @@ const CLASSES: [u8; 256] = {
     let mut b = 0;
     while b < 256 {
         let c = b as u8;
-        if c.is_ascii_alphanumeric() {
+        if c.is_ascii_uppercase() {
+            t[b] = ALNUM | PIECE | UPPER;
+        } else if c.is_ascii_alphanumeric() {
             t[b] = ALNUM | PIECE;
         } else if c >= 0x80 || matches!(c, b'\'' | b'"' | b'.' | b',' | b':' | b';' | b'_') {
             t[b] = PIECE;
@@ -129,16 +133,31 @@ impl Analyzer {
                 }
                 i += 1;
             }
-            // `start` and `i` sit next to ASCII bytes (or the ends), so they
-            // are character boundaries.
-            let piece = &text[start..i];
             if simple {
-                for word in piece
-                    .split(|c: char| !c.is_ascii_alphanumeric())
-                    .filter(|w| !w.is_empty())
-                {
-                    // Most words are lower case already: passed as they are.
-                    if word.bytes().any(|b| b.is_ascii_uppercase()) {
+                // The piece is ASCII: its words are its runs of letters and
+                // digits. Most are lower case already and are passed as
+                // they are.
+                let mut w = start;
+                while w < i {
+                    while w < i && class(bytes[w]) & ALNUM == 0 {
+                        w += 1;
+                    }
+                    let (word_start, mut upper) = (w, false);
+                    while w < i {
+                        let c = class(bytes[w]);
+                        if c & ALNUM == 0 {
+                            break;
+                        }
+                        upper |= c & UPPER != 0;
+                        w += 1;
+                    }
+                    if word_start == w {
+                        continue;
+                    }
+                    // Both ends sit next to ASCII bytes (or the piece's
+                    // ends), so they are character boundaries.
+                    let word = &text[word_start..w];
+                    if upper {
                         folded.clear();
                         folded.push_str(word);
                         folded.make_ascii_lowercase();

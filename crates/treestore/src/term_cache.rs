@@ -19,29 +19,63 @@ pub const MAX_WORDS: usize = 1 << 18;
 const NOT_INDEXED: u32 = u32::MAX;
 const EMPTY: u32 = u32::MAX;
 
-/// Hash of a short byte string: 8 bytes at a time, multiplied and rotated,
-/// with the length mixed in; the table takes the high bits.
-fn hash(key: &[u8]) -> u64 {
-    const K: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut h = (key.len() as u64).wrapping_mul(K);
-    let mut chunks = key.chunks_exact(8);
-    for c in &mut chunks {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(c);
-        h = (h.rotate_left(23) ^ u64::from_le_bytes(b)).wrapping_mul(K);
-    }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        // The zero-padded little-endian value of the last 1 to 7 bytes,
-        // assembled byte by byte: a copy of a variable length into a buffer
-        // would be a call to memmove for every word.
-        let v = rest
+/// The zero-padded little-endian value of up to 8 bytes, read with at most
+/// two fixed-size loads (a copy of a variable length would be a call to
+/// memmove for every word).
+fn le_word(bytes: &[u8]) -> u64 {
+    let load4 = |b: &[u8]| {
+        let mut w = [0u8; 4];
+        w.copy_from_slice(b);
+        u64::from(u32::from_le_bytes(w))
+    };
+    match bytes.len() {
+        0 => 0,
+        n @ 1..=3 => bytes[..n]
             .iter()
             .enumerate()
-            .fold(0u64, |v, (i, &b)| v | u64::from(b) << (8 * i));
-        h = (h.rotate_left(23) ^ v).wrapping_mul(K);
+            .fold(0u64, |v, (i, &b)| v | u64::from(b) << (8 * i)),
+        // The two 4-byte loads overlap on equal bytes, so OR joins them.
+        n @ 4..=7 => load4(&bytes[..4]) | load4(&bytes[n - 4..n]) << (8 * (n - 4)),
+        _ => {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&bytes[..8]);
+            u64::from_le_bytes(w)
+        }
     }
-    h ^ (h >> 29)
+}
+
+/// A key made ready for lookups: its hash (the table takes the high bits)
+/// and, for a key of at most [`INLINE`] bytes, the two words it is kept as
+/// in its slot.
+#[derive(Clone, Copy)]
+struct Probe {
+    h: u64,
+    lo: u64,
+    hi: u64,
+}
+
+impl Probe {
+    /// 8 bytes at a time, multiplied and rotated, with the length mixed in.
+    fn of(key: &[u8]) -> Probe {
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+        let step = |h: u64, w: u64| (h.rotate_left(23) ^ w).wrapping_mul(K);
+        let start = (key.len() as u64).wrapping_mul(K);
+        let (h, lo, hi) = if key.len() <= INLINE {
+            let (lo, hi) = (
+                le_word(&key[..key.len().min(8)]),
+                le_word(key.get(8..).unwrap_or_default()),
+            );
+            (step(step(start, lo), hi), lo, hi)
+        } else {
+            let h = key.chunks(8).fold(start, |h, c| step(h, le_word(c)));
+            (h, 0, 0)
+        };
+        Probe {
+            h: h ^ (h >> 29),
+            lo,
+            hi,
+        }
+    }
 }
 
 /// Whether two byte strings of equal length are equal, compared 8 bytes at
@@ -64,17 +98,6 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 
 /// Keys up to this many bytes are kept in their slot.
 const INLINE: usize = 16;
-
-/// A key of up to [`INLINE`] bytes as two zero-padded little-endian words.
-fn inline_words(key: &[u8]) -> (u64, u64) {
-    let word = |part: &[u8]| {
-        part.iter()
-            .take(8)
-            .enumerate()
-            .fold(0u64, |v, (i, &b)| v | u64::from(b) << (8 * i))
-    };
-    (word(key), word(key.get(8..).unwrap_or_default()))
-}
 
 /// A slot of a [`BytesMap`]: the key itself when it has at most [`INLINE`]
 /// bytes (zero padded; as most words do, so a probe reads nothing but its
@@ -108,15 +131,11 @@ struct BytesMap {
 }
 
 impl BytesMap {
-    /// The slot holding `key`, or the free slot where it would go.
-    fn slot_of(&self, key: &[u8], h: u64) -> Result<usize, usize> {
+    /// The slot holding `key` (`p` = its probe), or the free slot where it
+    /// would go.
+    fn slot_of(&self, key: &[u8], p: &Probe) -> Result<usize, usize> {
         let mask = self.slots.len() - 1;
-        let mut i = (h >> 32) as usize & mask;
-        let (lo, hi) = if key.len() <= INLINE {
-            inline_words(key)
-        } else {
-            (0, 0)
-        };
+        let mut i = (p.h >> 32) as usize & mask;
         loop {
             let s = &self.slots[i];
             if s.len == EMPTY {
@@ -124,7 +143,7 @@ impl BytesMap {
             }
             if s.len as usize == key.len() {
                 let same = if key.len() <= INLINE {
-                    s.lo == lo && s.hi == hi
+                    s.lo == p.lo && s.hi == p.hi
                 } else {
                     same_bytes(&self.arena[s.lo as usize..s.lo as usize + key.len()], key)
                 };
@@ -136,24 +155,24 @@ impl BytesMap {
         }
     }
 
-    fn get(&self, key: &[u8], h: u64) -> Option<u32> {
+    fn get(&self, key: &[u8], p: &Probe) -> Option<u32> {
         if self.slots.is_empty() {
             return None;
         }
-        self.slot_of(key, h).ok().map(|i| self.slots[i].value)
+        self.slot_of(key, p).ok().map(|i| self.slots[i].value)
     }
 
     /// Inserts `key` with `value` (a key already present keeps its value).
-    fn insert(&mut self, key: &[u8], h: u64, value: u32) {
+    fn insert(&mut self, key: &[u8], p: &Probe, value: u32) {
         if (self.keys.len() + 1) * 2 > self.slots.len() {
             self.grow();
         }
-        let Err(i) = self.slot_of(key, h) else {
+        let Err(i) = self.slot_of(key, p) else {
             return;
         };
         let start = self.arena.len() as u32;
         let (lo, hi) = if key.len() <= INLINE {
-            inline_words(key)
+            (p.lo, p.hi)
         } else {
             (u64::from(start), 0)
         };
@@ -177,9 +196,9 @@ impl BytesMap {
                 let mut b = [0u8; INLINE];
                 b[..8].copy_from_slice(&s.lo.to_le_bytes());
                 b[8..].copy_from_slice(&s.hi.to_le_bytes());
-                hash(&b[..len])
+                Probe::of(&b[..len]).h
             } else {
-                hash(&self.arena[s.lo as usize..s.lo as usize + len])
+                Probe::of(&self.arena[s.lo as usize..s.lo as usize + len]).h
             };
             let mut i = (h >> 32) as usize & mask;
             while self.slots[i].len != EMPTY {
@@ -235,26 +254,26 @@ impl TermCache {
         if word.len() > MAX_TERM_LEN {
             return None;
         }
-        let h = hash(word.as_bytes());
-        let global = match self.words.get(word.as_bytes(), h) {
+        let p = Probe::of(word.as_bytes());
+        let global = match self.words.get(word.as_bytes(), &p) {
             Some(g) => g,
             None => {
                 let g = match analyzer.term_of(word) {
                     None => NOT_INDEXED,
                     Some(term) => {
-                        let th = hash(term.as_bytes());
-                        match self.terms.get(term.as_bytes(), th) {
+                        let tp = Probe::of(term.as_bytes());
+                        match self.terms.get(term.as_bytes(), &tp) {
                             Some(g) => g,
                             None => {
                                 let g = self.terms.len() as u32;
-                                self.terms.insert(term.as_bytes(), th, g);
+                                self.terms.insert(term.as_bytes(), &tp, g);
                                 self.local.push((0, 0));
                                 g
                             }
                         }
                     }
                 };
-                self.words.insert(word.as_bytes(), h, g);
+                self.words.insert(word.as_bytes(), &p, g);
                 g
             }
         };
@@ -349,24 +368,44 @@ mod tests {
             if want.contains_key(&k) {
                 continue;
             }
-            m.insert(&k, hash(&k), i);
+            m.insert(&k, &Probe::of(&k), i);
             want.insert(k, i);
         }
         assert!(m.slots.len() >= 8_192, "grew to {}", m.slots.len());
         for (k, v) in &want {
-            assert_eq!(m.get(k, hash(k)), Some(*v), "{k:?}");
+            assert_eq!(m.get(k, &Probe::of(k)), Some(*v), "{k:?}");
             let mut other = k.clone();
             *other.last_mut().expect("non-empty") ^= 0x80;
             if !want.contains_key(&other) {
-                assert_eq!(m.get(&other, hash(&other)), None, "{other:?}");
+                assert_eq!(m.get(&other, &Probe::of(&other)), None, "{other:?}");
             }
             let longer = [k.as_slice(), b"\0"].concat();
             if !want.contains_key(&longer) {
-                assert_eq!(m.get(&longer, hash(&longer)), None);
+                assert_eq!(m.get(&longer, &Probe::of(&longer)), None);
             }
         }
         let (start, len) = m.keys[0];
         assert_eq!(&m.arena[start as usize..(start + len) as usize], m.key(0));
+    }
+
+    /// The words of a key read by overlapping loads equal its bytes zero
+    /// padded, at every length.
+    #[test]
+    fn reads_words_of_every_length() {
+        let bytes: Vec<u8> = (1..=20).collect();
+        for len in 0..=8 {
+            let mut padded = [0u8; 8];
+            padded[..len].copy_from_slice(&bytes[..len]);
+            assert_eq!(le_word(&bytes[..len]), u64::from_le_bytes(padded), "{len}");
+        }
+        for len in 0..=INLINE {
+            let p = Probe::of(&bytes[..len]);
+            let mut padded = [0u8; INLINE];
+            padded[..len].copy_from_slice(&bytes[..len]);
+            let lo = u64::from_le_bytes(padded[..8].try_into().unwrap());
+            let hi = u64::from_le_bytes(padded[8..].try_into().unwrap());
+            assert_eq!((p.lo, p.hi), (lo, hi), "{len}");
+        }
     }
 
     #[test]
