@@ -5,6 +5,10 @@
 //! - durable single-row commits with 1 and with 16 concurrent committers:
 //!   commits/s, median latency, fsyncs per commit (group commit);
 //! - the same with timer durability (10 ms);
+//! - durable commits with 1 and 16 committers on a simulated slower disk:
+//!   every fdatasync made `TREESTORE_BENCH_SLOW_SYNC_US` µs longer (default
+//!   1,000, 0 skips it), where the sync, not the CPU, is what a commit waits
+//!   for;
 //! - recovery of a 256 MiB log: replay time and rate, separately from the
 //!   checkpoint taken after it, onto an empty database and onto a 1 GiB one
 //!   (`TREESTORE_BENCH_BASE_MIB` changes that size, 0 skips that run), with a
@@ -26,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use treestore_storage::vfs::{DirLock, OsVfs, PathKind, StorageFile, Vfs};
 use treestore_storage::{Db, Durability, Options};
 
 const CHILD_ENV: &str = "TREESTORE_BENCH_RECOVERY_CHILD";
@@ -90,13 +95,85 @@ struct CommitRun {
     fsyncs_per_commit: f64,
 }
 
+/// The real file system with every `sync_data` made `delay` longer: a
+/// slower disk.
+#[derive(Debug)]
+struct SlowSyncVfs {
+    delay: Duration,
+}
+
+#[derive(Debug)]
+struct SlowSyncFile {
+    inner: Arc<dyn StorageFile>,
+    delay: Duration,
+}
+
+impl StorageFile for SlowSyncFile {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.inner.read_exact_at(buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.inner.write_all_at(buf, offset)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.inner.sync_data()?;
+        std::thread::sleep(self.delay);
+        Ok(())
+    }
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.inner.set_len(len)
+    }
+}
+
+impl Vfs for SlowSyncVfs {
+    fn path_kind(&self, path: &Path) -> std::io::Result<PathKind> {
+        OsVfs.path_kind(path)
+    }
+    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
+        OsVfs.create_dir_all(path)
+    }
+    fn open(&self, path: &Path, create: bool) -> std::io::Result<Arc<dyn StorageFile>> {
+        Ok(Arc::new(SlowSyncFile {
+            inner: OsVfs.open(path, create)?,
+            delay: self.delay,
+        }))
+    }
+    fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
+        OsVfs.sync_dir(path)
+    }
+    fn list_dir(&self, path: &Path) -> std::io::Result<Vec<String>> {
+        OsVfs.list_dir(path)
+    }
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        OsVfs.remove_file(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        OsVfs.rename(from, to)
+    }
+    fn lock_dir(&self, dir: &Path) -> treestore_storage::Result<Box<dyn DirLock>> {
+        OsVfs.lock_dir(dir)
+    }
+}
+
 fn commit_run(durability: Durability, threads: usize, per_thread: usize) -> CommitRun {
+    commit_run_on(durability, threads, per_thread, Options::default())
+}
+
+fn commit_run_on(
+    durability: Durability,
+    threads: usize,
+    per_thread: usize,
+    options: Options,
+) -> CommitRun {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(
         dir.path(),
         Options {
             durability,
-            ..Options::default()
+            ..options
         },
     )
     .unwrap();
@@ -417,6 +494,34 @@ fn main() {
         "| 16 committers / 1 committer throughput | {:.1}x |",
         sixteen.commits_per_s / one.commits_per_s
     ));
+    let slow_us: u64 = env_number("TREESTORE_BENCH_SLOW_SYNC_US", 1000);
+    if slow_us > 0 {
+        let slow = || Options {
+            vfs: Arc::new(SlowSyncVfs {
+                delay: Duration::from_micros(slow_us),
+            }),
+            ..Options::default()
+        };
+        let one = commit_run_on(Durability::Sync, 1, 300, slow());
+        let sixteen = commit_run_on(Durability::Sync, 16, 200, slow());
+        table.push(format!(
+            "| durable commits, every fdatasync {:.3} ms slower: 1 / 16 committers | {:.0} / {:.0} commits/s \
+             ({:.2} / {:.2} fsyncs/commit), {:.1}x |",
+            slow_us as f64 / 1e3,
+            one.commits_per_s,
+            sixteen.commits_per_s,
+            one.fsyncs_per_commit,
+            sixteen.fsyncs_per_commit,
+            sixteen.commits_per_s / one.commits_per_s
+        ));
+        json.push(format!(
+            "\"slow_sync\": {{\"added_ms\": {:.3}, \"commits_per_s_1\": {:.1}, \"commits_per_s_16\": {:.1}, \"fsyncs_per_commit_16\": {:.3}}}",
+            slow_us as f64 / 1e3,
+            one.commits_per_s,
+            sixteen.commits_per_s,
+            sixteen.fsyncs_per_commit
+        ));
+    }
     let timer = Durability::Timer {
         interval: Duration::from_millis(10),
     };

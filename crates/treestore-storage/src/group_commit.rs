@@ -148,7 +148,7 @@ impl DbInner {
             return;
         }
         let durable = match (self.durability, last_lsn) {
-            (Durability::Sync, Some(lsn)) => self.wal.wait_durable(lsn).map(|()| {
+            (Durability::Sync, Some(lsn)) => self.wal.wait_durable_gathering(lsn).map(|()| {
                 self.publish_durable();
             }),
             _ => Ok(()),

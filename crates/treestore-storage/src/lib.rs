@@ -37,6 +37,7 @@ pub mod db;
 pub mod error;
 pub mod fault;
 pub mod freelist;
+pub mod gather;
 pub mod group_commit;
 pub mod log_record;
 pub mod meta;
