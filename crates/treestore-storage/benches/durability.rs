@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use treestore_storage::vfs::{DirLock, OsVfs, PathKind, StorageFile, Vfs};
+use treestore_storage::vfs::SlowSyncVfs;
 use treestore_storage::{Db, Durability, Options};
 
 const CHILD_ENV: &str = "TREESTORE_BENCH_RECOVERY_CHILD";
@@ -93,69 +93,6 @@ struct CommitRun {
     commits_per_s: f64,
     median_latency: Duration,
     fsyncs_per_commit: f64,
-}
-
-/// The real file system with every `sync_data` made `delay` longer: a
-/// slower disk.
-#[derive(Debug)]
-struct SlowSyncVfs {
-    delay: Duration,
-}
-
-#[derive(Debug)]
-struct SlowSyncFile {
-    inner: Arc<dyn StorageFile>,
-    delay: Duration,
-}
-
-impl StorageFile for SlowSyncFile {
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        self.inner.read_exact_at(buf, offset)
-    }
-    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
-        self.inner.write_all_at(buf, offset)
-    }
-    fn sync_data(&self) -> std::io::Result<()> {
-        self.inner.sync_data()?;
-        std::thread::sleep(self.delay);
-        Ok(())
-    }
-    fn len(&self) -> std::io::Result<u64> {
-        self.inner.len()
-    }
-    fn set_len(&self, len: u64) -> std::io::Result<()> {
-        self.inner.set_len(len)
-    }
-}
-
-impl Vfs for SlowSyncVfs {
-    fn path_kind(&self, path: &Path) -> std::io::Result<PathKind> {
-        OsVfs.path_kind(path)
-    }
-    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
-        OsVfs.create_dir_all(path)
-    }
-    fn open(&self, path: &Path, create: bool) -> std::io::Result<Arc<dyn StorageFile>> {
-        Ok(Arc::new(SlowSyncFile {
-            inner: OsVfs.open(path, create)?,
-            delay: self.delay,
-        }))
-    }
-    fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
-        OsVfs.sync_dir(path)
-    }
-    fn list_dir(&self, path: &Path) -> std::io::Result<Vec<String>> {
-        OsVfs.list_dir(path)
-    }
-    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
-        OsVfs.remove_file(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
-        OsVfs.rename(from, to)
-    }
-    fn lock_dir(&self, dir: &Path) -> treestore_storage::Result<Box<dyn DirLock>> {
-        OsVfs.lock_dir(dir)
-    }
 }
 
 fn commit_run(durability: Durability, threads: usize, per_thread: usize) -> CommitRun {

@@ -2,7 +2,8 @@
 //!
 //! All disk access goes through [`Vfs`] and [`StorageFile`], so tests can swap the
 //! real operating system ([`OsVfs`]) for a simulated disk that loses unsynced writes,
-//! tears pages and fails calls on purpose (see [`crate::fault`]).
+//! tears pages and fails calls on purpose (see [`crate::fault`]), or for a
+//! slower disk ([`SlowSyncVfs`]).
 
 use std::fmt::Debug;
 use std::fs::{File, OpenOptions};
@@ -187,5 +188,69 @@ impl Vfs for OsVfs {
                 Err(Error::io(format!("locking {}", path.display()), e))
             }
         }
+    }
+}
+
+/// The real file system with every `sync_data` made `delay` longer: a model
+/// of a slower disk, for benchmarks and tests of what waits on syncs (group
+/// commit). Everything else is [`OsVfs`].
+#[derive(Debug, Clone, Copy)]
+pub struct SlowSyncVfs {
+    pub delay: std::time::Duration,
+}
+
+#[derive(Debug)]
+struct SlowSyncFile {
+    inner: Arc<dyn StorageFile>,
+    delay: std::time::Duration,
+}
+
+impl StorageFile for SlowSyncFile {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.inner.read_exact_at(buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.inner.write_all_at(buf, offset)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.inner.sync_data()?;
+        std::thread::sleep(self.delay);
+        Ok(())
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+}
+
+impl Vfs for SlowSyncVfs {
+    fn path_kind(&self, path: &Path) -> io::Result<PathKind> {
+        OsVfs.path_kind(path)
+    }
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        OsVfs.create_dir_all(path)
+    }
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
+        Ok(Arc::new(SlowSyncFile {
+            inner: OsVfs.open(path, create)?,
+            delay: self.delay,
+        }))
+    }
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        OsVfs.sync_dir(path)
+    }
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        OsVfs.list_dir(path)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        OsVfs.remove_file(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        OsVfs.rename(from, to)
+    }
+    fn lock_dir(&self, dir: &Path) -> Result<Box<dyn DirLock>> {
+        OsVfs.lock_dir(dir)
     }
 }

@@ -1043,59 +1043,6 @@ mod tests {
         assert_eq!(records_on_disk(&dir), want);
     }
 
-    /// A disk whose syncs take `delay` longer.
-    #[derive(Debug)]
-    struct SlowSync(Duration);
-
-    #[derive(Debug)]
-    struct SlowFile(Arc<dyn StorageFile>, Duration);
-
-    impl StorageFile for SlowFile {
-        fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-            self.0.read_exact_at(buf, offset)
-        }
-        fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
-            self.0.write_all_at(buf, offset)
-        }
-        fn sync_data(&self) -> std::io::Result<()> {
-            std::thread::sleep(self.1);
-            self.0.sync_data()
-        }
-        fn len(&self) -> std::io::Result<u64> {
-            self.0.len()
-        }
-        fn set_len(&self, len: u64) -> std::io::Result<()> {
-            self.0.set_len(len)
-        }
-    }
-
-    impl Vfs for SlowSync {
-        fn path_kind(&self, path: &Path) -> std::io::Result<PathKind> {
-            OsVfs.path_kind(path)
-        }
-        fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
-            OsVfs.create_dir_all(path)
-        }
-        fn open(&self, path: &Path, create: bool) -> std::io::Result<Arc<dyn StorageFile>> {
-            Ok(Arc::new(SlowFile(OsVfs.open(path, create)?, self.0)))
-        }
-        fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
-            OsVfs.sync_dir(path)
-        }
-        fn list_dir(&self, path: &Path) -> std::io::Result<Vec<String>> {
-            OsVfs.list_dir(path)
-        }
-        fn remove_file(&self, path: &Path) -> std::io::Result<()> {
-            OsVfs.remove_file(path)
-        }
-        fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
-            OsVfs.rename(from, to)
-        }
-        fn lock_dir(&self, dir: &Path) -> Result<Box<dyn crate::vfs::DirLock>> {
-            OsVfs.lock_dir(dir)
-        }
-    }
-
     /// A committer alone never holds its sync back (its own record is all
     /// the last sync released), even on a slow disk; committers on several
     /// threads that gather all end durable, every record on disk once, with
@@ -1105,7 +1052,9 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join(WAL_DIR);
         std::fs::create_dir_all(&dir).unwrap();
-        let vfs = Arc::new(SlowSync(Duration::from_millis(1)));
+        let vfs = Arc::new(crate::vfs::SlowSyncVfs {
+            delay: Duration::from_millis(1),
+        });
         let wal = Wal::open(vfs, &dir, 1 << 20, 0, None, Vec::new(), false).unwrap();
         for i in 0..20u32 {
             let end = wal

@@ -610,16 +610,25 @@ fn delete_content(txn: &mut WriteTxn, keys: &DocKeys, policy: &str, version: &st
 mod tests {
     use super::*;
 
+    /// A document's plan and its search index, as `prepare_document` makes
+    /// them (on one thread).
+    fn plan_and_index(doc: &Document, nodes: Vec<Node>) -> (Plan, DocIndex) {
+        let plan = plan::plan(doc, nodes, Timestamp::from_unix_nanos(1)).unwrap();
+        let index = search::index_document(
+            &Analyzer::new(),
+            &search::Indexer::default(),
+            &plan.nodes,
+            false,
+        );
+        (plan, index)
+    }
+
     /// The records of a document come out in key order (so the transaction's
     /// sort is a linear pass), whatever the order of ids, pages and section
     /// paths in the document, and hold every key the tables need once.
     #[test]
     fn records_are_encoded_in_key_order() {
-        let doc = Document {
-            policy_id: "pol".into(),
-            version_id: "v1".into(),
-            ..Document::default()
-        };
+        let doc = Document::new("pol", "v1");
         let node =
             |id: &str, parent: Option<&str>, pages: (u32, u32), path: &str, text: &str| Node {
                 node_id: id.into(),
@@ -637,13 +646,7 @@ mod tests {
             node("m5", Some("z9"), (3, 12), "2.9", "imaging mri"),
             node("b2", None, (1, 2), "1", "aardvark"),
         ];
-        let plan = plan::plan(&doc, nodes, Timestamp::from_unix_nanos(1)).unwrap();
-        let index = search::index_document(
-            &Analyzer::new(),
-            &search::Indexer::default(),
-            &plan.nodes,
-            false,
-        );
+        let (plan, index) = plan_and_index(&doc, nodes);
         let keys = DocKeys::new(&doc.policy_id, &doc.version_id);
         let records = Records::encode(&doc, &keys, &plan, &index, false);
         let entries = &records.entries;
@@ -678,11 +681,7 @@ mod tests {
     /// the term halves meet) holding the same lists; all in key order.
     #[test]
     fn parallel_encoding_equals_sequential() {
-        let doc = Document {
-            policy_id: "pol".into(),
-            version_id: "v1".into(),
-            ..Document::default()
-        };
+        let doc = Document::new("pol", "v1");
         let nodes: Vec<Node> = (0..30)
             .map(|i| Node {
                 node_id: format!("n{i:02}"),
@@ -695,13 +694,7 @@ mod tests {
                 ..Node::default()
             })
             .collect();
-        let plan = plan::plan(&doc, nodes, Timestamp::from_unix_nanos(1)).unwrap();
-        let index = search::index_document(
-            &Analyzer::new(),
-            &search::Indexer::default(),
-            &plan.nodes,
-            false,
-        );
+        let (plan, index) = plan_and_index(&doc, nodes);
         assert!(index.term_count() >= PARALLEL_ENCODE_TERMS);
         let keys = DocKeys::new(&doc.policy_id, &doc.version_id);
         let one = Records::encode(&doc, &keys, &plan, &index, false).entries;
