@@ -602,9 +602,7 @@ impl PostingBlocks {
         let (_, block) = self
             .current
             .get_or_insert_with(|| (term.to_string(), Enc::with_format()));
-        block.str(term);
-        block.u64(self.list.0.len() as u64);
-        block.0.extend_from_slice(&self.list.0);
+        put_term_entry(block, term, &self.list.0);
         if block.0.len() >= POSTING_BLOCK_BYTES {
             self.close();
         }
@@ -621,6 +619,14 @@ impl PostingBlocks {
         self.close();
         self.blocks
     }
+}
+
+/// Appends one entry of a term block (see [`walk_term_block`]): the term,
+/// the byte length of its payload and the payload.
+fn put_term_entry(block: &mut Enc, term: &str, payload: &[u8]) {
+    block.str(term);
+    block.u64(payload.len() as u64);
+    block.0.extend_from_slice(payload);
 }
 
 /// Walks the entries of a term block (a posting block or a summary block:
@@ -656,15 +662,25 @@ pub fn find_in_posting_block(
     term: &str,
     out: &mut Vec<Posting>,
 ) -> Result<Option<TermSummary>, CodecError> {
+    find_in_term_block(buf, term, |mut list| {
+        let s = get_postings(&mut list, out)?;
+        list.end()?;
+        Ok(s)
+    })
+}
+
+/// Finds `term` in a term block and decodes its payload with `decode`;
+/// `None` if the block does not hold it.
+fn find_in_term_block<R>(
+    buf: &[u8],
+    term: &str,
+    mut decode: impl FnMut(Dec<'_>) -> Result<R, CodecError>,
+) -> Result<Option<R>, CodecError> {
     // Terms increase: past a greater one, the term is not in the block
     // (`Some(None)` ends the walk with that answer).
-    let found = walk_term_block(buf, |t, _, mut list| match t.cmp(term.as_bytes()) {
+    let found = walk_term_block(buf, |t, _, payload| match t.cmp(term.as_bytes()) {
         std::cmp::Ordering::Less => Ok(None),
-        std::cmp::Ordering::Equal => {
-            let s = get_postings(&mut list, out)?;
-            list.end()?;
-            Ok(Some(Some(s)))
-        }
+        std::cmp::Ordering::Equal => Ok(Some(Some(decode(payload)?))),
         std::cmp::Ordering::Greater => Ok(Some(None)),
     })?;
     Ok(found.flatten())
@@ -690,28 +706,24 @@ pub fn encode_summary_blocks<'a>(
     terms: impl IntoIterator<Item = (&'a str, TermSummary)>,
     group_of: impl Fn(&str) -> u16,
 ) -> Vec<(u16, Vec<u8>)> {
-    let mut blocks: Vec<(u16, Enc)> = Vec::new();
-    // Position in `blocks` of each group's block, by group.
-    let mut at: Vec<u32> = Vec::new();
+    // Each group's block, by group.
+    let mut blocks: Vec<Option<Enc>> = Vec::new();
     let mut one = Enc::default();
     for (term, summary) in terms {
         let group = usize::from(group_of(term));
-        if at.len() <= group {
-            at.resize(group + 1, u32::MAX);
-        }
-        if at[group] == u32::MAX {
-            at[group] = blocks.len() as u32;
-            blocks.push((group as u16, Enc::with_format()));
+        if blocks.len() <= group {
+            blocks.resize_with(group + 1, || None);
         }
         one.0.clear();
         put_summary(&mut one, &summary);
-        let block = &mut blocks[at[group] as usize].1;
-        block.str(term);
-        block.u64(one.0.len() as u64);
-        block.0.extend_from_slice(&one.0);
+        let block = blocks[group].get_or_insert_with(Enc::with_format);
+        put_term_entry(block, term, &one.0);
     }
-    blocks.sort_unstable_by_key(|(g, _)| *g);
-    blocks.into_iter().map(|(g, e)| (g, e.finish())).collect()
+    blocks
+        .into_iter()
+        .enumerate()
+        .filter_map(|(g, e)| Some((g as u16, e?.finish())))
+        .collect()
 }
 
 /// Joins the summary blocks of consecutive term ranges of one document
@@ -736,12 +748,7 @@ pub fn join_summary_blocks(parts: Vec<Vec<(u16, Vec<u8>)>>) -> Vec<(u16, Vec<u8>
 /// Finds `term`'s summary in a summary block; `None` if the block does not
 /// hold it.
 pub fn find_in_summary_block(buf: &[u8], term: &str) -> Result<Option<TermSummary>, CodecError> {
-    let found = walk_term_block(buf, |t, _, summary| match t.cmp(term.as_bytes()) {
-        std::cmp::Ordering::Less => Ok(None),
-        std::cmp::Ordering::Equal => Ok(Some(Some(get_summary(summary)?))),
-        std::cmp::Ordering::Greater => Ok(Some(None)),
-    })?;
-    Ok(found.flatten())
+    find_in_term_block(buf, term, get_summary)
 }
 
 /// A `u64` record value (the stored-at time of a version entry).

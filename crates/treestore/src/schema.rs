@@ -287,9 +287,30 @@ pub fn summary_blocks(bucket: u16, group: u16) -> Vec<u8> {
 /// The key of a document's summary block of one group:
 /// `0x14 bucket(policy) group (policy, version)`.
 pub fn summary_block(group: u16, policy: &str, version: &str) -> Vec<u8> {
-    let mut k = summary_blocks(term_bucket(policy), group);
-    k.extend_from_slice(&term_key_suffix(policy, version));
-    k
+    SummaryKeys::new(policy, version).block(group)
+}
+
+/// Keys of one document's summary blocks, its bucket and key suffix worked
+/// out once for all its groups.
+pub struct SummaryKeys {
+    bucket: u16,
+    suffix: Vec<u8>,
+}
+
+impl SummaryKeys {
+    pub fn new(policy: &str, version: &str) -> Self {
+        SummaryKeys {
+            bucket: term_bucket(policy),
+            suffix: term_key_suffix(policy, version),
+        }
+    }
+
+    /// The key of the document's block of `group`.
+    pub fn block(&self, group: u16) -> Vec<u8> {
+        let mut k = summary_blocks(self.bucket, group);
+        k.extend_from_slice(&self.suffix);
+        k
+    }
 }
 
 /// What follows the bucket (and term or group) in the key of a (policy,

@@ -652,40 +652,50 @@ fn scan_summaries(
 ) -> Result<Vec<(usize, usize, TermSummary)>> {
     let mut out = Vec::new();
     for (t, term) in terms.iter().enumerate() {
-        // Bucket order is key order: one cursor hops from bucket to bucket.
         let group = schema::term_group(term);
-        let prefixes: Vec<Vec<u8>> = buckets
-            .iter()
-            .map(|(b, _)| schema::summary_blocks(*b, group))
-            .collect();
-        txn.for_each_in_prefixes(&prefixes, |i, k, v| -> Result<bool> {
-            let suffix = &k[prefixes[i].len()..];
-            if let Some((_, d)) = buckets[i].1.iter().find(|(s, _)| s.as_slice() == suffix) {
-                let found =
-                    codec::find_in_summary_block(v, term).map_err(|e| Error::corrupt(k, e))?;
-                if let Some(s) = found {
-                    out.push((*d, t, s));
-                }
-            }
-            Ok(true)
-        })?;
-        if !old_layout {
-            continue;
+        scan_buckets(
+            txn,
+            buckets,
+            |b| schema::summary_blocks(b, group),
+            |k, v, d| {
+                let s = codec::find_in_summary_block(v, term).map_err(|e| Error::corrupt(k, e))?;
+                out.extend(s.map(|s| (d, t, s)));
+                Ok(())
+            },
+        )?;
+        if old_layout {
+            scan_buckets(
+                txn,
+                buckets,
+                |b| schema::terms(b, term),
+                |k, v, d| {
+                    let s = codec::decode_summary(v).map_err(|e| Error::corrupt(k, e))?;
+                    out.push((d, t, s));
+                    Ok(())
+                },
+            )?;
         }
-        let prefixes: Vec<Vec<u8>> = buckets
-            .iter()
-            .map(|(b, _)| schema::terms(*b, term))
-            .collect();
-        txn.for_each_in_prefixes(&prefixes, |i, k, v| -> Result<bool> {
-            let suffix = &k[prefixes[i].len()..];
-            if let Some((_, d)) = buckets[i].1.iter().find(|(s, _)| s.as_slice() == suffix) {
-                let s = codec::decode_summary(v).map_err(|e| Error::corrupt(k, e))?;
-                out.push((*d, t, s));
-            }
-            Ok(true)
-        })?;
     }
     Ok(out)
+}
+
+/// Calls `f` with each entry under `prefix_of(bucket)` of each of
+/// `buckets` (in bucket order: one cursor hops from bucket to bucket) that
+/// belongs to one of the bucket's documents in scope, with that document.
+fn scan_buckets(
+    txn: &ReadTxn,
+    buckets: &[Bucket],
+    prefix_of: impl Fn(u16) -> Vec<u8>,
+    mut f: impl FnMut(&[u8], &[u8], usize) -> Result<()>,
+) -> Result<()> {
+    let prefixes: Vec<Vec<u8>> = buckets.iter().map(|(b, _)| prefix_of(*b)).collect();
+    txn.for_each_in_prefixes(&prefixes, |i, k, v| -> Result<bool> {
+        let suffix = &k[prefixes[i].len()..];
+        if let Some((_, d)) = buckets[i].1.iter().find(|(s, _)| s.as_slice() == suffix) {
+            f(k, v, *d)?;
+        }
+        Ok(true)
+    })
 }
 
 /// Whether the store holds any term summary in the layout before summary

@@ -419,7 +419,7 @@ impl Records {
         let ([pages, ids, nodes, sections], [postings, summaries]) = if threads < 2 {
             (
                 Self::node_tables(keys, plan),
-                Self::search_tables(doc, keys, index, 0..terms),
+                Self::search_tables(doc, keys, index),
             )
         } else {
             let jobs = [None, Some(0..terms / 2), Some(terms / 2..terms)];
@@ -499,14 +499,14 @@ impl Records {
     }
 
     /// The posting blocks (in term order) and the summary blocks (in group
-    /// order) of the terms at positions `range`.
+    /// order) of all the document's terms.
     fn search_tables(
         doc: &Document,
         keys: &DocKeys,
         index: &DocIndex,
-        range: std::ops::Range<usize>,
     ) -> [Vec<(Vec<u8>, Vec<u8>)>; 2] {
-        Self::search_join(doc, keys, vec![Self::search_parts(index, range)])
+        let all = 0..index.term_count();
+        Self::search_join(doc, keys, vec![Self::search_parts(index, all)])
     }
 
     /// The posting blocks (each with its first term) and the summary blocks
@@ -542,14 +542,10 @@ impl Records {
             );
             summaries.push(groups);
         }
+        let summary_keys = schema::SummaryKeys::new(&doc.policy_id, &doc.version_id);
         let summaries = codec::join_summary_blocks(summaries)
             .into_iter()
-            .map(|(group, block)| {
-                (
-                    schema::summary_block(group, &doc.policy_id, &doc.version_id),
-                    block,
-                )
-            })
+            .map(|(group, block)| (summary_keys.block(group), block))
             .collect();
         [postings, summaries]
     }
@@ -586,16 +582,15 @@ fn delete_content(txn: &mut WriteTxn, keys: &DocKeys, policy: &str, version: &st
         doomed.push(k);
     }
     if let Some(first) = terms.first() {
-        let probe = schema::summary_block(schema::term_group(first), policy, version);
-        if txn.get(&probe)?.is_some() {
+        let summary_keys = schema::SummaryKeys::new(policy, version);
+        if txn
+            .get(&summary_keys.block(schema::term_group(first)))?
+            .is_some()
+        {
             let mut groups: Vec<u16> = terms.iter().map(|t| schema::term_group(t)).collect();
             groups.sort_unstable();
             groups.dedup();
-            doomed.extend(
-                groups
-                    .into_iter()
-                    .map(|g| schema::summary_block(g, policy, version)),
-            );
+            doomed.extend(groups.into_iter().map(|g| summary_keys.block(g)));
         } else {
             doomed.extend(terms.iter().map(|t| schema::term(t, policy, version)));
         }

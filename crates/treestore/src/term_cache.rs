@@ -82,14 +82,9 @@ impl Probe {
 /// a time inline (a call to memcmp per lookup cost more than the
 /// comparison).
 fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    let load = |c: &[u8]| {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        u64::from_ne_bytes(w)
-    };
     let (mut x, mut y) = (a.chunks_exact(8), b.chunks_exact(8));
     for (p, q) in (&mut x).zip(&mut y) {
-        if load(p) != load(q) {
+        if le_word(p) != le_word(q) {
             return false;
         }
     }
