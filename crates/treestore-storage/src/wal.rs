@@ -145,8 +145,9 @@ pub struct WalStats {
     pub appended_records: u64,
     pub appended_bytes: u64,
     pub fsyncs: u64,
-    /// Times a committer's sync waited for more committers to share it
-    /// ([`crate::gather`]).
+    /// Waits for durability ([`Wal::wait_durable_gathering`], one per commit
+    /// group) that held their sync back for more committers to share it
+    /// ([`crate::gather`]); each counts once, however often it was woken.
     pub sync_holds: u64,
     /// Everything below this LSN is on disk.
     pub durable_lsn: u64,
@@ -385,6 +386,8 @@ impl Wal {
             return Ok(());
         }
         let mut st = self.lock();
+        // Whether this call has held a sync back yet (counted once).
+        let mut held = false;
         loop {
             if st.durable_lsn >= lsn {
                 return Ok(());
@@ -403,7 +406,9 @@ impl Wal {
                 .then(|| st.gather.wait_until(st.buffered_records, now))
                 .flatten()
             {
-                self.sync_holds.fetch_add(1, Ordering::Relaxed);
+                if !std::mem::replace(&mut held, true) {
+                    self.sync_holds.fetch_add(1, Ordering::Relaxed);
+                }
                 st.gathering += 1;
                 st = self
                     .appended
