@@ -150,11 +150,10 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<DbInner> {
     let wal = Wal::open(
         vfs.clone(),
         &wal_dir,
-        options.wal_segment_bytes,
+        wal_policy(options),
         end.end_lsn,
         end.tail,
         end.older,
-        options.wal_prepare_ahead,
     )?;
     st.last_lsn = end.end_lsn;
 
@@ -196,6 +195,21 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<DbInner> {
 /// the byte [`initialize`] writes there for this page size (writes that never
 /// landed, or landed torn, in any order). Anyone else's file fails this test
 /// and is left alone.
+/// Most covered log segments kept for reuse, whatever the options.
+const MAX_SPARE_SEGMENTS: u64 = 16;
+
+/// How the log lays out segments: as many spares as one checkpoint's worth
+/// of log needs (so in a steady state every new segment is a recycled one),
+/// plus one, at most [`MAX_SPARE_SEGMENTS`].
+fn wal_policy(options: &Options) -> wal::SegmentPolicy {
+    let per_checkpoint = options.checkpoint_log_bytes / options.wal_segment_bytes.max(1);
+    wal::SegmentPolicy {
+        bytes: options.wal_segment_bytes,
+        prepare_ahead: options.wal_prepare_ahead,
+        spares: (per_checkpoint + 1).min(MAX_SPARE_SEGMENTS) as usize,
+    }
+}
+
 fn interrupted_initialization(
     file: &dyn StorageFile,
     len: u64,

@@ -22,6 +22,16 @@
 //! rename, and the rename before any record is written to it, so a crash
 //! leaves either a stray prepared file (removed at open) or an empty segment.
 //!
+//! Segments a checkpoint covers are recycled rather than deleted: up to
+//! [`SegmentPolicy::spares`] of them are renamed to `<first LSN>.spare` and
+//! later zero-filled in place to become the next segment (the rest are
+//! deleted). Overwriting blocks the file already has is cheaper than freeing
+//! them and allocating new ones: on a file system mounted with `discard`,
+//! deleting a 16 MiB segment waits for the device to discard it (measured:
+//! ingest +16% with two writers). A spare is never read as log (its name is
+//! not a segment name), and a crash before it is renamed into place leaves it
+//! a spare, which the next open keeps.
+//!
 //! Record: u32 length field (payload length; bit 31 marks the first record of
 //! a write batch), u32 CRC-32C of (LSN u64, length field u32, payload), u64 LSN,
 //! payload. A record is valid only if its LSN field equals its position, so
@@ -62,6 +72,20 @@ const SEGMENT_VERSION: u32 = 1;
 /// Name of the next segment while it is being prepared (not a segment name, so
 /// readers and `check` never take it for part of the log).
 pub const PREPARED_SEGMENT: &str = "next.wal.prepared";
+
+/// Suffix of a recycled segment waiting to be reused (`<first LSN>.spare`).
+pub const SPARE_SUFFIX: &str = ".spare";
+
+/// How the log lays out its segment files.
+#[derive(Debug, Clone, Copy)]
+pub struct SegmentPolicy {
+    /// Size at which the log moves to a new segment.
+    pub bytes: u64,
+    /// Prepare the next segment on a helper thread (see the module doc).
+    pub prepare_ahead: bool,
+    /// Covered segments kept for reuse instead of deleted.
+    pub spares: usize,
+}
 
 /// File name of the segment starting at `lsn`.
 pub fn segment_name(lsn: u64) -> String {
@@ -195,6 +219,8 @@ struct WalState {
     /// The helper preparing the next segment (`prepare_ahead`), if running or
     /// done and not yet used.
     next: Option<Preparing>,
+    /// Recycled segment files waiting to be reused, oldest first.
+    spares: Vec<PathBuf>,
 }
 
 /// The helper thread preparing the next segment; it returns the file.
@@ -207,6 +233,8 @@ pub struct Wal {
     segment_bytes: u64,
     /// Prepare the next segment on a helper thread (see the module doc).
     prepare_ahead: bool,
+    /// Covered segments kept as spares (see the module doc).
+    keep_spares: usize,
     state: Mutex<WalState>,
     synced: Condvar,
     /// Signalled on appends while a committer gathers.
@@ -231,15 +259,15 @@ impl Wal {
     /// `tail` is the segment holding it (already truncated to it) or `None` to
     /// start a new segment there. `older` lists the first LSNs of the other
     /// segments still on disk, oldest first. A prepared segment left by an
-    /// earlier run is removed.
+    /// earlier run is removed; its spares are kept (those beyond
+    /// `policy.spares` are removed).
     pub fn open(
         vfs: Arc<dyn Vfs>,
         dir: &Path,
-        segment_bytes: u64,
+        policy: SegmentPolicy,
         end_lsn: u64,
         tail: Option<(u64, Arc<dyn StorageFile>)>,
         older: Vec<u64>,
-        prepare_ahead: bool,
     ) -> Result<Wal> {
         let prepared = dir.join(PREPARED_SEGMENT);
         let stale = vfs
@@ -249,19 +277,26 @@ impl Wal {
             vfs.remove_file(&prepared)
                 .map_err(|e| Error::io(format!("removing {}", prepared.display()), e))?;
         }
+        let mut spares = list_spares(&*vfs, dir)?;
+        for extra in spares.split_off(spares.len().min(policy.spares)) {
+            vfs.remove_file(&extra)
+                .map_err(|e| Error::io(format!("removing {}", extra.display()), e))?;
+        }
+        let segment_bytes = policy.bytes.max(SEGMENT_HEADER_LEN + 4096);
         let current = match tail {
             Some((first_lsn, file)) => Segment {
                 first_lsn,
                 file,
                 len: end_lsn - first_lsn + SEGMENT_HEADER_LEN,
             },
-            None => create_segment(&*vfs, dir, end_lsn, segment_bytes)?,
+            None => create_segment(&*vfs, dir, end_lsn, segment_bytes, spares.pop())?,
         };
         Ok(Wal {
             dir: dir.to_path_buf(),
             vfs,
-            segment_bytes: segment_bytes.max(SEGMENT_HEADER_LEN + 4096),
-            prepare_ahead,
+            segment_bytes,
+            prepare_ahead: policy.prepare_ahead,
+            keep_spares: policy.spares,
             state: Mutex::new(WalState {
                 buffer: Vec::new(),
                 spare: Vec::new(),
@@ -277,6 +312,7 @@ impl Wal {
                 current,
                 older,
                 next: None,
+                spares,
             }),
             synced: Condvar::new(),
             appended: Condvar::new(),
@@ -291,15 +327,22 @@ impl Wal {
     /// Starts the helper that prepares the next segment, when preparing ahead
     /// and the current segment is half full (`None` otherwise, or when no
     /// thread could be started: rotation then creates the segment itself).
-    fn start_preparing(&self, current_len: u64) -> Option<Preparing> {
-        if !self.prepare_ahead || current_len < self.segment_bytes / 2 {
+    /// A spare, if any, is what the helper prepares.
+    fn start_preparing(&self, st: &mut WalState) -> Option<Preparing> {
+        if !self.prepare_ahead || st.current.len < self.segment_bytes / 2 {
             return None;
         }
         let (vfs, dir, size) = (self.vfs.clone(), self.dir.clone(), self.segment_bytes);
-        std::thread::Builder::new()
+        let reuse = st.spares.pop();
+        let back = reuse.clone();
+        let started = std::thread::Builder::new()
             .name("treestore-wal-prepare".into())
-            .spawn(move || prepare_segment(&*vfs, &dir, size))
-            .ok()
+            .spawn(move || prepare_segment(&*vfs, &dir, size, reuse))
+            .ok();
+        if started.is_none() {
+            st.spares.extend(back);
+        }
+        started
     }
 
     fn lock(&self) -> MutexGuard<'_, WalState> {
@@ -462,7 +505,10 @@ impl Wal {
                 let ready = prepared.and_then(|helper| helper.join().ok()?.ok());
                 let seg = match ready {
                     Some(file) => activate_prepared(&*self.vfs, &self.dir, file, start)?,
-                    None => create_segment(&*self.vfs, &self.dir, start, self.segment_bytes)?,
+                    None => {
+                        let reuse = self.lock().spares.pop();
+                        create_segment(&*self.vfs, &self.dir, start, self.segment_bytes, reuse)?
+                    }
                 };
                 seg_first = seg.first_lsn;
                 seg_file = seg.file.clone();
@@ -498,7 +544,7 @@ impl Wal {
                 }
                 st.current.len += buffer.len() as u64;
                 if st.next.is_none() {
-                    st.next = self.start_preparing(st.current.len);
+                    st.next = self.start_preparing(&mut st);
                 }
                 buffer.clear();
                 if buffer.capacity() <= MAX_SPARE_BUFFER {
@@ -523,9 +569,11 @@ impl Wal {
         st
     }
 
-    /// Deletes segments that lie entirely below `lsn` (covered by a checkpoint).
+    /// Retires segments that lie entirely below `lsn` (covered by a
+    /// checkpoint): kept as spares up to the policy's count, else deleted.
+    /// Returns how many were retired.
     pub fn remove_below(&self, lsn: u64) -> Result<usize> {
-        let doomed: Vec<u64> = {
+        let (doomed, room) = {
             let mut st = self.lock();
             let current_first = st.current.first_lsn;
             // Segment i ends where segment i+1 (or the current one) begins.
@@ -539,13 +587,23 @@ impl Wal {
                 .map(|(first, _)| *first)
                 .collect();
             st.older.retain(|f| !doomed.contains(f));
-            doomed
+            (doomed, self.keep_spares.saturating_sub(st.spares.len()))
         };
-        for first in &doomed {
+        let mut recycled = Vec::new();
+        for (i, first) in doomed.iter().enumerate() {
             let path = self.dir.join(segment_name(*first));
-            self.vfs
-                .remove_file(&path)
-                .map_err(|e| Error::io(format!("removing log segment {}", path.display()), e))?;
+            let spare = self.dir.join(format!("{first:020}{SPARE_SUFFIX}"));
+            let kept = i < room && self.vfs.rename(&path, &spare).is_ok();
+            if kept {
+                recycled.push(spare);
+            } else {
+                self.vfs.remove_file(&path).map_err(|e| {
+                    Error::io(format!("removing log segment {}", path.display()), e)
+                })?;
+            }
+        }
+        if !recycled.is_empty() {
+            self.lock().spares.extend(recycled);
         }
         Ok(doomed.len())
     }
@@ -583,8 +641,9 @@ impl Drop for Wal {
 /// Zeros written per call while preallocating a segment.
 const ZERO_CHUNK: usize = 1 << 20;
 
-/// Opens `path` and fills it with `header` followed by zeros up to `size`
-/// bytes, then syncs it.
+/// Fills `path` with `header` followed by zeros up to `size` bytes, then
+/// syncs it. An existing file (a recycled segment) is overwritten in place,
+/// keeping its blocks, and cut to `size` if longer; a missing one is created.
 fn preallocate(
     vfs: &dyn Vfs,
     path: &Path,
@@ -593,7 +652,6 @@ fn preallocate(
 ) -> std::io::Result<Arc<dyn StorageFile>> {
     let file = vfs.open(path, true)?;
     let zeros = vec![0u8; ZERO_CHUNK];
-    file.set_len(0)?;
     file.write_all_at(header, 0)?;
     let mut at = header.len() as u64;
     while at < size {
@@ -601,11 +659,26 @@ fn preallocate(
         file.write_all_at(&zeros[..n], at)?;
         at += n as u64;
     }
+    if file.len()? > size {
+        file.set_len(size)?;
+    }
     file.sync_data()?;
     Ok(file)
 }
 
-fn create_segment(vfs: &dyn Vfs, dir: &Path, first_lsn: u64, size: u64) -> Result<Segment> {
+/// Creates the segment starting at `first_lsn`, from the spare `reuse` when
+/// given (prepared, then activated, as a helper would).
+fn create_segment(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    first_lsn: u64,
+    size: u64,
+    reuse: Option<PathBuf>,
+) -> Result<Segment> {
+    if reuse.is_some() {
+        let file = prepare_segment(vfs, dir, size, reuse)?;
+        return activate_prepared(vfs, dir, file, first_lsn);
+    }
     let path = dir.join(segment_name(first_lsn));
     let file = preallocate(vfs, &path, &segment_header(first_lsn), size)
         .map_err(|e| Error::io(format!("preallocating log segment {}", path.display()), e))?;
@@ -619,9 +692,21 @@ fn create_segment(vfs: &dyn Vfs, dir: &Path, first_lsn: u64, size: u64) -> Resul
 }
 
 /// The helper's work: [`PREPARED_SEGMENT`] zero-filled to `size` and synced,
-/// its header left zero (so it is never a valid segment by itself).
-fn prepare_segment(vfs: &dyn Vfs, dir: &Path, size: u64) -> Result<Arc<dyn StorageFile>> {
+/// its header left zero (so it is never a valid segment by itself). With
+/// `reuse`, that spare is renamed to it first (a spare that cannot be renamed
+/// is left alone and a new file made instead).
+fn prepare_segment(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    size: u64,
+    reuse: Option<PathBuf>,
+) -> Result<Arc<dyn StorageFile>> {
     let path = dir.join(PREPARED_SEGMENT);
+    if let Some(spare) = reuse {
+        // A spare that cannot be renamed stays a spare (the next open finds
+        // it); a new file is made instead.
+        let _ = vfs.rename(&spare, &path);
+    }
     preallocate(vfs, &path, &[], size)
         .map_err(|e| Error::io(format!("preparing log segment {}", path.display()), e))
 }
@@ -678,6 +763,22 @@ pub fn list_segments(vfs: &dyn Vfs, dir: &Path) -> Result<Vec<u64>> {
     let mut firsts: Vec<u64> = names.iter().filter_map(|n| parse_segment_name(n)).collect();
     firsts.sort_unstable();
     Ok(firsts)
+}
+
+/// The spares in the log directory, oldest first.
+fn list_spares(vfs: &dyn Vfs, dir: &Path) -> Result<Vec<PathBuf>> {
+    let names = vfs
+        .list_dir(dir)
+        .map_err(|e| Error::io(format!("listing log directory {}", dir.display()), e))?;
+    let mut firsts: Vec<u64> = names
+        .iter()
+        .filter_map(|n| parse_segment_name(&format!("{}.wal", n.strip_suffix(SPARE_SUFFIX)?)))
+        .collect();
+    firsts.sort_unstable();
+    Ok(firsts
+        .into_iter()
+        .map(|f| dir.join(format!("{f:020}{SPARE_SUFFIX}")))
+        .collect())
 }
 
 /// Reads every valid record from `from_lsn` on, calling `visit` once per
@@ -985,6 +1086,14 @@ mod tests {
     use crate::vfs::OsVfs;
     use std::time::Duration;
 
+    fn policy(bytes: u64, prepare_ahead: bool) -> SegmentPolicy {
+        SegmentPolicy {
+            bytes,
+            prepare_ahead,
+            spares: 0,
+        }
+    }
+
     fn records_on_disk(dir: &Path) -> Vec<(u64, Vec<u8>)> {
         let mut out = Vec::new();
         let end = read_from(&OsVfs, dir, 0, false, |_, records| {
@@ -1004,7 +1113,15 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join(WAL_DIR);
         std::fs::create_dir_all(&dir).unwrap();
-        let wal = Wal::open(Arc::new(OsVfs), &dir, 1 << 20, 0, None, Vec::new(), false).unwrap();
+        let wal = Wal::open(
+            Arc::new(OsVfs),
+            &dir,
+            policy(1 << 20, false),
+            0,
+            None,
+            Vec::new(),
+        )
+        .unwrap();
         let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let batches: Vec<Vec<Vec<u8>>> = vec![
             vec![big.clone()],
@@ -1060,7 +1177,7 @@ mod tests {
         let vfs = Arc::new(crate::vfs::SlowSyncVfs {
             delay: Duration::from_millis(1),
         });
-        let wal = Wal::open(vfs, &dir, 1 << 20, 0, None, Vec::new(), false).unwrap();
+        let wal = Wal::open(vfs, &dir, policy(1 << 20, false), 0, None, Vec::new()).unwrap();
         for i in 0..20u32 {
             let end = wal
                 .append_with(1, |_, out| out.extend_from_slice(&i.to_le_bytes()))
@@ -1113,7 +1230,15 @@ mod tests {
         let prepared = dir.join(PREPARED_SEGMENT);
         std::fs::write(&prepared, b"left by a crash").unwrap();
         let size = 64 * 1024;
-        let wal = Wal::open(Arc::new(OsVfs), &dir, size, 0, None, Vec::new(), true).unwrap();
+        let wal = Wal::open(
+            Arc::new(OsVfs),
+            &dir,
+            policy(size, true),
+            0,
+            None,
+            Vec::new(),
+        )
+        .unwrap();
         let mut want = Vec::new();
         let mut lsn = 0;
         let mut prepared_inodes = std::collections::HashSet::new();
@@ -1153,12 +1278,123 @@ mod tests {
             "the next one was prepared"
         );
         assert_eq!(records_on_disk(&dir), want);
-        let wal = Wal::open(Arc::new(OsVfs), &dir, size, lsn, None, segments, true).unwrap();
+        let wal = Wal::open(
+            Arc::new(OsVfs),
+            &dir,
+            policy(size, true),
+            lsn,
+            None,
+            segments,
+        )
+        .unwrap();
         assert!(std::fs::metadata(&prepared).is_err(), "removed at open");
         drop(wal);
         assert!(
             std::fs::metadata(&prepared).is_err(),
             "an open without appends prepares nothing"
         );
+    }
+
+    /// Segments a checkpoint covers become spares (at most the policy's
+    /// count, the rest deleted), later segments are made from them (same
+    /// inode, stale records gone), with or without a helper preparing
+    /// ahead; an open keeps the spares it finds, up to its count.
+    #[test]
+    fn covered_segments_are_recycled_into_new_ones() {
+        use std::os::unix::fs::MetadataExt;
+        for prepare_ahead in [false, true] {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().join(WAL_DIR);
+            std::fs::create_dir_all(&dir).unwrap();
+            let size = 64 * 1024;
+            let policy = SegmentPolicy {
+                bytes: size,
+                prepare_ahead,
+                spares: 2,
+            };
+            let spares_on_disk = || -> Vec<u64> {
+                let mut v: Vec<u64> = std::fs::read_dir(&dir)
+                    .unwrap()
+                    .filter_map(|e| {
+                        let name = e.unwrap().file_name().into_string().unwrap();
+                        name.ends_with(SPARE_SUFFIX)
+                            .then(|| std::fs::metadata(dir.join(&name)).unwrap().ino())
+                    })
+                    .collect();
+                v.sort_unstable();
+                v
+            };
+            let wal = Wal::open(Arc::new(OsVfs), &dir, policy, 0, None, Vec::new()).unwrap();
+            let (mut want, mut lsn) = (Vec::new(), 0u64);
+            let mut spare_inodes = std::collections::HashSet::new();
+            let (mut retired, mut reused) = (0, 0);
+            for i in 0..200u32 {
+                // Sizes vary, so a segment's records end short of where its
+                // previous life's did.
+                let payload = vec![i as u8 | 1; 9_000 - (i as usize % 5) * 1_700];
+                let end = wal
+                    .append_with(1, |_, out| out.extend_from_slice(&payload))
+                    .unwrap();
+                want.push((lsn, payload));
+                lsn = end;
+                wal.wait_durable(end).unwrap();
+                // Segments made since the last check: from a spare or not.
+                for first in list_segments(&OsVfs, &dir).unwrap() {
+                    let ino = std::fs::metadata(dir.join(segment_name(first)))
+                        .unwrap()
+                        .ino();
+                    if spare_inodes.remove(&ino) {
+                        reused += 1;
+                    }
+                }
+                if i % 7 == 6 {
+                    // A checkpoint covering everything durable.
+                    retired += wal.remove_below(end).unwrap();
+                    let spares = spares_on_disk();
+                    assert!(spares.len() <= 2, "{spares:?}");
+                    // (A helper may be renaming one it took.)
+                    let listed = wal.lock().spares.len();
+                    assert!(spares.len() == listed || prepare_ahead && spares.len() == listed + 1);
+                    spare_inodes.extend(spares);
+                }
+            }
+            assert!(retired >= 12, "retired {retired}");
+            assert!(
+                reused >= 4,
+                "reused {reused} spares (prepare ahead {prepare_ahead})"
+            );
+            let segments = list_segments(&OsVfs, &dir).unwrap();
+            assert!(segments.len() <= 8, "{segments:?}");
+            drop(wal);
+            // Every record from the oldest segment on reads back, and nothing
+            // of what the recycled files held before.
+            let from = segments[0];
+            let mut got = Vec::new();
+            let end = read_from(&OsVfs, &dir, from, false, |_, records| {
+                got.extend(records.iter().map(|r| (r.lsn, r.payload.to_vec())));
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!((end.end_lsn, end.torn_bytes), (lsn, 0), "a clean end");
+            let want: Vec<_> = want.into_iter().filter(|(l, _)| *l >= from).collect();
+            assert_eq!(got, want);
+
+            // Three spares on disk, a policy of two: one is removed at open,
+            // two are kept and reused.
+            let extra = dir.join(format!("{:020}{SPARE_SUFFIX}", 1u64));
+            std::fs::write(&extra, vec![7u8; 1000]).unwrap();
+            while spares_on_disk().len() < 3 {
+                let n = spares_on_disk().len() as u64 + 2;
+                std::fs::write(dir.join(format!("{n:020}{SPARE_SUFFIX}")), b"x").unwrap();
+            }
+            let wal = Wal::open(Arc::new(OsVfs), &dir, policy, lsn, None, segments).unwrap();
+            assert_eq!(
+                spares_on_disk().len(),
+                1,
+                "two kept, one of them used at once"
+            );
+            assert_eq!(wal.lock().spares.len(), 1);
+            drop(wal);
+        }
     }
 }

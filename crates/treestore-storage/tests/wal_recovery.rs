@@ -43,11 +43,17 @@ fn crash(vfs: &FaultVfs, db: Db) {
     vfs.power_loss(LossMode::DropUnsynced);
 }
 
-fn segments(vfs: &FaultVfs) -> Vec<PathBuf> {
+/// The log's files whose names end in `suffix`, sorted.
+fn wal_files(vfs: &FaultVfs, suffix: &str) -> Vec<PathBuf> {
     let dir = Path::new(DIR).join("wal");
     let mut names = vfs.list_dir(&dir).unwrap();
+    names.retain(|n| n.ends_with(suffix));
     names.sort();
     names.into_iter().map(|n| dir.join(n)).collect()
+}
+
+fn segments(vfs: &FaultVfs) -> Vec<PathBuf> {
+    wal_files(vfs, ".wal")
 }
 
 #[test]
@@ -156,20 +162,35 @@ fn a_torn_tail_is_cut_at_the_last_valid_record() {
 }
 
 #[test]
-fn segments_rotate_and_are_removed_once_checkpointed() {
+fn segments_rotate_and_are_recycled_or_removed_once_checkpointed() {
     let vfs = FaultVfs::new();
-    let opts = common::mem_options(&vfs, 4096, 1 << 20); // 16 KiB segments
+    let opts = Options {
+        // Four segments of log per checkpoint: five spares.
+        checkpoint_log_bytes: 64 * 1024,
+        ..common::mem_options(&vfs, 4096, 1 << 20) // 16 KiB segments
+    };
     let db = Db::open(DIR, opts.clone()).unwrap();
-    let model = commit_n(&db, 0, 2000);
+    let mut model = commit_n(&db, 0, 2000);
     let many = segments(&vfs).len();
-    assert!(many > 3, "{many} segments");
+    assert!(many > 6, "{many} segments");
     assert_eq!(db.stats().unwrap().wal.segments as usize, many);
     db.checkpoint().unwrap();
     let few = segments(&vfs).len();
     assert!(few <= 2, "{few} segments left after the checkpoint");
+    assert_eq!(
+        wal_files(&vfs, ".spare").len(),
+        5,
+        "five kept, the rest deleted"
+    );
+    // New segments are made from the spares; files stay bounded.
+    model.extend(commit_n(&db, 5000, 2000));
+    db.checkpoint().unwrap();
+    let files = vfs.list_dir(&Path::new(DIR).join("wal")).unwrap();
+    assert!(files.len() <= 7, "{files:?}");
     crash(&vfs, db);
     let db = Db::open(DIR, opts).unwrap();
     assert_eq!(contents(&db), model);
+    assert!(db.check().unwrap().is_ok());
 }
 
 #[test]
