@@ -19,35 +19,62 @@ pub fn pages_for(len: u64, page_size: usize) -> u64 {
     len.div_ceil(chunk_len(page_size) as u64)
 }
 
-/// How many pages are written per call while storing a value.
-const WRITE_BATCH: usize = 256;
+/// Largest run of pages a [`ChainWriter`] writes in one call.
+const MAX_RUN_BYTES: usize = 1 << 20;
 
-/// Writes a non-empty `value` into the pages `ids` (exactly
-/// [`pages_for`] of them) and returns the first page id.
-pub fn write(pager: &Pager, value: &[u8], ids: &[PageId]) -> Result<PageId> {
-    let ps = pager.page_size();
-    let chunks: Vec<&[u8]> = value.chunks(chunk_len(ps)).collect();
-    if chunks.is_empty() || chunks.len() != ids.len() {
-        return Err(Error::InvalidOptions(format!(
-            "overflow write of {} bytes given {} pages",
-            value.len(),
-            ids.len()
-        )));
-    }
-    let mut batch = Vec::with_capacity(WRITE_BATCH);
-    for (i, chunk) in chunks.iter().enumerate() {
-        let mut buf = vec![0u8; ps];
-        buf[PAGE_HEADER_LEN..PAGE_HEADER_LEN + chunk.len()].copy_from_slice(chunk);
-        let next = ids.get(i + 1).copied().unwrap_or(0);
-        page::seal(&mut buf, ids[i], PageType::Overflow, 0, next);
-        batch.push((ids[i], buf));
-        if batch.len() == WRITE_BATCH {
-            pager.write_direct(&batch)?;
-            batch.clear();
+/// The overflow pages one batch writes: pages of consecutive ids (a batch
+/// allocates a document's chains mostly one after another) are built in one
+/// buffer and written with one call, instead of a call (and a buffer per
+/// page) for each value. [`ChainWriter::flush`] must be called before the
+/// pages are read.
+#[derive(Default)]
+pub struct ChainWriter {
+    /// Id of the first page in `buf`.
+    start: PageId,
+    buf: Vec<u8>,
+}
+
+impl ChainWriter {
+    /// Builds a non-empty `value` into the pages `ids` (exactly
+    /// [`pages_for`] of them) and returns the first page id. The pages reach
+    /// the file at a later flush, or here when the run they continue breaks.
+    pub fn add(&mut self, pager: &Pager, value: &[u8], ids: &[PageId]) -> Result<PageId> {
+        let ps = pager.page_size();
+        let chunks = value.chunks(chunk_len(ps));
+        if value.is_empty() || chunks.len() != ids.len() {
+            return Err(Error::InvalidOptions(format!(
+                "overflow write of {} bytes given {} pages",
+                value.len(),
+                ids.len()
+            )));
         }
+        for (i, chunk) in chunks.enumerate() {
+            let id = ids[i];
+            let next_in_run = self.start + (self.buf.len() / ps) as u64;
+            if !self.buf.is_empty() && (id != next_in_run || self.buf.len() >= MAX_RUN_BYTES) {
+                self.flush(pager)?;
+            }
+            if self.buf.is_empty() {
+                self.start = id;
+            }
+            let at = self.buf.len();
+            self.buf.resize(at + ps, 0);
+            let page = &mut self.buf[at..];
+            page[PAGE_HEADER_LEN..PAGE_HEADER_LEN + chunk.len()].copy_from_slice(chunk);
+            let next = ids.get(i + 1).copied().unwrap_or(0);
+            page::seal(page, id, PageType::Overflow, 0, next);
+        }
+        Ok(ids[0])
     }
-    pager.write_direct(&batch)?;
-    Ok(ids[0])
+
+    /// Writes the pages built so far.
+    pub fn flush(&mut self, pager: &Pager) -> Result<()> {
+        if !self.buf.is_empty() {
+            pager.write_run(self.start, &self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
 }
 
 /// Values of at most this many pages are read through the buffer pool (so
@@ -160,4 +187,98 @@ pub fn pages(pager: &Pager, first: PageId, len: u64) -> Result<Vec<PageId>> {
     let mut ids = Vec::new();
     walk(pager, first, len, false, |id, _| ids.push(id))?;
     Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fault::MemFile;
+    use crate::vfs::StorageFile;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// A memory file counting its writes.
+    #[derive(Debug, Default)]
+    struct Counting {
+        file: MemFile,
+        writes: AtomicUsize,
+    }
+
+    impl StorageFile for Counting {
+        fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+            self.file.read_exact_at(buf, offset)
+        }
+        fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+            self.writes.fetch_add(1, Ordering::Relaxed);
+            self.file.write_all_at(buf, offset)
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn len(&self) -> std::io::Result<u64> {
+            self.file.len()
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.file.set_len(len)
+        }
+    }
+
+    /// Chains of consecutive pages are written in one call, a break in the
+    /// ids starts a new one, every value reads back (through the pool too,
+    /// where an older image of a reused page was cached), and a bad page
+    /// count is refused.
+    #[test]
+    fn chain_writer_writes_runs_of_pages_once() {
+        let file = Arc::new(Counting::default());
+        let pager = Pager::new(file.clone(), "test".into(), 1024, 1 << 20);
+        let chunk = chunk_len(1024);
+        let value = |n: usize, b: u8| -> Vec<u8> { (0..n).map(|i| b ^ (i % 251) as u8).collect() };
+        let (a, b, c) = (
+            value(2 * chunk + 5, 1),
+            value(2 * chunk, 2),
+            value(chunk + 1, 3),
+        );
+        // An old image of page 11 in the pool must not survive the write.
+        let mut old = vec![0u8; 1024];
+        page::seal(&mut old, 11, PageType::Overflow, 0, 0);
+        file.file.write_all_at(&old, 11 * 1024).unwrap();
+        pager.read_cached(11, PageType::Overflow).unwrap();
+
+        let mut w = ChainWriter::default();
+        assert_eq!(w.add(&pager, &a, &[10, 11, 12]).unwrap(), 10);
+        assert_eq!(w.add(&pager, &b, &[13, 14]).unwrap(), 13);
+        assert_eq!(file.writes.load(Ordering::Relaxed), 0, "still building");
+        assert_eq!(w.add(&pager, &c, &[20, 21]).unwrap(), 20);
+        assert_eq!(
+            file.writes.load(Ordering::Relaxed),
+            1,
+            "pages 10..=14 in one write"
+        );
+        w.flush(&pager).unwrap();
+        w.flush(&pager).unwrap();
+        assert_eq!(
+            file.writes.load(Ordering::Relaxed),
+            2,
+            "then 20..=21; nothing left"
+        );
+
+        for (v, first, ids) in [
+            (&a, 10, vec![10, 11, 12]),
+            (&b, 13, vec![13, 14]),
+            (&c, 20, vec![20, 21]),
+        ] {
+            assert_eq!(&read(&pager, first, v.len() as u64).unwrap(), v);
+            assert_eq!(pages(&pager, first, v.len() as u64).unwrap(), ids);
+            let got = with_pieces(&pager, first, v.len() as u64, &mut Vec::new(), |p| {
+                p.concat()
+            })
+            .unwrap();
+            assert_eq!(&got, v);
+        }
+        assert!(
+            w.add(&pager, &a, &[30, 31]).is_err(),
+            "three pages' worth given two"
+        );
+        assert!(w.add(&pager, &[], &[]).is_err());
+    }
 }

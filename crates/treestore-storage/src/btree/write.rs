@@ -53,6 +53,9 @@ pub struct Writer<'a> {
     /// [`Writer::drop_superseded_images`]).
     drop_superseded: bool,
     entry_delta: i64,
+    /// Overflow pages of the values this batch stores, written at the end
+    /// of [`Writer::apply`].
+    chains: overflow::ChainWriter,
 }
 
 impl<'a> Writer<'a> {
@@ -68,6 +71,7 @@ impl<'a> Writer<'a> {
             superseded: Vec::new(),
             drop_superseded: false,
             entry_delta: 0,
+            chains: overflow::ChainWriter::default(),
         }
     }
 
@@ -138,15 +142,22 @@ impl<'a> Writer<'a> {
         // Allocate (and record for rollback) before writing, so a failed write
         // cannot lose track of pages.
         let ids: Vec<PageId> = (0..n).map(|_| self.allocate()).collect();
-        let first = overflow::write(self.pager, value, &ids)?;
+        let first = self.chains.add(self.pager, value, &ids)?;
         Ok(ValRef::Overflow {
             first,
             len: value.len() as u64,
         })
     }
 
-    /// Applies `ops` (sorted by key, each key once) to `tree`.
+    /// Applies `ops` (sorted by key, each key once) to `tree`; every page
+    /// of the result is in the pool or the file when it returns.
     pub fn apply(&mut self, tree: TreeRoot, ops: &[Op<'_>]) -> Result<TreeRoot> {
+        let root = self.apply_ops(tree, ops)?;
+        self.chains.flush(self.pager)?;
+        Ok(root)
+    }
+
+    fn apply_ops(&mut self, tree: TreeRoot, ops: &[Op<'_>]) -> Result<TreeRoot> {
         if ops.is_empty() {
             return Ok(tree);
         }
