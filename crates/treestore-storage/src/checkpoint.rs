@@ -1,19 +1,28 @@
 //! Checkpoints: making the in-memory working tree durable in the page file so the
 //! log before it can be deleted.
 //!
-//! Under the commit mutex: the log is synced (a checkpoint must never include a
-//! commit the log could lose), every dirty page is written to its page id (a
-//! fresh id the previous checkpoint does not use), the free list is written to
-//! free pages, the file is synced, and a meta page naming the tree, the free
-//! list, the commit sequence and the log position is written into the slot the
-//! previous checkpoint did not use, then synced. Only then are the previous
-//! checkpoint's superseded pages released (to wait for old snapshots) and log
-//! segments the checkpoint covers deleted. A crash at any point leaves the
-//! previous checkpoint and its log intact.
+//! A checkpoint has three steps. Under the commit mutex ([`DbInner::begin_checkpoint`]):
+//! the log is synced (a checkpoint must never include a commit the log could
+//! lose), every dirty page is written to its page id (a fresh id the previous
+//! checkpoint does not use), the free list is written to free pages, and the
+//! meta page naming the tree, the free list, the commit sequence and the log
+//! position is built. Then, with the mutex released so commits go on
+//! ([`DbInner::write_checkpoint`]): the file is synced, the meta page written
+//! into the slot the previous checkpoint did not use, and synced. Finally,
+//! under the mutex again ([`DbInner::finish_checkpoint`]), the new checkpoint
+//! becomes the durable one: the previous checkpoint's superseded pages are
+//! released (to wait for old snapshots) and log segments the checkpoint covers
+//! retired. A crash at any point leaves the previous checkpoint and its log
+//! intact: commits made meanwhile never reuse a page either checkpoint holds
+//! (see [`crate::freelist`]), and they are in the log after the new
+//! checkpoint's position.
 //!
-//! Commits wait while a checkpoint holds the mutex; the pause is bounded by the
-//! dirty pages written since the last checkpoint, itself bounded by
-//! `Options::checkpoint_log_bytes`.
+//! Commits wait only for the first step, which writes pages to the page cache
+//! and is bounded by the dirty pages written since the last checkpoint (itself
+//! bounded by `Options::checkpoint_log_bytes`); the file's sync, the slow part,
+//! runs beside them. One checkpoint runs at a time; a large commit made durable
+//! by a checkpoint (`Options::large_txn_bytes`) waits for one in progress and
+//! takes all three steps under the mutex.
 
 use std::time::Instant;
 
@@ -23,22 +32,63 @@ use crate::freelist;
 use crate::meta::Meta;
 use crate::page::PageId;
 
+/// A checkpoint whose pages are written, waiting for its sync and meta page.
+pub(crate) struct Pending {
+    meta: Meta,
+    /// Pages of its free-list chain.
+    chain: Vec<PageId>,
+    started: Instant,
+}
+
 impl DbInner {
-    /// Writes a checkpoint of everything committed so far.
+    /// Writes a checkpoint of everything committed so far, letting commits
+    /// run while the file is synced.
     pub(crate) fn checkpoint(&self) -> Result<()> {
         let mut guard = lock(&self.commit);
-        let checkpoint_lsn = self.checkpoint_locked(&mut guard)?;
-        drop(guard);
-        // Best effort: a segment left behind is removed next time.
-        if let Some(lsn) = checkpoint_lsn {
-            let _ = self.wal.remove_below(lsn);
+        while guard.checkpoint_in_flight {
+            guard = self
+                .checkpointed
+                .wait(guard)
+                .unwrap_or_else(|p| p.into_inner());
         }
+        let Some(pending) = self.begin_checkpoint(&mut guard)? else {
+            return Ok(());
+        };
+        guard.checkpoint_in_flight = true;
+        drop(guard);
+        let written = self.write_checkpoint(&pending);
+        let mut guard = lock(&self.commit);
+        guard.checkpoint_in_flight = false;
+        self.checkpointed.notify_all();
+        if let Err(e) = written {
+            guard.poisoned = Some(e.to_string());
+            return Err(e);
+        }
+        let lsn = self.finish_checkpoint(&mut guard, pending);
+        drop(guard);
+        // Best effort: a segment left behind is retired next time.
+        let _ = self.wal.remove_below(lsn);
         Ok(())
     }
 
-    /// The checkpoint itself, with the commit mutex held. Returns the log
-    /// position the new checkpoint covers (`None` when nothing changed).
+    /// A whole checkpoint with the commit mutex held (no other checkpoint in
+    /// progress). Returns the log position it covers (`None` when nothing
+    /// changed).
     pub(crate) fn checkpoint_locked(&self, st: &mut CommitState) -> Result<Option<u64>> {
+        let Some(pending) = self.begin_checkpoint(st)? else {
+            return Ok(None);
+        };
+        if let Err(e) = self.write_checkpoint(&pending) {
+            st.poisoned = Some(e.to_string());
+            return Err(e);
+        }
+        Ok(Some(self.finish_checkpoint(st, pending)))
+    }
+
+    /// The first step, with the commit mutex held: log synced, pages and free
+    /// list written (not synced), meta page built. `None` when nothing
+    /// changed since the last checkpoint.
+    fn begin_checkpoint(&self, st: &mut CommitState) -> Result<Option<Pending>> {
         if let Some(why) = &st.poisoned {
             return Err(Error::Poisoned(why.clone()));
         }
@@ -75,14 +125,7 @@ impl DbInner {
                 return Err(e);
             }
         };
-        // After a failed fdatasync the kernel may have dropped pages it had
-        // accepted, among them write-backs of evicted pages that exist nowhere
-        // else now: nothing since the last good sync can be trusted. Refuse
-        // further writes; reopening recovers from the previous checkpoint.
-        if let Err(e) = self.pager.sync() {
-            st.poisoned = Some(e.to_string());
-            return Err(e);
-        }
+        st.freelist.begin_checkpoint();
         let meta = Meta {
             page_size: self.pager.page_size() as u32,
             seq: st.meta.seq + 1,
@@ -95,22 +138,38 @@ impl DbInner {
             checkpoint_lsn: st.last_lsn,
             commit_seq: st.seq,
         };
-        // The switch. If the meta page cannot be written and synced we cannot
-        // know which checkpoint a restart will find: refuse further writes.
-        let switched = write_meta(self, &meta).and_then(|()| self.pager.sync());
-        if let Err(e) = switched {
-            st.poisoned = Some(e.to_string());
-            return Err(e);
-        }
-        st.meta = meta;
-        st.freelist_pages = chain;
+        Ok(Some(Pending {
+            meta,
+            chain,
+            started,
+        }))
+    }
+
+    /// The second step, needing no lock: the file synced, then the meta page
+    /// written and synced. An error leaves it unknown which checkpoint a
+    /// restart finds (and, after a failed fdatasync, the kernel may have
+    /// dropped pages it had accepted, among them write-backs of evicted pages
+    /// that exist nowhere else now): the caller refuses further writes, and
+    /// reopening recovers from whichever checkpoint is durable.
+    fn write_checkpoint(&self, pending: &Pending) -> Result<()> {
+        self.pager.sync()?;
+        write_meta(self, &pending.meta)?;
+        self.pager.sync()
+    }
+
+    /// The last step, with the commit mutex held: the checkpoint becomes the
+    /// durable one. Returns the log position it covers.
+    fn finish_checkpoint(&self, st: &mut CommitState, pending: Pending) -> u64 {
+        st.meta = pending.meta;
+        st.freelist_pages = pending.chain;
         st.freelist.checkpoint_done();
         st.checkpoints += 1;
         st.last_checkpoint = Instant::now();
-        st.last_checkpoint_time = started.elapsed();
+        st.last_checkpoint_time = pending.started.elapsed();
         st.checkpoint_time += st.last_checkpoint_time;
-        self.cut_file_to(meta.page_count);
-        Ok(Some(meta.checkpoint_lsn))
+        // Commits since its begin may have grown the file past its end.
+        self.cut_file_to(st.meta.page_count.max(st.freelist.page_count()));
+        st.meta.checkpoint_lsn
     }
 
     /// Cuts the data file to `pages` pages when it is longer: pages past the

@@ -21,7 +21,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::background::Background;
@@ -160,6 +160,9 @@ pub(crate) struct CommitState {
     /// Time spent in checkpoints that wrote something, and in the last one.
     pub checkpoint_time: std::time::Duration,
     pub last_checkpoint_time: std::time::Duration,
+    /// A checkpoint is syncing its pages with the mutex released (see
+    /// [`crate::checkpoint`]); another waits on `DbInner::checkpointed`.
+    pub checkpoint_in_flight: bool,
 }
 
 pub(crate) struct DbInner {
@@ -174,6 +177,8 @@ pub(crate) struct DbInner {
     pub background_error: Mutex<Option<String>>,
     pub snapshots: Mutex<SnapshotTable>,
     pub commit: Mutex<CommitState>,
+    /// Signalled (with `commit`) when a checkpoint in flight is done.
+    pub checkpointed: Condvar,
     /// Applied commits waiting for their log record to be durable.
     pub unpublished: Mutex<VecDeque<(u64, Arc<Snapshot>)>>,
     /// Committers waiting to be combined into a group.
@@ -560,8 +565,16 @@ impl DbInner {
         writes: WriteSet,
         reads: Option<ReadSet>,
     ) -> Result<CommitInfo> {
+        let by_checkpoint = log_record::encoded_len(&writes) > self.large_txn_bytes;
         let (seq, lsn) = {
             let mut guard = lock(&self.commit);
+            // Only one checkpoint at a time.
+            while by_checkpoint && guard.checkpoint_in_flight {
+                guard = self
+                    .checkpointed
+                    .wait(guard)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
             let st = &mut *guard;
             if let Some(why) = &st.poisoned {
                 return Err(Error::Poisoned(why.clone()));
@@ -578,7 +591,7 @@ impl DbInner {
             self.watches.note(seq, &writes);
             // From here on the working tree holds this commit: if it cannot be
             // made durable, the in-memory state is ahead of the disk for good.
-            if log_record::encoded_len(&writes) > self.large_txn_bytes {
+            if by_checkpoint {
                 return self.commit_by_checkpoint(st, seq, writes);
             }
             let lsn = match self

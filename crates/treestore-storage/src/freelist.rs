@@ -30,6 +30,11 @@ pub struct FreeList {
     pending: BTreeMap<u64, Vec<PageId>>,
     /// Superseded pages of the durable checkpoint, with their commit.
     awaiting_checkpoint: Vec<(u64, PageId)>,
+    /// Superseded pages of the checkpoint being written, with their commit:
+    /// they wait for the checkpoint after it.
+    awaiting_next: Vec<(u64, PageId)>,
+    /// A checkpoint is between its begin and its end.
+    in_flight: bool,
     /// Pages handed out since the last checkpoint (not part of it).
     since_checkpoint: HashSet<PageId>,
     page_count: u64,
@@ -42,6 +47,8 @@ impl FreeList {
             free: free.into_iter().collect(),
             pending: BTreeMap::new(),
             awaiting_checkpoint: Vec::new(),
+            awaiting_next: Vec::new(),
+            in_flight: false,
             since_checkpoint: HashSet::new(),
             page_count,
         }
@@ -57,7 +64,9 @@ impl FreeList {
     }
     /// Pages waiting for old snapshots to close or for the next checkpoint.
     pub fn pending_count(&self) -> usize {
-        self.pending.values().map(Vec::len).sum::<usize>() + self.awaiting_checkpoint.len()
+        self.pending.values().map(Vec::len).sum::<usize>()
+            + self.awaiting_checkpoint.len()
+            + self.awaiting_next.len()
     }
 
     /// Takes the lowest free page, or grows the file by one page.
@@ -84,6 +93,8 @@ impl FreeList {
         for id in ids {
             if self.since_checkpoint.remove(&id) {
                 self.pending.entry(seq).or_default().push(id);
+            } else if self.in_flight {
+                self.awaiting_next.push((seq, id));
             } else {
                 self.awaiting_checkpoint.push((seq, id));
             }
@@ -103,13 +114,22 @@ impl FreeList {
         released
     }
 
-    /// A new checkpoint is durable: pages of the previous one wait only for
-    /// snapshots now, and everything allocated so far belongs to the new one.
+    /// A checkpoint of the tree as it is now is being written (its free-list
+    /// chain already taken): everything allocated so far belongs to it.
+    pub fn begin_checkpoint(&mut self) {
+        self.since_checkpoint.clear();
+        self.in_flight = true;
+    }
+
+    /// The checkpoint begun last is durable: pages of the previous one wait
+    /// only for snapshots now, and pages of the new one superseded since its
+    /// begin wait for the next checkpoint.
     pub fn checkpoint_done(&mut self) {
         for (seq, id) in std::mem::take(&mut self.awaiting_checkpoint) {
             self.pending.entry(seq).or_default().push(id);
         }
-        self.since_checkpoint.clear();
+        self.awaiting_checkpoint = std::mem::take(&mut self.awaiting_next);
+        self.in_flight = false;
     }
 
     /// Marks pages of the durable checkpoint (the free-list chain) as superseded
@@ -141,6 +161,7 @@ impl FreeList {
             ids.extend_from_slice(v);
         }
         ids.extend(self.awaiting_checkpoint.iter().map(|(_, id)| *id));
+        ids.extend(self.awaiting_next.iter().map(|(_, id)| *id));
         ids.sort_unstable();
         ids
     }
@@ -366,6 +387,36 @@ mod tests {
         assert_eq!(fl.pending_count(), 0);
     }
 
+    /// While a checkpoint is being written, a page it holds (allocated
+    /// before its begin, or of the checkpoint before) that is superseded
+    /// waits for the checkpoint after it; a page allocated since the begin
+    /// waits only for snapshots; the earlier checkpoint's pages are freed
+    /// when it is done.
+    #[test]
+    fn pages_of_a_checkpoint_being_written_wait_for_the_one_after() {
+        let mut fl = FreeList::new(10, []);
+        // Pages 2..10 belong to the durable checkpoint; 10 and 11 come after.
+        let (a, b) = (fl.allocate(), fl.allocate());
+        fl.supersede(2, vec![5]);
+        fl.begin_checkpoint();
+        let c = fl.allocate();
+        assert_eq!((a, b, c), (10, 11, 12));
+        fl.supersede(3, vec![a, 6, c]);
+        assert_eq!(fl.release(100), vec![c], "only the page after the begin");
+        assert_eq!(fl.pending_count(), 3);
+        fl.checkpoint_done();
+        assert_eq!(fl.release(100), vec![5], "the durable checkpoint's page");
+        assert_eq!(fl.pending_count(), 2, "{a} and 6 wait for the next one");
+        assert_eq!(fl.all_recorded(), vec![5, 6, a, c]);
+        fl.begin_checkpoint();
+        fl.checkpoint_done();
+        let mut freed = fl.release(100);
+        freed.sort_unstable();
+        assert_eq!(freed, vec![6, a]);
+        assert_eq!(fl.pending_count(), 0);
+        assert_eq!(fl.allocate(), 5, "lowest free first");
+    }
+
     #[test]
     fn checkpoint_pages_wait_for_the_next_checkpoint() {
         let mut fl = FreeList::new(10, []);
@@ -377,6 +428,7 @@ mod tests {
             vec![5, 6],
             "but free for a checkpoint written now"
         );
+        fl.begin_checkpoint();
         fl.checkpoint_done();
         assert!(
             fl.release(2).is_empty(),

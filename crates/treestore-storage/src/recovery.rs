@@ -137,6 +137,7 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<DbInner> {
         checkpoints: 0,
         checkpoint_time: std::time::Duration::ZERO,
         last_checkpoint_time: std::time::Duration::ZERO,
+        checkpoint_in_flight: false,
     };
     let replay_started = Instant::now();
     let replayed = replay(&pager, &mut st, &*vfs, &wal_dir, options.replay_batch_bytes)?;
@@ -178,6 +179,7 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<DbInner> {
             writers: BTreeMap::new(),
         }),
         commit: Mutex::new(st),
+        checkpointed: std::sync::Condvar::new(),
         unpublished: Mutex::new(VecDeque::new()),
         queue: Mutex::new(CommitQueue::default()),
         watches: Default::default(),
