@@ -1,15 +1,15 @@
 //! Checkpoints: making the in-memory working tree durable in the page file so the
 //! log before it can be deleted.
 //!
-//! A checkpoint has three steps. Under the commit mutex ([`DbInner::begin_checkpoint`]):
+//! A checkpoint has three steps. Under the commit mutex (`DbInner::begin_checkpoint`):
 //! the log is synced (a checkpoint must never include a commit the log could
 //! lose), every dirty page is written to its page id (a fresh id the previous
 //! checkpoint does not use), the free list is written to free pages, and the
 //! meta page naming the tree, the free list, the commit sequence and the log
 //! position is built. Then, with the mutex released so commits go on
-//! ([`DbInner::write_checkpoint`]): the file is synced, the meta page written
+//! (`DbInner::write_checkpoint`): the file is synced, the meta page written
 //! into the slot the previous checkpoint did not use, and synced. Finally,
-//! under the mutex again ([`DbInner::finish_checkpoint`]), the new checkpoint
+//! under the mutex again (`DbInner::finish_checkpoint`), the new checkpoint
 //! becomes the durable one: the previous checkpoint's superseded pages are
 //! released (to wait for old snapshots) and log segments the checkpoint covers
 //! retired. A crash at any point leaves the previous checkpoint and its log
