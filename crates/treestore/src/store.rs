@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::id_guess::Guesses;
 use crate::metadata::MetadataStore;
 use crate::model::{Document, Node, StoreReport};
-use crate::parallel::{shared_out, threads_for, Pool};
+use crate::parallel::{shared_out, threads_for, Occupancy, Pool};
 use crate::plan::{self, Plan};
 use crate::prompts::PromptStore;
 use crate::reader::Reader;
@@ -48,6 +48,9 @@ pub struct TreeStore {
     indexer: search::Indexer,
     guesses: Guesses,
     in_force: VersionCache,
+    /// Calls storing a document right now: a store splits its indexing
+    /// across threads only when it is the only one (see [`Occupancy`]).
+    storing: Occupancy,
 }
 
 impl TreeStore {
@@ -64,6 +67,7 @@ impl TreeStore {
             analyzer: Analyzer::new(),
             indexer: search::Indexer::default(),
             guesses: Guesses::default(),
+            storing: Occupancy::default(),
         }
     }
 
@@ -106,7 +110,9 @@ impl TreeStore {
         nodes: Vec<Node>,
         spec: Option<&VersionSpec>,
     ) -> Result<StoreReport> {
-        let prepared = self.prepare_document(doc, nodes, spec, true, Timestamp::now_monotonic())?;
+        let occupant = self.storing.enter();
+        let now = Timestamp::now_monotonic();
+        let prepared = self.prepare_document(doc, nodes, spec, occupant.alone, now)?;
         records::write(&self.db, |txn| prepared.write(txn))
     }
 
@@ -120,6 +126,7 @@ impl TreeStore {
         plan::check_id_arg("policy_id", policy)?;
         plan::check_id_arg("version_id", version)?;
         let count = nodes.len();
+        let occupant = self.storing.enter();
         // Reading, merging and indexing happen again on each attempt: a
         // conflict means the version changed under us.
         retry(|| {
@@ -129,7 +136,7 @@ impl TreeStore {
                 doc,
                 merge_nodes(existing, &nodes),
                 None,
-                true,
+                occupant.alone,
                 Timestamp::now_monotonic(),
             )?;
             prepared.keep_registration = true;
