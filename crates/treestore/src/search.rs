@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::model::Node;
 use crate::parallel::{in_parts, run_len, shared_out, threads_for, Pool};
 use crate::schema::{self, DocKeys};
-use crate::term_cache::TermCache;
+use crate::term_cache::{TermCache, WordKey};
 
 pub const K1: f64 = 1.2;
 pub const B: f64 = 0.75;
@@ -170,6 +170,9 @@ impl Indexer {
     }
 }
 
+/// How many words ahead of its lookup a word's cache slot is prefetched.
+const LOOKUP_AHEAD: usize = 8;
+
 fn index_range(
     analyzer: &Analyzer,
     terms: &mut TermCache,
@@ -192,8 +195,8 @@ fn index_range(
         ];
         let keywords = node.keywords.iter().map(|k| (k.as_str(), WEIGHT_KEYWORDS));
         for (text, weight) in fields.into_iter().chain(keywords) {
-            analyzer.for_each_word(text, |w| {
-                let Some(id) = terms.id(analyzer, w) else {
+            let mut count = |id: Option<u32>| {
+                let Some(id) = id else {
                     return;
                 };
                 let id = id as usize;
@@ -205,7 +208,26 @@ fn index_range(
                 }
                 tf[id] = tf[id].saturating_add(weight);
                 len = len.saturating_add(weight);
+            };
+            // Each word's cache slot is prefetched, and the word looked up
+            // LOOKUP_AHEAD words later (a node's counts do not depend on
+            // the order its words are counted in).
+            let mut ahead: [Option<WordKey>; LOOKUP_AHEAD] = [None; LOOKUP_AHEAD];
+            let mut next = 0;
+            analyzer.for_each_word(text, |w| match TermCache::key(w) {
+                Some(key) => {
+                    terms.prefetch(&key);
+                    let due = ahead[next].replace(key);
+                    next = (next + 1) % LOOKUP_AHEAD;
+                    if let Some(due) = due {
+                        count(terms.id_of(analyzer, &due));
+                    }
+                }
+                None => count(terms.id(analyzer, w)),
             });
+            for due in ahead.iter().flatten() {
+                count(terms.id_of(analyzer, due));
+            }
         }
         total_len += u64::from(len);
         let ord = first_ord + i as u32;

@@ -4,9 +4,14 @@
 //! node). [`TermCache`] remembers, across documents, what each folded word
 //! stems to, so each distinct word is stemmed once per cache rather than once
 //! per document, and numbers terms densely within the document being indexed.
-//! Keys live in one byte arena with an open-addressing table of 24-byte
+//! Keys live in one byte arena with an open-addressing table of 32-byte
 //! slots over it that hold keys of up to 16 bytes themselves (most words),
-//! so a lookup usually reads one slot and never allocates.
+//! so a lookup usually reads one slot and never allocates. A word's slot also
+//! remembers the word's id in the current document, so a word seen before in
+//! the document costs that one slot read. Callers that look words up one
+//! after another can make a [`WordKey`] first and [`TermCache::prefetch`] its
+//! slot a few words ahead: the table is larger than the CPU's nearer caches,
+//! and a lookup otherwise waits for its slot to arrive from memory.
 //! A cache grows to at most [`MAX_WORDS`] words and then starts afresh.
 
 use crate::analyzer::{Analyzer, MAX_TERM_LEN};
@@ -96,15 +101,21 @@ const INLINE: usize = 16;
 
 /// A slot of a [`BytesMap`]: the key itself when it has at most [`INLINE`]
 /// bytes (zero padded; as most words do, so a probe reads nothing but its
-/// slot), else its place in the arena (`lo` = start), and the value. 24
-/// bytes.
+/// slot), else its place in the arena (`lo` = start), the value, and a
+/// (stamp, id) pair its user may keep there. 32 bytes, aligned to 32 so a
+/// slot never straddles two cache lines.
 #[derive(Clone, Copy)]
+#[repr(C, align(32))]
 struct Slot {
     lo: u64,
     hi: u64,
     value: u32,
     /// Key length; [`EMPTY`] for a free slot.
     len: u32,
+    /// For the words map: the document (stamp) in which `local` is the
+    /// word's id; 0 for none.
+    stamp: u32,
+    local: u32,
 }
 
 const FREE: Slot = Slot {
@@ -112,6 +123,8 @@ const FREE: Slot = Slot {
     hi: 0,
     value: 0,
     len: EMPTY,
+    stamp: 0,
+    local: 0,
 };
 
 /// A map from byte strings to `u32`, insert-only (until cleared).
@@ -150,6 +163,16 @@ impl BytesMap {
         }
     }
 
+    /// Asks the CPU to start loading the slot where the probe `p` starts.
+    fn prefetch(&self, p: &Probe) {
+        if let Some(s) = self
+            .slots
+            .get((p.h >> 32) as usize & self.slots.len().wrapping_sub(1))
+        {
+            prefetch_slot(s);
+        }
+    }
+
     fn get(&self, key: &[u8], p: &Probe) -> Option<u32> {
         if self.slots.is_empty() {
             return None;
@@ -176,6 +199,8 @@ impl BytesMap {
             hi,
             value,
             len: key.len() as u32,
+            stamp: 0,
+            local: 0,
         };
         self.keys.push((start, key.len() as u32));
         self.arena.extend_from_slice(key);
@@ -214,6 +239,29 @@ impl BytesMap {
     }
 }
 
+/// A word made ready for a lookup ([`TermCache::key`]).
+#[derive(Clone, Copy)]
+pub(crate) struct WordKey {
+    probe: Probe,
+    len: u8,
+}
+
+/// Asks the CPU to start loading the cache line holding `slot`.
+fn prefetch_slot(slot: &Slot) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `_mm_prefetch` needs the `sse` target feature, which every
+    // x86_64 CPU has (it is part of the architecture's baseline). A prefetch
+    // is only a hint: it never faults and changes no memory, and `slot` is
+    // a live reference.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+            (slot as *const Slot).cast(),
+        )
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = slot;
+}
+
 /// Word to term, across documents, and term to its dense id in the document
 /// being indexed.
 #[derive(Default)]
@@ -238,7 +286,9 @@ impl TermCache {
         self.doc_terms.clear();
         self.stamp = self.stamp.wrapping_add(1);
         if self.stamp == 0 {
+            // Stamps of earlier documents could come round again.
             self.local.iter_mut().for_each(|l| *l = (0, 0));
+            self.words.slots.iter_mut().for_each(|s| s.stamp = 0);
             self.stamp = 1;
         }
     }
@@ -249,11 +299,60 @@ impl TermCache {
         if word.len() > MAX_TERM_LEN {
             return None;
         }
-        let p = Probe::of(word.as_bytes());
-        let global = match self.words.get(word.as_bytes(), &p) {
-            Some(g) => g,
-            None => {
-                let g = match analyzer.term_of(word) {
+        self.lookup(analyzer, word.as_bytes(), &Probe::of(word.as_bytes()))
+    }
+
+    /// A folded word of at most 16 bytes made ready for
+    /// [`TermCache::id_of`] (`None` for a longer word: use
+    /// [`TermCache::id`]).
+    pub fn key(word: &str) -> Option<WordKey> {
+        (word.len() <= INLINE).then(|| WordKey {
+            probe: Probe::of(word.as_bytes()),
+            len: word.len() as u8,
+        })
+    }
+
+    /// Asks the CPU to start loading the slot `key` is looked up in.
+    pub fn prefetch(&self, key: &WordKey) {
+        self.words.prefetch(&key.probe);
+    }
+
+    /// [`TermCache::id`] of the word `key` was made from.
+    pub fn id_of(&mut self, analyzer: &Analyzer, key: &WordKey) -> Option<u32> {
+        let mut bytes = [0u8; INLINE];
+        bytes[..8].copy_from_slice(&key.probe.lo.to_le_bytes());
+        bytes[8..].copy_from_slice(&key.probe.hi.to_le_bytes());
+        self.lookup(analyzer, &bytes[..usize::from(key.len)], &key.probe)
+    }
+
+    /// The document-local id of `word` (probe `p`), stemming and numbering
+    /// it the first time.
+    fn lookup(&mut self, analyzer: &Analyzer, word: &[u8], p: &Probe) -> Option<u32> {
+        let global = match self.words.slots.is_empty() {
+            true => Err(0),
+            false => self.words.slot_of(word, p),
+        };
+        let global = match global {
+            Ok(i) => {
+                let slot = &mut self.words.slots[i];
+                if slot.value == NOT_INDEXED {
+                    return None;
+                }
+                if slot.stamp == self.stamp {
+                    return Some(slot.local);
+                }
+                let global = slot.value;
+                let local =
+                    Self::local_id(&mut self.local, &mut self.doc_terms, self.stamp, global);
+                let slot = &mut self.words.slots[i];
+                slot.stamp = self.stamp;
+                slot.local = local;
+                return Some(local);
+            }
+            Err(_) => {
+                // Inserted from `&str` only, so `word` is UTF-8.
+                let text = std::str::from_utf8(word).unwrap_or_default();
+                let g = match analyzer.term_of(text) {
                     None => NOT_INDEXED,
                     Some(term) => {
                         let tp = Probe::of(term.as_bytes());
@@ -268,19 +367,35 @@ impl TermCache {
                         }
                     }
                 };
-                self.words.insert(word.as_bytes(), &p, g);
+                self.words.insert(word, p, g);
                 g
             }
         };
         if global == NOT_INDEXED {
             return None;
         }
-        let slot = &mut self.local[global as usize];
-        if slot.0 != self.stamp {
-            *slot = (self.stamp, self.doc_terms.len() as u32);
-            self.doc_terms.push(global);
+        Some(Self::local_id(
+            &mut self.local,
+            &mut self.doc_terms,
+            self.stamp,
+            global,
+        ))
+    }
+
+    /// The id in the current document (`stamp`) of global term `global`,
+    /// numbering it if it is new to the document.
+    fn local_id(
+        local: &mut [(u32, u32)],
+        doc_terms: &mut Vec<u32>,
+        stamp: u32,
+        global: u32,
+    ) -> u32 {
+        let slot = &mut local[global as usize];
+        if slot.0 != stamp {
+            *slot = (stamp, doc_terms.len() as u32);
+            doc_terms.push(global);
         }
-        Some(slot.1)
+        slot.1
     }
 
     /// Number of distinct terms in the current document.
@@ -322,6 +437,84 @@ mod tests {
         assert_eq!(c.id(&a, "knee"), Some(0), "ids restart per document");
         assert_eq!(c.doc_term(0), "knee");
         assert_eq!(c.doc_term_count(), 1);
+    }
+
+    /// Lookups through a prefetched key give what plain lookups give, in
+    /// document after document; words too long for a key have none.
+    #[test]
+    fn keyed_lookups_equal_plain_ones() {
+        let a = Analyzer::new();
+        let words = [
+            "scans",
+            "the",
+            "scan",
+            "knee",
+            "arthroscopy",
+            "scanning",
+            "knee",
+            "of",
+            "a-sixteen-bytes!",
+            "seventeen-bytes!!",
+            "scans",
+            "mri",
+        ];
+        let (mut plain, mut keyed) = (TermCache::default(), TermCache::default());
+        for doc in 0..3 {
+            plain.begin_document();
+            keyed.begin_document();
+            for w in words.iter().skip(doc).chain(words.iter().take(doc)) {
+                let want = plain.id(&a, w);
+                let got = match TermCache::key(w) {
+                    Some(k) => {
+                        keyed.prefetch(&k);
+                        keyed.id_of(&a, &k)
+                    }
+                    None => {
+                        assert!(w.len() > INLINE, "{w}");
+                        keyed.id(&a, w)
+                    }
+                };
+                assert_eq!(got, want, "{w} in document {doc}");
+            }
+            let terms = |c: &TermCache| -> Vec<String> {
+                (0..c.doc_term_count() as u32)
+                    .map(|i| c.doc_term(i).to_string())
+                    .collect()
+            };
+            assert_eq!(terms(&keyed), terms(&plain));
+        }
+    }
+
+    /// A word's slot remembers its id in one document only: in the next
+    /// one the word is numbered afresh (also when the document stamp wraps
+    /// round to a value an old slot still holds), and two words of one term
+    /// share its id.
+    #[test]
+    fn a_word_remembered_from_an_earlier_document_is_numbered_afresh() {
+        let a = Analyzer::new();
+        let mut c = TermCache::default();
+        c.begin_document();
+        assert_eq!((c.id(&a, "knee"), c.id(&a, "scan")), (Some(0), Some(1)));
+        assert_eq!(c.id(&a, "scan"), Some(1), "from the slot");
+        c.begin_document();
+        assert_eq!(c.id(&a, "scan"), Some(0));
+        assert_eq!(c.id(&a, "scans"), Some(0), "same term");
+        assert_eq!(c.id(&a, "knee"), Some(1));
+        let stamp = c.stamp;
+        c.stamp = u32::MAX;
+        c.begin_document();
+        assert_eq!(c.stamp, 1);
+        assert!(stamp >= 1);
+        // "scan"'s slot was stamped 2 above; stamps restart at 1.
+        c.begin_document();
+        assert_eq!(c.stamp, 2);
+        assert_eq!(c.id(&a, "mri"), Some(0));
+        assert_eq!(
+            c.id(&a, "scan"),
+            Some(1),
+            "not the id kept from the old document"
+        );
+        assert_eq!(c.doc_term_count(), 2);
     }
 
     #[test]
