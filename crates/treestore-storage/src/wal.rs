@@ -1086,6 +1086,16 @@ mod tests {
     use crate::vfs::OsVfs;
     use std::time::Duration;
 
+    /// Appends one record and waits until it is durable; returns the LSN
+    /// past it.
+    fn append_durably(wal: &Wal, payload: &[u8]) -> u64 {
+        let end = wal
+            .append_with(1, |_, out| out.extend_from_slice(payload))
+            .unwrap();
+        wal.wait_durable(end).unwrap();
+        end
+    }
+
     fn policy(bytes: u64, prepare_ahead: bool) -> SegmentPolicy {
         SegmentPolicy {
             bytes,
@@ -1254,12 +1264,9 @@ mod tests {
                 wal.lock().next = Some(std::thread::spawn(move || Ok(file)));
             }
             let payload = vec![i as u8; 9_000];
-            let end = wal
-                .append_with(1, |_, out| out.extend_from_slice(&payload))
-                .unwrap();
+            let end = append_durably(&wal, &payload);
             want.push((lsn, payload));
             lsn = end;
-            wal.wait_durable(end).unwrap();
         }
         let segments = list_segments(&OsVfs, &dir).unwrap();
         assert!(segments.len() >= 5, "{segments:?}");
@@ -1332,12 +1339,9 @@ mod tests {
                 // Sizes vary, so a segment's records end short of where its
                 // previous life's did.
                 let payload = vec![i as u8 | 1; 9_000 - (i as usize % 5) * 1_700];
-                let end = wal
-                    .append_with(1, |_, out| out.extend_from_slice(&payload))
-                    .unwrap();
+                let end = append_durably(&wal, &payload);
                 want.push((lsn, payload));
                 lsn = end;
-                wal.wait_durable(end).unwrap();
                 // Segments made since the last check: from a spare or not.
                 for first in list_segments(&OsVfs, &dir).unwrap() {
                     let ino = std::fs::metadata(dir.join(segment_name(first)))

@@ -324,19 +324,10 @@ fn crash_point(seed: u64) {
             "seed {seed}: writer {w} recovered neither its acknowledged commits nor those plus the failed one"
         );
     }
-    let report = db.check().unwrap();
-    assert!(report.is_ok(), "seed {seed}: {:?}", report.problems);
-    db.put(b"after-recovery", b"ok").unwrap();
+    common::assert_sound_and_writable(&db, seed);
 }
 
 #[test]
 fn acknowledged_commits_survive_power_loss_with_checkpoints_beside_them() {
-    let points = 150 * common::scale();
-    let base: u64 = std::env::var("TREESTORE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x6368_6b70);
-    for i in 0..points {
-        crash_point(base + i);
-    }
+    common::run_crash_points(150, 0x6368_6b70, crash_point);
 }

@@ -176,20 +176,10 @@ fn crash_point(seed: u64) {
         got == model || Some(&got) == with.as_ref(),
         "seed {seed}: recovered state is neither the acknowledged commits nor those plus the failed one"
     );
-    let report = db.check().unwrap();
-    assert!(report.is_ok(), "seed {seed}: {:?}", report.problems);
-    // The recovered database accepts new commits.
-    db.put(b"after-recovery", b"ok").unwrap();
+    common::assert_sound_and_writable(&db, seed);
 }
 
 #[test]
 fn every_acknowledged_commit_survives_power_loss() {
-    let points = 2000 * common::scale();
-    let base: u64 = std::env::var("TREESTORE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x7265_6573);
-    for i in 0..points {
-        crash_point(base + i);
-    }
+    common::run_crash_points(2000, 0x7265_6573, crash_point);
 }

@@ -24,6 +24,26 @@ pub fn scale() -> u64 {
         .unwrap_or(1)
 }
 
+/// Runs `crash_point` on `per_scale` x [`scale`] consecutive seeds from
+/// `TREESTORE_SEED` (default `base`).
+pub fn run_crash_points(per_scale: u64, base: u64, crash_point: impl Fn(u64)) {
+    let base: u64 = std::env::var("TREESTORE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(base);
+    for i in 0..per_scale * scale() {
+        crash_point(base + i);
+    }
+}
+
+/// After a restart: the integrity check passes and the database accepts a
+/// new commit.
+pub fn assert_sound_and_writable(db: &Db, seed: u64) {
+    let report = db.check().unwrap();
+    assert!(report.is_ok(), "seed {seed}: {:?}", report.problems);
+    db.put(b"after-recovery", b"ok").unwrap();
+}
+
 /// Options on a simulated disk: no background thread (tests checkpoint
 /// explicitly, at random points) and small log segments so rotation and segment
 /// removal happen often.
