@@ -299,13 +299,7 @@ fn crash_point(seed: u64) {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     checkpointer.join().unwrap();
     drop(db);
-    let mode = if rng.random_bool(0.3) {
-        LossMode::DropUnsynced
-    } else {
-        LossMode::RandomSubset { seed: rng.random() }
-    };
-    vfs.power_loss(mode);
-    let db = Db::open(dir, opts).unwrap_or_else(|e| panic!("seed {seed}: reopen failed: {e}"));
+    let db = common::power_cut_and_reopen(&vfs, &mut rng, dir, opts, seed);
     let got = contents(&db);
     for (w, (model, failed)) in outcomes.iter().enumerate() {
         let prefix = format!("w{w}/").into_bytes();

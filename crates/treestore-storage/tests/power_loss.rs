@@ -19,7 +19,7 @@ use std::path::Path;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use treestore_storage::fault::{FaultKind, FaultPlan, FaultTarget, FaultVfs, LossMode};
+use treestore_storage::fault::{FaultKind, FaultPlan, FaultTarget, FaultVfs};
 use treestore_storage::{Db, Error};
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -159,13 +159,7 @@ fn crash_point(seed: u64) {
         }
     }
     drop(db);
-    let mode = if rng.random_bool(0.3) {
-        LossMode::DropUnsynced
-    } else {
-        LossMode::RandomSubset { seed: rng.random() }
-    };
-    vfs.power_loss(mode);
-    let db = Db::open(dir, opts).unwrap_or_else(|e| panic!("seed {seed}: reopen failed: {e}"));
+    let db = common::power_cut_and_reopen(&vfs, &mut rng, dir, opts, seed);
     let got = contents(&db);
     let with = uncertain.as_ref().map(|t| {
         let mut m = model.clone();

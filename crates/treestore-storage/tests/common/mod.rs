@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
 
-use treestore_storage::fault::FaultVfs;
+use treestore_storage::fault::{FaultVfs, LossMode};
 use treestore_storage::{Db, Options};
 
 /// Number of cases for a property test: the default, or `TREESTORE_PROPTEST_CASES`.
@@ -34,6 +34,24 @@ pub fn run_crash_points(per_scale: u64, base: u64, crash_point: impl Fn(u64)) {
     for i in 0..per_scale * scale() {
         crash_point(base + i);
     }
+}
+
+/// Cuts the power of `vfs` (unsynced writes all lost, or a random subset
+/// kept, one maybe torn, as `rng` picks) and reopens the database in `dir`.
+pub fn power_cut_and_reopen(
+    vfs: &FaultVfs,
+    rng: &mut impl rand::Rng,
+    dir: &std::path::Path,
+    opts: Options,
+    seed: u64,
+) -> Db {
+    let mode = if rng.random_bool(0.3) {
+        LossMode::DropUnsynced
+    } else {
+        LossMode::RandomSubset { seed: rng.random() }
+    };
+    vfs.power_loss(mode);
+    Db::open(dir, opts).unwrap_or_else(|e| panic!("seed {seed}: reopen failed: {e}"))
 }
 
 /// After a restart: the integrity check passes and the database accepts a
