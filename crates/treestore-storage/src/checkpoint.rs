@@ -32,6 +32,20 @@ use crate::freelist;
 use crate::meta::Meta;
 use crate::page::PageId;
 
+/// Ends a checkpoint in flight whose second step panicked (see
+/// [`DbInner::checkpoint`]); forgotten when the step returns.
+struct InFlight<'a>(&'a DbInner);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut st = lock(&self.0.commit);
+        st.checkpoint_in_flight = false;
+        st.poisoned
+            .get_or_insert_with(|| "a checkpoint's sync panicked".to_string());
+        self.0.checkpointed.notify_all();
+    }
+}
+
 /// A checkpoint whose pages are written, waiting for its sync and meta page.
 pub(crate) struct Pending {
     meta: Meta,
@@ -56,7 +70,12 @@ impl DbInner {
         };
         guard.checkpoint_in_flight = true;
         drop(guard);
+        // Should the sync panic (a file layer's bug), the guard still ends
+        // the checkpoint in flight, so nobody waits for it forever, and
+        // refuses further writes: which checkpoint is durable is unknown.
+        let in_flight = InFlight(self);
         let written = self.write_checkpoint(&pending);
+        std::mem::forget(in_flight);
         let mut guard = lock(&self.commit);
         guard.checkpoint_in_flight = false;
         self.checkpointed.notify_all();
@@ -150,7 +169,10 @@ impl DbInner {
     /// restart finds (and, after a failed fdatasync, the kernel may have
     /// dropped pages it had accepted, among them write-backs of evicted pages
     /// that exist nowhere else now): the caller refuses further writes, and
-    /// reopening recovers from whichever checkpoint is durable.
+    /// reopening recovers from whichever checkpoint is durable. Commits that
+    /// ran beside the failed sync are in the log like every other (the page
+    /// they may have read back is checksummed); they are not lost, and the
+    /// handle refuses writes from the moment the failure is seen.
     fn write_checkpoint(&self, pending: &Pending) -> Result<()> {
         self.pager.sync()?;
         write_meta(self, &pending.meta)?;

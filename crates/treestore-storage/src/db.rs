@@ -706,6 +706,7 @@ impl DbInner {
         let st = lock(&self.commit);
         let log_bytes = st.last_lsn.saturating_sub(st.meta.checkpoint_lsn);
         st.poisoned.is_none()
+            && !st.checkpoint_in_flight
             && st.seq != st.meta.commit_seq
             && (log_bytes >= self.checkpoint_log_bytes
                 || st.last_checkpoint.elapsed() >= self.checkpoint_interval)

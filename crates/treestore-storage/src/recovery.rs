@@ -191,12 +191,6 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<DbInner> {
     Ok(inner)
 }
 
-/// Whether the data file is what a crash during [`initialize`] leaves: no log
-/// directory yet (it is created right after the first successful
-/// initialization, before any commit) and every byte either zero or equal to
-/// the byte [`initialize`] writes there for this page size (writes that never
-/// landed, or landed torn, in any order). Anyone else's file fails this test
-/// and is left alone.
 /// Most covered log segments kept for reuse, whatever the options.
 const MAX_SPARE_SEGMENTS: u64 = 16;
 
@@ -212,6 +206,12 @@ fn wal_policy(options: &Options) -> wal::SegmentPolicy {
     }
 }
 
+/// Whether the data file is what a crash during [`initialize`] leaves: no log
+/// directory yet (it is created right after the first successful
+/// initialization, before any commit) and every byte either zero or equal to
+/// the byte [`initialize`] writes there for this page size (writes that never
+/// landed, or landed torn, in any order). Anyone else's file fails this test
+/// and is left alone.
 fn interrupted_initialization(
     file: &dyn StorageFile,
     len: u64,

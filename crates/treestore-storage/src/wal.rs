@@ -221,6 +221,9 @@ struct WalState {
     next: Option<Preparing>,
     /// Recycled segment files waiting to be reused, oldest first.
     spares: Vec<PathBuf>,
+    /// Segments being renamed into spares right now (counted against the
+    /// policy's number before they are listed).
+    spares_reserved: usize,
 }
 
 /// The helper thread preparing the next segment; it returns the file.
@@ -279,8 +282,9 @@ impl Wal {
         }
         let mut spares = list_spares(&*vfs, dir)?;
         for extra in spares.split_off(spares.len().min(policy.spares)) {
-            vfs.remove_file(&extra)
-                .map_err(|e| Error::io(format!("removing {}", extra.display()), e))?;
+            // Best effort: an extra spare left behind is only disk space,
+            // and the next open tries again.
+            let _ = vfs.remove_file(&extra);
         }
         let segment_bytes = policy.bytes.max(SEGMENT_HEADER_LEN + 4096);
         let current = match tail {
@@ -313,6 +317,7 @@ impl Wal {
                 older,
                 next: None,
                 spares,
+                spares_reserved: 0,
             }),
             synced: Condvar::new(),
             appended: Condvar::new(),
@@ -587,25 +592,33 @@ impl Wal {
                 .map(|(first, _)| *first)
                 .collect();
             st.older.retain(|f| !doomed.contains(f));
-            (doomed, self.keep_spares.saturating_sub(st.spares.len()))
+            let room = self
+                .keep_spares
+                .saturating_sub(st.spares.len() + st.spares_reserved)
+                .min(doomed.len());
+            st.spares_reserved += room;
+            (doomed, room)
         };
         let mut recycled = Vec::new();
-        for (i, first) in doomed.iter().enumerate() {
-            let path = self.dir.join(segment_name(*first));
-            let spare = self.dir.join(format!("{first:020}{SPARE_SUFFIX}"));
-            let kept = i < room && self.vfs.rename(&path, &spare).is_ok();
-            if kept {
-                recycled.push(spare);
-            } else {
-                self.vfs.remove_file(&path).map_err(|e| {
-                    Error::io(format!("removing log segment {}", path.display()), e)
-                })?;
+        let retired = (|| {
+            for (i, first) in doomed.iter().enumerate() {
+                let path = self.dir.join(segment_name(*first));
+                let spare = self.dir.join(format!("{first:020}{SPARE_SUFFIX}"));
+                let kept = i < room && self.vfs.rename(&path, &spare).is_ok();
+                if kept {
+                    recycled.push(spare);
+                } else {
+                    self.vfs.remove_file(&path).map_err(|e| {
+                        Error::io(format!("removing log segment {}", path.display()), e)
+                    })?;
+                }
             }
-        }
-        if !recycled.is_empty() {
-            self.lock().spares.extend(recycled);
-        }
-        Ok(doomed.len())
+            Ok(doomed.len())
+        })();
+        let mut st = self.lock();
+        st.spares_reserved -= room;
+        st.spares.extend(recycled);
+        retired
     }
 
     /// Counters.

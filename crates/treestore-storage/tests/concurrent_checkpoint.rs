@@ -29,6 +29,8 @@ struct Gate {
     closed: Mutex<bool>,
     opened: Condvar,
     arrived: Mutex<Option<mpsc::Sender<()>>>,
+    /// The next sync of the data file panics.
+    panic_next: std::sync::atomic::AtomicBool,
 }
 
 impl Gate {
@@ -43,6 +45,12 @@ impl Gate {
     }
 
     fn pass(&self) {
+        if self
+            .panic_next
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
+            panic!("injected: the data file's sync panics");
+        }
         let mut closed = self.closed.lock().unwrap();
         if *closed {
             if let Some(tx) = self.arrived.lock().unwrap().take() {
@@ -223,6 +231,61 @@ fn commits_go_on_while_a_checkpoint_syncs_the_data_file() {
     assert_eq!(contents(&db), model);
     let report = db.check().unwrap();
     assert!(report.is_ok(), "{:?}", report.problems);
+}
+
+/// A checkpoint whose data-file sync panics ends anyway: later checkpoints
+/// and commits fail at once (which checkpoint is durable is unknown) instead
+/// of waiting for it forever, and a reopen has every acknowledged commit.
+#[test]
+fn a_checkpoint_whose_sync_panics_does_not_leave_others_waiting() {
+    let fault = FaultVfs::new();
+    let gate = Arc::new(Gate::default());
+    let vfs = GatedVfs {
+        inner: fault.clone(),
+        gate: gate.clone(),
+    };
+    let opts = treestore_storage::Options {
+        vfs: Arc::new(vfs),
+        ..common::mem_options(&fault, 1024, 1 << 20)
+    };
+    let dir = Path::new("/db");
+    let db = Db::open(dir, opts.clone()).unwrap();
+    let puts: Puts = (0..200u32)
+        .map(|i| (format!("k{i:04}").into_bytes(), vec![i as u8; 700]))
+        .collect();
+    put_all(&db, &puts).unwrap();
+    gate.panic_next
+        .store(true, std::sync::atomic::Ordering::Release);
+    let panicked = {
+        let db = db.clone();
+        std::thread::spawn(move || db.checkpoint()).join()
+    };
+    assert!(panicked.is_err(), "the injected panic");
+    let (tx, rx) = mpsc::channel();
+    let after = {
+        let db = db.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send((
+                db.checkpoint(),
+                put_all(&db, &[(b"later".to_vec(), b"x".to_vec())]),
+            ));
+        })
+    };
+    let (checkpointed, committed) = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a checkpoint and a commit after the panic returned");
+    after.join().unwrap();
+    assert!(
+        matches!(checkpointed, Err(Error::Poisoned(_))),
+        "{checkpointed:?}"
+    );
+    assert!(
+        matches!(committed, Err(Error::Poisoned(_))),
+        "{committed:?}"
+    );
+    drop(db);
+    let db = Db::open(dir, opts).unwrap();
+    assert_eq!(contents(&db), puts.into_iter().collect::<Model>());
 }
 
 /// Keys of writer `w`.

@@ -159,13 +159,20 @@ impl TreeStore {
         // document of the batch is stored later (and becomes current).
         let stamps: Vec<Timestamp> = ops.iter().map(|_| Timestamp::now_monotonic()).collect();
         if threads < 2 {
+            // One document: split across threads if no other store runs.
+            let occupant = self.storing().enter();
             return ops
                 .into_iter()
                 .zip(stamps)
                 .enumerate()
-                .map(|(i, (op, now))| self.prepare_op(op, true, now).map_err(|e| in_op(i, e)))
+                .map(|(i, (op, now))| {
+                    self.prepare_op(op, occupant.alone, now)
+                        .map_err(|e| in_op(i, e))
+                })
                 .collect();
         }
+        // Documents on parallel threads: other stores see this one.
+        let _occupant = self.storing().enter();
         let count = ops.len();
         let queue: Vec<Mutex<Option<WriteOp>>> =
             ops.into_iter().map(|op| Mutex::new(Some(op))).collect();

@@ -207,6 +207,11 @@ impl TreeStore {
         })
     }
 
+    /// Counts the stores in progress (see [`Occupancy`]).
+    pub(crate) fn storing(&self) -> &Occupancy {
+        &self.storing
+    }
+
     /// The version store on this database.
     pub fn versions(&self) -> VersionStore<'_> {
         VersionStore::new(self)
