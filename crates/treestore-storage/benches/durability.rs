@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use treestore_storage::vfs::SlowSyncVfs;
+use treestore_storage::vfs::SyncHookVfs;
 use treestore_storage::{Db, Durability, Options};
 
 const CHILD_ENV: &str = "TREESTORE_BENCH_RECOVERY_CHILD";
@@ -434,9 +434,7 @@ fn main() {
     let slow_us: u64 = env_number("TREESTORE_BENCH_SLOW_SYNC_US", 1000);
     if slow_us > 0 {
         let slow = || Options {
-            vfs: Arc::new(SlowSyncVfs {
-                delay: Duration::from_micros(slow_us),
-            }),
+            vfs: Arc::new(SyncHookVfs::slow(Duration::from_micros(slow_us))),
             ..Options::default()
         };
         let one = commit_run_on(Durability::Sync, 1, 300, slow());

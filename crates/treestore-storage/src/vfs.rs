@@ -10,7 +10,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
@@ -191,21 +191,53 @@ impl Vfs for OsVfs {
     }
 }
 
-/// The real file system with every `sync_data` made `delay` longer: a model
-/// of a slower disk, for benchmarks and tests of what waits on syncs (group
-/// commit). Everything else is [`OsVfs`].
-#[derive(Debug, Clone, Copy)]
-pub struct SlowSyncVfs {
-    pub delay: std::time::Duration,
+/// Another file system with `hook` run, with the file's path, before each
+/// `sync_data` of a file: a slower disk ([`SyncHookVfs::slow`]) or one whose
+/// syncs a test holds, for what waits on syncs (group commit, checkpoints).
+/// Everything else is the inner file system's.
+#[derive(Clone)]
+pub struct SyncHookVfs {
+    inner: Arc<dyn Vfs>,
+    hook: Arc<dyn Fn(&Path) + Send + Sync>,
 }
 
-#[derive(Debug)]
-struct SlowSyncFile {
+impl Debug for SyncHookVfs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncHookVfs")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SyncHookVfs {
+    pub fn new(inner: Arc<dyn Vfs>, hook: impl Fn(&Path) + Send + Sync + 'static) -> Self {
+        SyncHookVfs {
+            inner,
+            hook: Arc::new(hook),
+        }
+    }
+
+    /// The real file system with every `sync_data` made `delay` longer.
+    pub fn slow(delay: std::time::Duration) -> Self {
+        Self::new(Arc::new(OsVfs), move |_| std::thread::sleep(delay))
+    }
+}
+
+struct SyncHookFile {
     inner: Arc<dyn StorageFile>,
-    delay: std::time::Duration,
+    path: PathBuf,
+    hook: Arc<dyn Fn(&Path) + Send + Sync>,
 }
 
-impl StorageFile for SlowSyncFile {
+impl Debug for SyncHookFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncHookFile")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StorageFile for SyncHookFile {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.inner.read_exact_at(buf, offset)
     }
@@ -213,9 +245,8 @@ impl StorageFile for SlowSyncFile {
         self.inner.write_all_at(buf, offset)
     }
     fn sync_data(&self) -> io::Result<()> {
-        self.inner.sync_data()?;
-        std::thread::sleep(self.delay);
-        Ok(())
+        (self.hook)(&self.path);
+        self.inner.sync_data()
     }
     fn len(&self) -> io::Result<u64> {
         self.inner.len()
@@ -225,32 +256,33 @@ impl StorageFile for SlowSyncFile {
     }
 }
 
-impl Vfs for SlowSyncVfs {
+impl Vfs for SyncHookVfs {
     fn path_kind(&self, path: &Path) -> io::Result<PathKind> {
-        OsVfs.path_kind(path)
+        self.inner.path_kind(path)
     }
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        OsVfs.create_dir_all(path)
+        self.inner.create_dir_all(path)
     }
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
-        Ok(Arc::new(SlowSyncFile {
-            inner: OsVfs.open(path, create)?,
-            delay: self.delay,
+        Ok(Arc::new(SyncHookFile {
+            inner: self.inner.open(path, create)?,
+            path: path.to_path_buf(),
+            hook: self.hook.clone(),
         }))
     }
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        OsVfs.sync_dir(path)
+        self.inner.sync_dir(path)
     }
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
-        OsVfs.list_dir(path)
+        self.inner.list_dir(path)
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
-        OsVfs.remove_file(path)
+        self.inner.remove_file(path)
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        OsVfs.rename(from, to)
+        self.inner.rename(from, to)
     }
     fn lock_dir(&self, dir: &Path) -> Result<Box<dyn DirLock>> {
-        OsVfs.lock_dir(dir)
+        self.inner.lock_dir(dir)
     }
 }

@@ -1197,9 +1197,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join(WAL_DIR);
         std::fs::create_dir_all(&dir).unwrap();
-        let vfs = Arc::new(crate::vfs::SlowSyncVfs {
-            delay: Duration::from_millis(1),
-        });
+        let vfs = Arc::new(crate::vfs::SyncHookVfs::slow(Duration::from_millis(1)));
         let wal = Wal::open(vfs, &dir, policy(1 << 20, false), 0, None, Vec::new()).unwrap();
         for i in 0..20u32 {
             let end = wal

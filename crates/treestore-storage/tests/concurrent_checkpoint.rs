@@ -7,7 +7,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io;
 use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
@@ -16,7 +15,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use treestore_storage::fault::{FaultKind, FaultPlan, FaultTarget, FaultVfs, LossMode};
-use treestore_storage::vfs::{DirLock, PathKind, StorageFile, Vfs};
+use treestore_storage::vfs::SyncHookVfs;
 use treestore_storage::{Db, Error, DATA_FILE};
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -63,70 +62,24 @@ impl Gate {
     }
 }
 
-/// The simulated disk, with syncs of the data file passing `gate`.
-#[derive(Debug)]
-struct GatedVfs {
-    inner: FaultVfs,
-    gate: Arc<Gate>,
-}
-
-#[derive(Debug)]
-struct GatedFile {
-    inner: Arc<dyn StorageFile>,
-    gate: Arc<Gate>,
-}
-
-impl StorageFile for GatedFile {
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.inner.read_exact_at(buf, offset)
-    }
-    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.inner.write_all_at(buf, offset)
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        self.gate.pass();
-        self.inner.sync_data()
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.inner.set_len(len)
-    }
-}
-
-impl Vfs for GatedVfs {
-    fn path_kind(&self, path: &Path) -> io::Result<PathKind> {
-        self.inner.path_kind(path)
-    }
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        self.inner.create_dir_all(path)
-    }
-    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
-        let file = self.inner.open(path, create)?;
+/// A database on the simulated disk whose data-file syncs pass `gate`
+/// first; returns the disk (for power cuts), the gate, the options and the
+/// database at `/db`.
+fn gated_db() -> (FaultVfs, Arc<Gate>, treestore_storage::Options, Db) {
+    let fault = FaultVfs::new();
+    let gate = Arc::new(Gate::default());
+    let passing = gate.clone();
+    let vfs = SyncHookVfs::new(Arc::new(fault.clone()), move |path: &Path| {
         if path.file_name().is_some_and(|n| n == DATA_FILE) {
-            return Ok(Arc::new(GatedFile {
-                inner: file,
-                gate: self.gate.clone(),
-            }));
+            passing.pass();
         }
-        Ok(file)
-    }
-    fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        self.inner.sync_dir(path)
-    }
-    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
-        self.inner.list_dir(path)
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        self.inner.remove_file(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn lock_dir(&self, dir: &Path) -> treestore_storage::Result<Box<dyn DirLock>> {
-        self.inner.lock_dir(dir)
-    }
+    });
+    let opts = treestore_storage::Options {
+        vfs: Arc::new(vfs),
+        ..common::mem_options(&fault, 1024, 1 << 20)
+    };
+    let db = Db::open(Path::new("/db"), opts.clone()).unwrap();
+    (fault, gate, opts, db)
 }
 
 fn contents(db: &Db) -> Model {
@@ -149,18 +102,8 @@ fn put_all(db: &Db, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<(), Error> {
 /// state survives a crash (from that checkpoint and the log after it).
 #[test]
 fn commits_go_on_while_a_checkpoint_syncs_the_data_file() {
-    let fault = FaultVfs::new();
-    let gate = Arc::new(Gate::default());
-    let vfs = GatedVfs {
-        inner: fault.clone(),
-        gate: gate.clone(),
-    };
-    let opts = treestore_storage::Options {
-        vfs: Arc::new(vfs),
-        ..common::mem_options(&fault, 1024, 1 << 20)
-    };
+    let (fault, gate, opts, db) = gated_db();
     let dir = Path::new("/db");
-    let db = Db::open(dir, opts.clone()).unwrap();
     let mut model = Model::new();
     let batch = |from: u32, n: u32| -> Puts {
         (from..from + n)
@@ -238,18 +181,8 @@ fn commits_go_on_while_a_checkpoint_syncs_the_data_file() {
 /// of waiting for it forever, and a reopen has every acknowledged commit.
 #[test]
 fn a_checkpoint_whose_sync_panics_does_not_leave_others_waiting() {
-    let fault = FaultVfs::new();
-    let gate = Arc::new(Gate::default());
-    let vfs = GatedVfs {
-        inner: fault.clone(),
-        gate: gate.clone(),
-    };
-    let opts = treestore_storage::Options {
-        vfs: Arc::new(vfs),
-        ..common::mem_options(&fault, 1024, 1 << 20)
-    };
+    let (_disk, gate, opts, db) = gated_db();
     let dir = Path::new("/db");
-    let db = Db::open(dir, opts.clone()).unwrap();
     let puts: Puts = (0..200u32)
         .map(|i| (format!("k{i:04}").into_bytes(), vec![i as u8; 700]))
         .collect();
