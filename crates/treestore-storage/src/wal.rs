@@ -92,6 +92,11 @@ pub fn segment_name(lsn: u64) -> String {
     format!("{lsn:020}.wal")
 }
 
+/// File name of the segment starting at `lsn` once recycled as a spare.
+pub fn spare_name(lsn: u64) -> String {
+    format!("{lsn:020}{SPARE_SUFFIX}")
+}
+
 /// Parses a segment file name.
 pub fn parse_segment_name(name: &str) -> Option<u64> {
     let digits = name.strip_suffix(".wal")?;
@@ -603,7 +608,7 @@ impl Wal {
         let retired = (|| {
             for (i, first) in doomed.iter().enumerate() {
                 let path = self.dir.join(segment_name(*first));
-                let spare = self.dir.join(format!("{first:020}{SPARE_SUFFIX}"));
+                let spare = self.dir.join(spare_name(*first));
                 let kept = i < room && self.vfs.rename(&path, &spare).is_ok();
                 if kept {
                     recycled.push(spare);
@@ -790,7 +795,7 @@ fn list_spares(vfs: &dyn Vfs, dir: &Path) -> Result<Vec<PathBuf>> {
     firsts.sort_unstable();
     Ok(firsts
         .into_iter()
-        .map(|f| dir.join(format!("{f:020}{SPARE_SUFFIX}")))
+        .map(|f| dir.join(spare_name(f)))
         .collect())
 }
 
@@ -1396,11 +1401,11 @@ mod tests {
 
             // Three spares on disk, a policy of two: one is removed at open,
             // two are kept and reused.
-            let extra = dir.join(format!("{:020}{SPARE_SUFFIX}", 1u64));
+            let extra = dir.join(spare_name(1));
             std::fs::write(&extra, vec![7u8; 1000]).unwrap();
             while spares_on_disk().len() < 3 {
                 let n = spares_on_disk().len() as u64 + 2;
-                std::fs::write(dir.join(format!("{n:020}{SPARE_SUFFIX}")), b"x").unwrap();
+                std::fs::write(dir.join(spare_name(n)), b"x").unwrap();
             }
             let wal = Wal::open(Arc::new(OsVfs), &dir, policy, lsn, None, segments).unwrap();
             assert_eq!(
