@@ -356,6 +356,23 @@ impl<'a> RunWriter<'a> {
     }
 
     pub(crate) fn write(&mut self, id: PageId, page: &[u8]) -> Result<()> {
+        self.continue_run(id)?;
+        self.buf.extend_from_slice(page);
+        Ok(())
+    }
+
+    /// A zeroed image of page `id` in the run, for the caller to fill in
+    /// place (no copy of a finished page is made).
+    pub(crate) fn page(&mut self, id: PageId) -> Result<&mut [u8]> {
+        self.continue_run(id)?;
+        let at = self.buf.len();
+        self.buf.resize(at + self.page_size, 0);
+        Ok(&mut self.buf[at..])
+    }
+
+    /// Writes the run first when page `id` does not continue it, or it is
+    /// full.
+    fn continue_run(&mut self, id: PageId) -> Result<()> {
         let next = self.start + (self.buf.len() / self.page_size) as u64;
         if !self.buf.is_empty() && (id != next || self.buf.len() >= MAX_RUN_BYTES) {
             self.finish()?;
@@ -363,7 +380,6 @@ impl<'a> RunWriter<'a> {
         if self.buf.is_empty() {
             self.start = id;
         }
-        self.buf.extend_from_slice(page);
         Ok(())
     }
 

@@ -193,25 +193,10 @@ impl Pager {
         run.finish()
     }
 
-    /// Writes the consecutive page images in `images` (a whole number of
-    /// pages) directly to the file from page `start` on, bypassing the pool.
-    pub fn write_run(&self, start: PageId, images: &[u8]) -> Result<()> {
-        let ps = self.page_size;
-        for i in 0..(images.len() / ps) as u64 {
-            self.pool.invalidate(start + i);
-        }
-        self.file
-            .write_all_at(images, start * ps as u64)
-            .map_err(|e| {
-                Error::io(
-                    format!(
-                        "writing {} pages at page {start} of {}",
-                        images.len() / ps,
-                        self.path.display()
-                    ),
-                    e,
-                )
-            })
+    /// A writer of runs of consecutive pages straight to the file (bypassing
+    /// the pool: whoever fills a page invalidates its cached image).
+    pub(crate) fn run_writer(&self) -> RunWriter<'_> {
+        RunWriter::new(&*self.file, self.page_size)
     }
 
     /// Forgets any cached image of `id`.

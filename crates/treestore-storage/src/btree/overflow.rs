@@ -5,6 +5,7 @@
 //! leaf keeps the first page id and the total length, so the number of pages is
 //! known and a chain that is too short, too long or loops is reported as corruption.
 
+use crate::buffer_pool::RunWriter;
 use crate::error::{Error, Result};
 use crate::page::{self, PageId, PageRef, PageType, PAGE_HEADER_LEN};
 use crate::pager::Pager;
@@ -19,62 +20,33 @@ pub fn pages_for(len: u64, page_size: usize) -> u64 {
     len.div_ceil(chunk_len(page_size) as u64)
 }
 
-/// Largest run of pages a [`ChainWriter`] writes in one call.
-const MAX_RUN_BYTES: usize = 1 << 20;
-
-/// The overflow pages one batch writes: pages of consecutive ids (a batch
-/// allocates a document's chains mostly one after another) are built in one
-/// buffer and written with one call, instead of a call (and a buffer per
-/// page) for each value. [`ChainWriter::flush`] must be called before the
-/// pages are read.
-#[derive(Default)]
-pub struct ChainWriter {
-    /// Id of the first page in `buf`.
-    start: PageId,
-    buf: Vec<u8>,
-}
-
-impl ChainWriter {
-    /// Builds a non-empty `value` into the pages `ids` (exactly
-    /// [`pages_for`] of them) and returns the first page id. The pages reach
-    /// the file at a later flush, or here when the run they continue breaks.
-    pub fn add(&mut self, pager: &Pager, value: &[u8], ids: &[PageId]) -> Result<PageId> {
-        let ps = pager.page_size();
-        let chunks = value.chunks(chunk_len(ps));
-        if value.is_empty() || chunks.len() != ids.len() {
-            return Err(Error::InvalidOptions(format!(
-                "overflow write of {} bytes given {} pages",
-                value.len(),
-                ids.len()
-            )));
-        }
-        for (i, chunk) in chunks.enumerate() {
-            let id = ids[i];
-            let next_in_run = self.start + (self.buf.len() / ps) as u64;
-            if !self.buf.is_empty() && (id != next_in_run || self.buf.len() >= MAX_RUN_BYTES) {
-                self.flush(pager)?;
-            }
-            if self.buf.is_empty() {
-                self.start = id;
-            }
-            let at = self.buf.len();
-            self.buf.resize(at + ps, 0);
-            let page = &mut self.buf[at..];
-            page[PAGE_HEADER_LEN..PAGE_HEADER_LEN + chunk.len()].copy_from_slice(chunk);
-            let next = ids.get(i + 1).copied().unwrap_or(0);
-            page::seal(page, id, PageType::Overflow, 0, next);
-        }
-        Ok(ids[0])
+/// Builds a non-empty `value` into the pages `ids` (exactly [`pages_for`]
+/// of them) in `run`, and returns the first page id. The pages reach the
+/// file when `run` is finished or moves on to pages that do not follow them
+/// (a batch allocates a document's chains mostly one after another, so its
+/// chains go out in a few large writes); until then they must not be read.
+pub(crate) fn write(
+    pager: &Pager,
+    run: &mut RunWriter<'_>,
+    value: &[u8],
+    ids: &[PageId],
+) -> Result<PageId> {
+    let chunks = value.chunks(chunk_len(pager.page_size()));
+    if value.is_empty() || chunks.len() != ids.len() {
+        return Err(Error::InvalidOptions(format!(
+            "overflow write of {} bytes given {} pages",
+            value.len(),
+            ids.len()
+        )));
     }
-
-    /// Writes the pages built so far.
-    pub fn flush(&mut self, pager: &Pager) -> Result<()> {
-        if !self.buf.is_empty() {
-            pager.write_run(self.start, &self.buf)?;
-            self.buf.clear();
-        }
-        Ok(())
+    for (i, chunk) in chunks.enumerate() {
+        pager.invalidate(ids[i]);
+        let page = run.page(ids[i])?;
+        page[PAGE_HEADER_LEN..PAGE_HEADER_LEN + chunk.len()].copy_from_slice(chunk);
+        let next = ids.get(i + 1).copied().unwrap_or(0);
+        page::seal(page, ids[i], PageType::Overflow, 0, next);
     }
+    Ok(ids[0])
 }
 
 /// Values of at most this many pages are read through the buffer pool (so
@@ -244,18 +216,18 @@ mod tests {
         file.file.write_all_at(&old, 11 * 1024).unwrap();
         pager.read_cached(11, PageType::Overflow).unwrap();
 
-        let mut w = ChainWriter::default();
-        assert_eq!(w.add(&pager, &a, &[10, 11, 12]).unwrap(), 10);
-        assert_eq!(w.add(&pager, &b, &[13, 14]).unwrap(), 13);
+        let mut w = pager.run_writer();
+        assert_eq!(write(&pager, &mut w, &a, &[10, 11, 12]).unwrap(), 10);
+        assert_eq!(write(&pager, &mut w, &b, &[13, 14]).unwrap(), 13);
         assert_eq!(file.writes.load(Ordering::Relaxed), 0, "still building");
-        assert_eq!(w.add(&pager, &c, &[20, 21]).unwrap(), 20);
+        assert_eq!(write(&pager, &mut w, &c, &[20, 21]).unwrap(), 20);
         assert_eq!(
             file.writes.load(Ordering::Relaxed),
             1,
             "pages 10..=14 in one write"
         );
-        w.flush(&pager).unwrap();
-        w.flush(&pager).unwrap();
+        w.finish().unwrap();
+        w.finish().unwrap();
         assert_eq!(
             file.writes.load(Ordering::Relaxed),
             2,
@@ -276,9 +248,9 @@ mod tests {
             assert_eq!(&got, v);
         }
         assert!(
-            w.add(&pager, &a, &[30, 31]).is_err(),
+            write(&pager, &mut w, &a, &[30, 31]).is_err(),
             "three pages' worth given two"
         );
-        assert!(w.add(&pager, &[], &[]).is_err());
+        assert!(write(&pager, &mut w, &[], &[]).is_err());
     }
 }

@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use super::node::{self, BranchEntry, BranchView, CellRef, LeafView, Limits, ValRef};
 use super::{overflow, TreeRoot};
+use crate::buffer_pool::RunWriter;
 use crate::error::{Error, Result};
 use crate::freelist::FreeList;
 use crate::page::{self, PageId, PageRef, PageType};
@@ -53,9 +54,9 @@ pub struct Writer<'a> {
     /// [`Writer::drop_superseded_images`]).
     drop_superseded: bool,
     entry_delta: i64,
-    /// Overflow pages of the values this batch stores, written at the end
-    /// of [`Writer::apply`].
-    chains: overflow::ChainWriter,
+    /// Overflow pages of the values this batch stores, written in runs of
+    /// consecutive pages, the last at the end of [`Writer::apply`].
+    chains: RunWriter<'a>,
 }
 
 impl<'a> Writer<'a> {
@@ -71,7 +72,7 @@ impl<'a> Writer<'a> {
             superseded: Vec::new(),
             drop_superseded: false,
             entry_delta: 0,
-            chains: overflow::ChainWriter::default(),
+            chains: pager.run_writer(),
         }
     }
 
@@ -142,7 +143,7 @@ impl<'a> Writer<'a> {
         // Allocate (and record for rollback) before writing, so a failed write
         // cannot lose track of pages.
         let ids: Vec<PageId> = (0..n).map(|_| self.allocate()).collect();
-        let first = self.chains.add(self.pager, value, &ids)?;
+        let first = overflow::write(self.pager, &mut self.chains, value, &ids)?;
         Ok(ValRef::Overflow {
             first,
             len: value.len() as u64,
@@ -153,7 +154,7 @@ impl<'a> Writer<'a> {
     /// of the result is in the pool or the file when it returns.
     pub fn apply(&mut self, tree: TreeRoot, ops: &[Op<'_>]) -> Result<TreeRoot> {
         let root = self.apply_ops(tree, ops)?;
-        self.chains.flush(self.pager)?;
+        self.chains.finish()?;
         Ok(root)
     }
 
