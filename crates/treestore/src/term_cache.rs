@@ -173,11 +173,16 @@ impl BytesMap {
         }
     }
 
-    fn get(&self, key: &[u8], p: &Probe) -> Option<u32> {
+    /// The index of the slot holding `key`, if present.
+    fn find(&self, key: &[u8], p: &Probe) -> Option<usize> {
         if self.slots.is_empty() {
             return None;
         }
-        self.slot_of(key, p).ok().map(|i| self.slots[i].value)
+        self.slot_of(key, p).ok()
+    }
+
+    fn get(&self, key: &[u8], p: &Probe) -> Option<u32> {
+        self.find(key, p).map(|i| self.slots[i].value)
     }
 
     /// Inserts `key` with `value` (a key already present keeps its value).
@@ -328,45 +333,24 @@ impl TermCache {
     /// The document-local id of `word` (probe `p`), stemming and numbering
     /// it the first time.
     fn lookup(&mut self, analyzer: &Analyzer, word: &[u8], p: &Probe) -> Option<u32> {
-        let global = match self.words.slots.is_empty() {
-            true => Err(0),
-            false => self.words.slot_of(word, p),
-        };
-        let global = match global {
-            Ok(i) => {
-                let slot = &mut self.words.slots[i];
+        let global = match self.words.find(word, p) {
+            Some(i) => {
+                let slot = self.words.slots[i];
                 if slot.value == NOT_INDEXED {
                     return None;
                 }
                 if slot.stamp == self.stamp {
                     return Some(slot.local);
                 }
-                let global = slot.value;
                 let local =
-                    Self::local_id(&mut self.local, &mut self.doc_terms, self.stamp, global);
+                    Self::local_id(&mut self.local, &mut self.doc_terms, self.stamp, slot.value);
                 let slot = &mut self.words.slots[i];
                 slot.stamp = self.stamp;
                 slot.local = local;
                 return Some(local);
             }
-            Err(_) => {
-                // Inserted from `&str` only, so `word` is UTF-8.
-                let text = std::str::from_utf8(word).unwrap_or_default();
-                let g = match analyzer.term_of(text) {
-                    None => NOT_INDEXED,
-                    Some(term) => {
-                        let tp = Probe::of(term.as_bytes());
-                        match self.terms.get(term.as_bytes(), &tp) {
-                            Some(g) => g,
-                            None => {
-                                let g = self.terms.len() as u32;
-                                self.terms.insert(term.as_bytes(), &tp, g);
-                                self.local.push((0, 0));
-                                g
-                            }
-                        }
-                    }
-                };
+            None => {
+                let g = self.global_term(analyzer, word);
                 self.words.insert(word, p, g);
                 g
             }
@@ -380,6 +364,24 @@ impl TermCache {
             self.stamp,
             global,
         ))
+    }
+
+    /// The global id of the term a word not seen before stems to (numbering
+    /// a new term), or [`NOT_INDEXED`].
+    fn global_term(&mut self, analyzer: &Analyzer, word: &[u8]) -> u32 {
+        // Words come from `&str` only, so `word` is UTF-8.
+        let text = std::str::from_utf8(word).unwrap_or_default();
+        let Some(term) = analyzer.term_of(text) else {
+            return NOT_INDEXED;
+        };
+        let tp = Probe::of(term.as_bytes());
+        if let Some(g) = self.terms.get(term.as_bytes(), &tp) {
+            return g;
+        }
+        let g = self.terms.len() as u32;
+        self.terms.insert(term.as_bytes(), &tp, g);
+        self.local.push((0, 0));
+        g
     }
 
     /// The id in the current document (`stamp`) of global term `global`,
