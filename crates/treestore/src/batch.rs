@@ -158,9 +158,10 @@ impl TreeStore {
         // Each op's time, in op order, before any parallel work: a later
         // document of the batch is stored later (and becomes current).
         let stamps: Vec<Timestamp> = ops.iter().map(|_| Timestamp::now_monotonic()).collect();
+        // Counted in the lone-store rule (see `parallel::Occupancy`): one
+        // document splits across threads only if no other store runs.
+        let occupant = self.storing().enter();
         if threads < 2 {
-            // One document: split across threads if no other store runs.
-            let occupant = self.storing().enter();
             return ops
                 .into_iter()
                 .zip(stamps)
@@ -171,8 +172,6 @@ impl TreeStore {
                 })
                 .collect();
         }
-        // Documents on parallel threads: other stores see this one.
-        let _occupant = self.storing().enter();
         let count = ops.len();
         let queue: Vec<Mutex<Option<WriteOp>>> =
             ops.into_iter().map(|op| Mutex::new(Some(op))).collect();
