@@ -438,7 +438,7 @@ fn listening(port: u16) -> bool {
 async fn config_file_environment_and_flag_precedence() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("treestore.toml");
-    let (p_file, p_env, p_flag) = (free_port(), free_port(), free_port());
+    let [p_file, p_env, p_flag] = free_ports();
     std::fs::write(&file, format!("port = {p_file}\nrate_limit = 0\n")).unwrap();
     let config = ["--config".to_string(), file.display().to_string()];
 

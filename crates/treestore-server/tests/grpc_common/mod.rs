@@ -50,6 +50,15 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `N` distinct ports nothing listens on right now: all are bound at once
+/// while probing, so no two are the same.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
+}
+
 /// The directory of the test fixtures (`tests/data`).
 pub fn data_file(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -243,7 +252,12 @@ impl Server {
         loop {
             attempts += 1;
             self.port = self.builder.port.unwrap_or_else(free_port);
+            // A fixed gRPC port is not bound while we probe, so the kernel may
+            // hand the same number out again: never use it for metrics too.
             self.metrics_port = free_port();
+            while self.metrics_port == self.port {
+                self.metrics_port = free_port();
+            }
             let log = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -268,15 +282,25 @@ impl Server {
             cmd.stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::from(log));
+            let logged_before = self.stderr().len();
             self.child = Some(cmd.spawn().expect("spawning treestore serve"));
             match self.wait_serving().await {
                 Ok(()) => return,
                 Err(status) => {
-                    let stderr = self.stderr();
+                    // Only what this attempt wrote: the log is kept across starts.
+                    let stderr = self
+                        .stderr()
+                        .get(logged_before..)
+                        .unwrap_or_default()
+                        .to_string();
                     let port_taken = stderr.contains("cannot listen")
                         || stderr.contains("Address already in use")
                         || stderr.contains("address in use");
-                    if port_taken && self.builder.port.is_none() && attempts < 5 {
+                    // The metrics port is always probed afresh; the gRPC port
+                    // only when the test did not fix it.
+                    let retryable = self.builder.port.is_none()
+                        || stderr.contains("cannot listen on metrics port");
+                    if port_taken && retryable && attempts < 5 {
                         // Another process took a port between our probe and the bind.
                         continue;
                     }
