@@ -24,6 +24,7 @@
 pub mod analyzer;
 pub mod batch;
 pub mod codec;
+mod cpus;
 pub mod error;
 mod id_guess;
 pub mod ids;
