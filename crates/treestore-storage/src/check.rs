@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::btree::node::{BranchView, LeafView, ValRef};
+use crate::btree::node::{BranchView, LeafView, ValRef, LEAF_CELL_HEADER, SLOT, SLOTS_START};
 use crate::btree::overflow;
 use crate::db::DATA_FILE;
 use crate::error::{Error, Result};
@@ -23,6 +23,7 @@ use crate::wal::{self, RECORD_HEADER_LEN, WAL_DIR};
 /// What a check found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CheckReport {
+    pub page_size: u64,
     pub page_count: u64,
     pub tree_pages: u64,
     pub overflow_pages: u64,
@@ -30,6 +31,13 @@ pub struct CheckReport {
     pub free_pages: u64,
     pub entries: u64,
     pub depth: u32,
+    /// Leaf pages among the tree pages, and the bytes their slots and cells
+    /// take (the rest of each leaf is unused).
+    pub leaf_pages: u64,
+    pub leaf_bytes: u64,
+    /// Bytes of the values kept in overflow chains (the rest of their pages
+    /// is unused).
+    pub overflow_bytes: u64,
     /// Commit records in the log after the checkpoint (replayed at the next open).
     pub log_records: u64,
     /// Bytes of a torn record at the end of the log (cut off at the next open;
@@ -44,7 +52,7 @@ impl CheckReport {
         self.problems.is_empty()
     }
 
-    /// A one-line summary.
+    /// A one-line summary, with how full leaves and overflow pages are.
     pub fn summary(&self) -> String {
         let mut s = String::new();
         let _ = write!(
@@ -58,11 +66,30 @@ impl CheckReport {
             self.entries,
             self.depth
         );
+        if self.leaf_pages > 0 {
+            let _ = write!(
+                s,
+                "; leaves {}% full",
+                percent(self.leaf_bytes, self.leaf_pages, self.page_size)
+            );
+        }
+        if self.overflow_pages > 0 {
+            let _ = write!(
+                s,
+                ", overflow pages {}% full",
+                percent(self.overflow_bytes, self.overflow_pages, self.page_size)
+            );
+        }
         if !self.is_ok() {
             let _ = write!(s, "; {} problem(s)", self.problems.len());
         }
         s
     }
+}
+
+/// `bytes` as a whole percentage of `pages` pages of `page_size` bytes.
+fn percent(bytes: u64, pages: u64, page_size: u64) -> u64 {
+    (bytes.saturating_mul(100) / pages.saturating_mul(page_size).max(1)).min(100)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -126,11 +153,16 @@ impl Checker<'_> {
                             .problems
                             .push(format!("page {id}: key {i} lies outside the range its parent gives"));
                     }
-                    if let ValRef::Overflow { first, len } = leaf.val(i) {
+                    let val = leaf.val(i);
+                    self.report.leaf_bytes +=
+                        (SLOT + LEAF_CELL_HEADER + leaf.key(i).len() + val.stored_len()) as u64;
+                    if let ValRef::Overflow { first, len } = val {
                         self.overflow(id, first, len);
                     }
                 }
                 self.report.entries += leaf.len() as u64;
+                self.report.leaf_pages += 1;
+                self.report.leaf_bytes += SLOTS_START as u64;
             }
             PageType::Branch if level < depth => {
                 let b = BranchView::new(&page);
@@ -161,6 +193,7 @@ impl Checker<'_> {
                         self.report.overflow_pages += 1;
                     }
                 }
+                self.report.overflow_bytes += len;
             }
             Err(e) => self.report.problems.push(format!(
                 "page {leaf}: overflow value starting at page {first}: {e}"
@@ -229,6 +262,7 @@ pub fn check(pager: &Pager, meta: &Meta) -> Result<CheckReport> {
         pager,
         uses: vec![Use::Unseen; tracked as usize],
         report: CheckReport {
+            page_size: pager.page_size() as u64,
             page_count: meta.page_count,
             depth: meta.depth,
             ..CheckReport::default()

@@ -582,3 +582,46 @@ fn cache_only_reads_never_touch_the_disk() {
     assert!(caught.is_err());
     assert_eq!(db.get(b"key-00001").unwrap(), Some(vec![7u8; 300]));
 }
+
+/// `check` tells how full leaves and overflow pages are: every byte of the
+/// overflow values counted once, and a leaf's slots and cells to the byte.
+#[test]
+fn check_reports_how_full_leaves_and_overflow_pages_are() {
+    use treestore_storage::btree::node::{LEAF_CELL_HEADER, SLOT, SLOTS_START};
+    use treestore_storage::btree::overflow::chunk_len;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), opts()).unwrap();
+    fill(&db, 200, 50, 200);
+    let big = 10_000usize;
+    let mut txn = db.begin_write();
+    for j in 0..10 {
+        txn.put(format!("big-{j}").as_bytes(), &vec![7u8; big])
+            .unwrap();
+    }
+    txn.commit().unwrap();
+    db.checkpoint().unwrap();
+
+    let r = db.check().unwrap();
+    assert!(r.is_ok(), "{:?}", r.problems);
+    assert_eq!(r.overflow_bytes, 10 * big as u64);
+    let per_value = big.div_ceil(chunk_len(DEFAULT_PAGE_SIZE)) as u64;
+    assert_eq!(r.overflow_pages, 10 * per_value);
+    // 200 inline cells of a 12-byte key and 50-byte value, 10 cells of a
+    // 5-byte key and a 16-byte overflow reference.
+    let cells = 200 * (SLOT + LEAF_CELL_HEADER + 12 + 50) + 10 * (SLOT + LEAF_CELL_HEADER + 5 + 16);
+    assert!(r.leaf_pages >= 4, "{} leaves", r.leaf_pages);
+    assert_eq!(
+        r.leaf_bytes,
+        (cells + r.leaf_pages as usize * SLOTS_START) as u64
+    );
+    let leaf_pct = r.leaf_bytes * 100 / (r.leaf_pages * DEFAULT_PAGE_SIZE as u64);
+    let overflow_pct = r.overflow_bytes * 100 / (r.overflow_pages * DEFAULT_PAGE_SIZE as u64);
+    let summary = r.summary();
+    assert!(
+        summary.ends_with(&format!(
+            "leaves {leaf_pct}% full, overflow pages {overflow_pct}% full"
+        )),
+        "{summary}"
+    );
+}
