@@ -7,19 +7,22 @@
 //! frame holds a page not yet written to the file; evicting it writes it first. This
 //! is always safe: dirty pages live at page ids that no durable checkpoint uses.
 //!
-//! The pool is split into shards by page id so concurrent readers rarely contend.
-//! Each shard maps ids to frames with a [`PageTable`] (one cache line per hit),
-//! and a hit asks the CPU for the first KiB of the page while the frame is
-//! pinned, so in a pool far larger than the CPU caches the misses of a page
-//! visit overlap instead of following one another.
+//! The pool is split into shards by page id. Each shard maps ids to frames
+//! with a [`PageTable`] (one cache line per hit) that a lookup searches
+//! without the shard's lock, so readers on different cores write nothing
+//! shared (hits are counted on per-thread stripes); inserts, evictions and
+//! flag changes take the lock. A hit asks the CPU for the first KiB of the
+//! page before taking its reference, so in a pool far larger than the CPU
+//! caches the misses of a page visit overlap instead of following one another.
 //! Memory stays within the budget unless every frame of a shard is pinned, in which
 //! case the shard grows past its share until pins are released.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
 use crate::page::{PageId, PageRef};
-use crate::page_table::{Frame, PageTable};
+use crate::page_table::{PageTable, Probe, Writes};
 use crate::vfs::StorageFile;
 
 /// Counters of the pool, for stats and metrics.
@@ -34,57 +37,92 @@ pub struct PoolStats {
     pub capacity_bytes: u64,
 }
 
-/// One shard: frames keyed by page id (so a hit is one hash probe), and the
-/// ring of resident ids the CLOCK hand walks. Counters live here, under the
-/// shard lock, so concurrent readers do not contend on shared atomics.
-#[derive(Default)]
-struct Shard {
-    map: PageTable,
+/// What a shard's lock guards: the writer side of its table, the ring of
+/// resident ids the CLOCK hand walks, and counters only writers change.
+struct ShardState {
+    writes: Writes,
     ring: Vec<PageId>,
     hand: usize,
     capacity: usize,
-    hits: u64,
     misses: u64,
     evictions: u64,
     writebacks: u64,
 }
 
+/// One shard: its table, which readers search without the lock, and the
+/// state writers change under it. Aligned so neighbouring shards never
+/// share a cache line.
+#[repr(align(128))]
+struct Shard {
+    map: PageTable,
+    state: Mutex<ShardState>,
+}
+
 impl Shard {
-    fn remove(&mut self, id: PageId) -> Option<Frame> {
-        let frame = self.map.remove(id)?;
-        let idx = frame.ring_idx as usize;
-        self.ring.swap_remove(idx);
-        if let Some(&moved) = self.ring.get(idx) {
-            if let Some(f) = self.map.get_mut(moved) {
-                f.ring_idx = frame.ring_idx;
-            }
-        }
-        if self.hand >= self.ring.len() {
-            self.hand = 0;
-        }
-        Some(frame)
+    fn lock(&self) -> MutexGuard<'_, ShardState> {
+        // A panic while holding a shard lock cannot leave the ring and the
+        // table disagreeing (each update completes before the next starts),
+        // so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn push(&mut self, id: PageId, page: PageRef, dirty: bool) {
+    fn remove(&self, st: &mut ShardState, id: PageId) -> bool {
+        let Some(ring_idx) = self.map.remove(&mut st.writes, id) else {
+            return false;
+        };
+        let idx = ring_idx as usize;
+        st.ring.swap_remove(idx);
+        if let Some(&moved) = st.ring.get(idx) {
+            if let Some(at) = self.map.find(&st.writes, moved) {
+                self.map.set_ring_idx(&mut st.writes, at, ring_idx);
+            }
+        }
+        if st.hand >= st.ring.len() {
+            st.hand = 0;
+        }
+        true
+    }
+
+    fn push(&self, st: &mut ShardState, id: PageId, page: PageRef, dirty: bool) {
         // A shard holds far fewer than 2^32 frames (16 TiB of 4 KiB pages).
-        let ring_idx = u32::try_from(self.ring.len()).unwrap_or(u32::MAX);
-        self.ring.push(id);
-        self.map.insert(
-            id,
-            Frame {
-                page,
-                ring_idx,
-                referenced: false,
-                dirty,
-            },
-        );
-        debug_assert_eq!(self.map.len(), self.ring.len());
+        let ring_idx = u32::try_from(st.ring.len()).unwrap_or(u32::MAX);
+        st.ring.push(id);
+        self.map.insert(&mut st.writes, id, page, ring_idx, dirty);
+        debug_assert_eq!(self.map.len(&st.writes), st.ring.len());
+    }
+}
+
+/// Hit counters spread over cache lines, one per thread in turn, so that
+/// readers on different cores do not write to a shared line on every hit.
+struct Hits([PaddedCount; HIT_STRIPES]);
+
+#[repr(align(128))]
+#[derive(Default)]
+struct PaddedCount(AtomicU64);
+
+const HIT_STRIPES: usize = 16;
+
+impl Hits {
+    fn add(&self) {
+        thread_local! {
+            static STRIPE: usize = {
+                static NEXT: AtomicUsize = AtomicUsize::new(0);
+                NEXT.fetch_add(1, Ordering::Relaxed) % HIT_STRIPES
+            };
+        }
+        let i = STRIPE.with(|s| *s);
+        self.0[i].0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn total(&self) -> u64 {
+        self.0.iter().map(|c| c.0.load(Ordering::Relaxed)).sum()
     }
 }
 
 /// A bounded, sharded page cache.
 pub struct BufferPool {
-    shards: Box<[Mutex<Shard>]>,
+    shards: Box<[Shard]>,
+    hits: Hits,
     page_size: usize,
     file: Arc<dyn StorageFile>,
 }
@@ -111,44 +149,56 @@ impl BufferPool {
         let base = total_frames / nshards;
         let extra = total_frames % nshards;
         let shards = (0..nshards)
-            .map(|i| {
-                Mutex::new(Shard {
+            .map(|i| Shard {
+                map: PageTable::new(page_size),
+                state: Mutex::new(ShardState {
+                    writes: Writes::default(),
+                    ring: Vec::new(),
+                    hand: 0,
                     capacity: base + usize::from(i < extra),
-                    ..Shard::default()
-                })
+                    misses: 0,
+                    evictions: 0,
+                    writebacks: 0,
+                }),
             })
             .collect();
         BufferPool {
             shards,
+            hits: Hits(Default::default()),
             page_size,
             file,
         }
     }
 
-    fn shard(&self, id: PageId) -> MutexGuard<'_, Shard> {
+    fn shard(&self, id: PageId) -> &Shard {
         let h = id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
-        let idx = (h as usize) % self.shards.len();
-        // A panic while holding a shard lock cannot leave a frame half-updated
-        // (all updates are single assignments), so a poisoned lock is still usable.
-        self.shards[idx].lock().unwrap_or_else(|p| p.into_inner())
+        &self.shards[(h as usize) % self.shards.len()]
     }
 
-    /// Returns the cached image of `id`, counting a hit or a miss.
+    /// Returns the cached image of `id`, counting a hit or a miss. A hit is
+    /// found without the shard's lock (see [`PageTable`]); only when that
+    /// search is unsure (absent, or a writer busy nearby) is the lock taken.
     pub fn get(&self, id: PageId) -> Option<PageRef> {
-        let mut shard = self.shard(id);
-        match shard.map.get_mut(id) {
-            Some(frame) => {
-                frame.referenced = true;
-                // Start loading the page's header and slot array before the
-                // reference count's cache line is fetched for the clone, so
-                // the misses overlap instead of following one another.
-                prefetch_lines(&frame.page, PREFETCH_BYTES);
-                let page = frame.page.clone();
-                shard.hits += 1;
+        let shard = self.shard(id);
+        // Asking for the page's header and slot array before its reference
+        // count is touched, so the misses overlap instead of following one
+        // another.
+        if let Probe::Hit(page) = shard.map.get(id, PREFETCH_BYTES) {
+            self.hits.add();
+            return Some(page);
+        }
+        let mut st = shard.lock();
+        match shard.map.find(&st.writes, id) {
+            Some(at) => {
+                shard.map.set_referenced(&mut st.writes, at, true);
+                let page = shard.map.page(&st.writes, at);
+                prefetch_lines(&page, PREFETCH_BYTES);
+                drop(st);
+                self.hits.add();
                 Some(page)
             }
             None => {
-                shard.misses += 1;
+                st.misses += 1;
                 None
             }
         }
@@ -157,9 +207,7 @@ impl BufferPool {
     /// If `id` is cached, asks the CPU to start loading its first `bytes`
     /// bytes, for a page the caller is about to read. Touches no counters.
     pub fn prefetch(&self, id: PageId, bytes: usize) {
-        if let Some(frame) = self.shard(id).map.get(id) {
-            prefetch_lines(&frame.page, bytes);
-        }
+        self.shard(id).map.prefetch(id, bytes);
     }
 
     /// Asks the CPU to start loading the page-table slot of `id`, for a
@@ -171,7 +219,12 @@ impl BufferPool {
 
     /// Returns the cached image without touching counters or the reference bit.
     pub fn peek(&self, id: PageId) -> Option<PageRef> {
-        self.shard(id).map.get(id).map(|f| f.page.clone())
+        let shard = self.shard(id);
+        let st = shard.lock();
+        shard
+            .map
+            .find(&st.writes, id)
+            .map(|at| shard.map.page(&st.writes, at))
     }
 
     /// Caches a clean image read from (or already written to) the file.
@@ -186,58 +239,64 @@ impl BufferPool {
     }
 
     fn insert(&self, id: PageId, page: PageRef, dirty: bool) -> Result<()> {
-        debug_assert_eq!(page.len(), self.page_size);
-        let mut shard = self.shard(id);
-        if let Some(frame) = shard.map.get_mut(id) {
-            frame.page = page;
-            frame.dirty = dirty;
-            frame.referenced = true;
+        if page.len() != self.page_size {
+            return Err(Error::InvalidOptions(format!(
+                "a page image of {} bytes for a pool of {}-byte pages",
+                page.len(),
+                self.page_size
+            )));
+        }
+        let shard = self.shard(id);
+        let mut st = shard.lock();
+        if let Some(at) = shard.map.find(&st.writes, id) {
+            shard.map.replace(&mut st.writes, at, page, dirty);
             return Ok(());
         }
         // Make room first (possibly failing on a write-back), then insert, so an
         // error leaves the shard as it was.
-        while shard.ring.len() >= shard.capacity {
-            match self.pick_victim(&mut shard)? {
+        while st.ring.len() >= st.capacity {
+            match self.pick_victim(shard, &mut st)? {
                 Some(victim) => {
-                    shard.remove(victim);
-                    shard.evictions += 1;
+                    shard.remove(&mut st, victim);
+                    st.evictions += 1;
                 }
                 // Every frame is pinned: grow past the share until pins drop.
                 None => break,
             }
         }
-        shard.push(id, page, dirty);
+        shard.push(&mut st, id, page, dirty);
         Ok(())
     }
 
     /// CLOCK: finds an unpinned frame whose reference bit is clear, writing it back
     /// if dirty. `None` when every frame is pinned.
-    fn pick_victim(&self, shard: &mut Shard) -> Result<Option<PageId>> {
-        let n = shard.ring.len();
+    fn pick_victim(&self, shard: &Shard, st: &mut ShardState) -> Result<Option<PageId>> {
+        let n = st.ring.len();
         for _ in 0..2 * n + 1 {
             if n == 0 {
                 break;
             }
-            let slot = shard.hand % n;
-            shard.hand = (slot + 1) % n;
-            let id = shard.ring[slot];
-            let Some(frame) = shard.map.get_mut(id) else {
+            let slot = st.hand % n;
+            st.hand = (slot + 1) % n;
+            let id = st.ring[slot];
+            let Some(at) = shard.map.find(&st.writes, id) else {
                 continue;
             };
-            if Arc::strong_count(&frame.page) > 1 {
+            if shard.map.references(&st.writes, at) > 1 {
                 continue;
             }
-            if frame.referenced {
-                frame.referenced = false;
+            if shard.map.referenced(&st.writes, at) {
+                shard.map.set_referenced(&mut st.writes, at, false);
                 continue;
             }
-            if frame.dirty {
+            if shard.map.dirty(&st.writes, at) {
                 let offset = id * self.page_size as u64;
+                let page = shard.map.page(&st.writes, at);
                 self.file
-                    .write_all_at(&frame.page, offset)
+                    .write_all_at(&page, offset)
                     .map_err(|e| Error::io(format!("writing back page {id} on eviction"), e))?;
-                frame.dirty = false;
-                shard.writebacks += 1;
+                shard.map.set_dirty(&mut st.writes, at, false);
+                st.writebacks += 1;
             }
             return Ok(Some(id));
         }
@@ -247,7 +306,9 @@ impl BufferPool {
     /// Drops the cached image of `id` (dirty or not); used when the page id gets
     /// new contents written around the pool or is given back unused.
     pub fn invalidate(&self, id: PageId) {
-        self.shard(id).remove(id);
+        let shard = self.shard(id);
+        let mut st = shard.lock();
+        shard.remove(&mut st, id);
     }
 
     /// Writes every dirty frame to the file (in page order, contiguous runs in one
@@ -255,14 +316,12 @@ impl BufferPool {
     pub fn flush_dirty(&self) -> Result<usize> {
         let mut dirty: Vec<(PageId, PageRef)> = Vec::new();
         for shard in self.shards.iter() {
-            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-            dirty.extend(
-                shard
-                    .map
-                    .iter()
-                    .filter(|(_, f)| f.dirty)
-                    .map(|(id, f)| (id, f.page.clone())),
-            );
+            let st = shard.lock();
+            for (id, at) in shard.map.entries(&st.writes) {
+                if shard.map.dirty(&st.writes, at) {
+                    dirty.push((id, shard.map.page(&st.writes, at)));
+                }
+            }
         }
         dirty.sort_unstable_by_key(|(id, _)| *id);
         let mut run = RunWriter::new(&*self.file, self.page_size);
@@ -271,10 +330,11 @@ impl BufferPool {
         }
         run.finish()?;
         for (id, page) in &dirty {
-            let mut shard = self.shard(*id);
-            if let Some(frame) = shard.map.get_mut(*id) {
-                if Arc::ptr_eq(&frame.page, page) {
-                    frame.dirty = false;
+            let shard = self.shard(*id);
+            let mut st = shard.lock();
+            if let Some(at) = shard.map.find(&st.writes, *id) {
+                if shard.map.holds(&st.writes, at, page) {
+                    shard.map.set_dirty(&mut st.writes, at, false);
                 }
             }
         }
@@ -287,14 +347,14 @@ impl BufferPool {
         let mut pages = 0u64;
         let mut capacity = 0u64;
         for shard in self.shards.iter() {
-            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-            pages += shard.ring.len() as u64;
-            capacity += shard.capacity as u64;
-            st.hits += shard.hits;
-            st.misses += shard.misses;
-            st.evictions += shard.evictions;
-            st.dirty_writebacks += shard.writebacks;
+            let s = shard.lock();
+            pages += s.ring.len() as u64;
+            capacity += s.capacity as u64;
+            st.misses += s.misses;
+            st.evictions += s.evictions;
+            st.dirty_writebacks += s.writebacks;
         }
+        st.hits = self.hits.total();
         st.resident_pages = pages;
         st.resident_bytes = pages * self.page_size as u64;
         st.capacity_bytes = capacity * self.page_size as u64;
@@ -316,17 +376,15 @@ fn prefetch_lines(page: &[u8], bytes: usize) {
     }
 }
 
-/// Asks the CPU to start loading the cache line holding the start of `v`.
-pub(crate) fn prefetch_object<T>(v: &T) {
-    prefetch_address((v as *const T).cast());
-}
-
-fn prefetch_address(at: *const u8) {
+/// Asks the CPU to start loading the cache line holding `at`. Any address
+/// may be given, even one of freed or unmapped memory: nothing is read.
+pub(crate) fn prefetch_address(at: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `_mm_prefetch` needs the `sse` target feature, which every
     // x86_64 CPU has (it is part of the architecture's baseline). A prefetch
-    // is only a hint: it never faults and changes no memory, and every caller
-    // passes the address of memory it borrows in any case.
+    // is only a hint: it never faults, changes no memory and makes no value
+    // visible to the program, so it is sound for any address (the pointer is
+    // never dereferenced).
     unsafe {
         std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(at.cast())
     };
@@ -468,6 +526,62 @@ mod tests {
         pool.insert_clean(10, page(10)).unwrap();
         assert!(pool.peek(0).is_none(), "page 0 evicted");
         assert!((1..4).all(|id| pool.peek(id).is_some()));
+    }
+
+    /// Lookups without the lock beside a writer that inserts, replaces,
+    /// evicts and invalidates: a hit is always the image of the page asked
+    /// for, and the hits counted are the hits returned.
+    #[test]
+    fn lookups_beside_evictions_return_the_right_images() {
+        let file: Arc<dyn StorageFile> = Arc::new(MemFile::default());
+        let pool = BufferPool::new(32 * 1024, 1024, file);
+        let image = |id: PageId, gen: u8| -> PageRef {
+            let mut v = vec![gen; 1024];
+            v[..8].copy_from_slice(&id.to_le_bytes());
+            Arc::from(v)
+        };
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let hits = std::thread::scope(|s| {
+            let readers: Vec<_> = (0..2u64)
+                .map(|r| {
+                    let (pool, stop) = (&pool, &stop);
+                    s.spawn(move || {
+                        let mut x = 0x2545_F491_4F6C_DD1Du64 ^ r;
+                        let mut hits = 0u64;
+                        while !stop.load(Ordering::Relaxed) {
+                            x ^= x << 13;
+                            x ^= x >> 7;
+                            x ^= x << 17;
+                            let id = x % 64;
+                            if let Some(p) = pool.get(id) {
+                                let got = PageId::from_le_bytes(p[..8].try_into().unwrap());
+                                assert_eq!(got, id, "image of page {got} returned for {id}");
+                                hits += 1;
+                            }
+                        }
+                        hits
+                    })
+                })
+                .collect();
+            let mut x = 0x9E37_79B9_7F4A_7C15u64;
+            for step in 0..200_000u32 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let id = x % 64;
+                if x % 7 == 0 {
+                    pool.invalidate(id);
+                } else {
+                    pool.insert_clean(id, image(id, step as u8)).unwrap();
+                }
+            }
+            stop.store(true, Ordering::Relaxed);
+            readers.into_iter().map(|h| h.join().unwrap()).sum::<u64>()
+        });
+        assert!(hits > 0);
+        let st = pool.stats();
+        assert_eq!(st.hits, hits);
+        assert!(st.evictions > 0);
     }
 
     #[test]
