@@ -569,7 +569,7 @@ mod tests {
                 x ^= x >> 7;
                 x ^= x << 17;
                 let id = x % 64;
-                if x % 7 == 0 {
+                if x.is_multiple_of(7) {
                     pool.invalidate(id);
                 } else {
                     pool.insert_clean(id, image(id, step as u8)).unwrap();
