@@ -465,6 +465,7 @@ impl<'a> RunWriter<'a> {
 mod tests {
     use super::*;
     use crate::fault::MemFile;
+    use crate::page_table::stamped;
 
     fn page(byte: u8) -> PageRef {
         Arc::from(vec![byte; 1024])
@@ -535,39 +536,18 @@ mod tests {
     fn lookups_beside_evictions_return_the_right_images() {
         let file: Arc<dyn StorageFile> = Arc::new(MemFile::default());
         let pool = BufferPool::new(32 * 1024, 1024, file);
-        let image = |id: PageId, gen: u8| -> PageRef {
-            let mut v = vec![gen; 1024];
-            v[..8].copy_from_slice(&id.to_le_bytes());
-            Arc::from(v)
-        };
+        let image = |id: PageId, gen: u8| stamped::image(id, gen, 1024);
         let stop = std::sync::atomic::AtomicBool::new(false);
         let hits = std::thread::scope(|s| {
             let readers: Vec<_> = (0..2u64)
                 .map(|r| {
                     let (pool, stop) = (&pool, &stop);
-                    s.spawn(move || {
-                        let mut x = 0x2545_F491_4F6C_DD1Du64 ^ r;
-                        let mut hits = 0u64;
-                        while !stop.load(Ordering::Relaxed) {
-                            x ^= x << 13;
-                            x ^= x >> 7;
-                            x ^= x << 17;
-                            let id = x % 64;
-                            if let Some(p) = pool.get(id) {
-                                let got = PageId::from_le_bytes(p[..8].try_into().unwrap());
-                                assert_eq!(got, id, "image of page {got} returned for {id}");
-                                hits += 1;
-                            }
-                        }
-                        hits
-                    })
+                    s.spawn(move || stamped::read_until(stop, r, 64, |id| pool.get(id)))
                 })
                 .collect();
-            let mut x = 0x9E37_79B9_7F4A_7C15u64;
+            let mut next = stamped::random(0x9E37_79B9_7F4A_7C15);
             for step in 0..200_000u32 {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
+                let x = next();
                 let id = x % 64;
                 if x.is_multiple_of(7) {
                     pool.invalidate(id);

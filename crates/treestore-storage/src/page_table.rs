@@ -572,12 +572,10 @@ mod tests {
         let table = PageTable::new(PS);
         let mut w = Writes::default();
         let mut model: HashMap<PageId, u8> = HashMap::new();
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = stamped::random(0x9E37_79B9_7F4A_7C15);
         let witness = image(0);
         for step in 0..100_000u32 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = next();
             let id = x % 3_000;
             let tag = (x >> 40) as u8;
             match (x >> 20) % 3 {
@@ -636,37 +634,22 @@ mod tests {
     fn concurrent_readers_never_see_another_pages_image() {
         let table = PageTable::new(PS);
         let stop = AtomicBool::new(false);
-        let img = |id: PageId, gen: u8| -> PageRef {
-            let mut v = vec![gen; PS];
-            v[..8].copy_from_slice(&id.to_le_bytes());
-            Arc::from(v)
-        };
+        let img = |id: PageId, gen: u8| stamped::image(id, gen, PS);
         std::thread::scope(|s| {
             for r in 0..2u64 {
                 let (table, stop) = (&table, &stop);
                 s.spawn(move || {
-                    let mut x = 0x2545_F491_4F6C_DD1Du64 ^ r;
-                    let mut hits = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
-                        let id = x % 512;
-                        if let Probe::Hit(p) = table.get(id, 64) {
-                            let got = PageId::from_le_bytes(p[..8].try_into().unwrap());
-                            assert_eq!(got, id, "image of page {got} returned for {id}");
-                            hits += 1;
-                        }
-                    }
+                    let hits = stamped::read_until(stop, r, 512, |id| match table.get(id, 64) {
+                        Probe::Hit(p) => Some(p),
+                        Probe::Unsure => None,
+                    });
                     assert!(hits > 0);
                 });
             }
             let mut w = Writes::default();
-            let mut x = 0x9E37_79B9_7F4A_7C15u64;
+            let mut next = stamped::random(0x9E37_79B9_7F4A_7C15);
             for step in 0..1_000_000u32 {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
+                let x = next();
                 let id = x % 512;
                 match (table.find(&w, id), (x >> 20) % 3) {
                     (Some(at), 0) => table.replace(&mut w, at, img(id, step as u8), false),
@@ -678,5 +661,54 @@ mod tests {
             }
             stop.store(true, Ordering::Relaxed);
         });
+    }
+}
+
+/// Page images stamped with their page id, and readers that check the stamp:
+/// for tests of lookups running beside writers.
+#[cfg(test)]
+pub(crate) mod stamped {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use crate::page::{PageId, PageRef};
+
+    /// An image of `len` bytes of `gen` whose first 8 bytes are `id`.
+    pub fn image(id: PageId, gen: u8, len: usize) -> PageRef {
+        let mut v = vec![gen; len];
+        v[..8].copy_from_slice(&id.to_le_bytes());
+        Arc::from(v)
+    }
+
+    /// A xorshift generator of test choices.
+    pub fn random(seed: u64) -> impl FnMut() -> u64 {
+        let mut x = seed | 1;
+        move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        }
+    }
+
+    /// Looks up random ids below `ids` until `stop`, asserting that every
+    /// image found carries the id asked for; returns the number found.
+    pub fn read_until(
+        stop: &AtomicBool,
+        seed: u64,
+        ids: u64,
+        lookup: impl Fn(PageId) -> Option<PageRef>,
+    ) -> u64 {
+        let mut next = random(0x2545_F491_4F6C_DD1D ^ seed);
+        let mut hits = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let id = next() % ids;
+            if let Some(p) = lookup(id) {
+                let got = PageId::from_le_bytes(p[..8].try_into().unwrap());
+                assert_eq!(got, id, "image of page {got} returned for {id}");
+                hits += 1;
+            }
+        }
+        hits
     }
 }
