@@ -9,13 +9,15 @@
 //!
 //! The pool is split into shards by page id. Each shard maps ids to frames
 //! with a [`PageTable`] (one cache line per hit) that a lookup searches
-//! without the shard's lock, so readers on different cores write nothing
-//! shared (hits are counted on per-thread stripes); inserts, evictions and
-//! flag changes take the lock. A hit asks the CPU for the first KiB of the
+//! without the shard's lock, so readers on different cores do not pass a
+//! lock's cache line between them (hits are counted on per-thread stripes);
+//! inserts, evictions and flag changes take the lock. A hit asks the CPU for the first KiB of the
 //! page before taking its reference, so in a pool far larger than the CPU
 //! caches the misses of a page visit overlap instead of following one another.
 //! Memory stays within the budget unless every frame of a shard is pinned, in which
-//! case the shard grows past its share until pins are released.
+//! case the shard grows past its share until pins are released; beyond it are
+//! also images that readers still hold after their eviction, and evicted
+//! images waiting for epoch-based reclamation (see [`PageTable`]).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -149,17 +151,20 @@ impl BufferPool {
         let base = total_frames / nshards;
         let extra = total_frames % nshards;
         let shards = (0..nshards)
-            .map(|i| Shard {
-                map: PageTable::new(page_size),
-                state: Mutex::new(ShardState {
-                    writes: Writes::default(),
-                    ring: Vec::new(),
-                    hand: 0,
-                    capacity: base + usize::from(i < extra),
-                    misses: 0,
-                    evictions: 0,
-                    writebacks: 0,
-                }),
+            .map(|i| {
+                let (map, writes) = PageTable::new(page_size);
+                Shard {
+                    map,
+                    state: Mutex::new(ShardState {
+                        writes,
+                        ring: Vec::new(),
+                        hand: 0,
+                        capacity: base + usize::from(i < extra),
+                        misses: 0,
+                        evictions: 0,
+                        writebacks: 0,
+                    }),
+                }
             })
             .collect();
         BufferPool {

@@ -6,10 +6,11 @@
 //! looks up hundreds of pages, and split across two threads every lookup used
 //! to take its shard's lock, so the lock's cache line moved between the cores
 //! on nearly every page: measured on a 300-node subtree, 312 against 240 us
-//! with the two threads' lookups unlocked. So a lookup here writes nothing
-//! shared: it reads the slot under a per-slot sequence number (a seqlock), and
-//! takes its own reference to the page image (the image's reference count,
-//! a line of that page only).
+//! with the two threads' lookups unlocked. So a lookup here takes no lock: it
+//! reads the slot under a per-slot sequence number (a seqlock) and takes its
+//! own reference to the page image; what it writes is that image's reference
+//! count and its own thread's epoch record (and, one lookup in 128, its share
+//! of advancing the global epoch and freeing retired images).
 //!
 //! Writers (insert, replace, remove, flags) still hold the shard's lock; every
 //! writer method takes the [`Writes`] that lives inside that lock, so it cannot
@@ -49,12 +50,13 @@ use crate::page::{PageId, PageRef};
 /// count).
 #[repr(C, align(32))]
 struct Slot {
-    /// Odd while a writer changes the slot.
-    seq: AtomicU32,
-    /// Position of this page id in the shard's CLOCK ring.
-    ring_idx: AtomicU32,
+    /// Odd while a writer changes the slot. 64 bits: a reader would have to
+    /// stall across 2^63 changes of one slot to be fooled by a wrap.
+    seq: AtomicU64,
     id: AtomicU64,
     page: AtomicPtr<u8>,
+    /// Position of this page id in the shard's CLOCK ring.
+    ring_idx: AtomicU32,
     referenced: AtomicBool,
     dirty: AtomicBool,
 }
@@ -62,10 +64,10 @@ struct Slot {
 impl Slot {
     fn empty() -> Slot {
         Slot {
-            seq: AtomicU32::new(0),
-            ring_idx: AtomicU32::new(0),
+            seq: AtomicU64::new(0),
             id: AtomicU64::new(0),
             page: AtomicPtr::new(std::ptr::null_mut()),
+            ring_idx: AtomicU32::new(0),
             referenced: AtomicBool::new(false),
             dirty: AtomicBool::new(false),
         }
@@ -169,18 +171,24 @@ pub(crate) enum Probe {
     Unsure,
 }
 
-/// The writer side of a [`PageTable`]: kept inside the shard's lock, and
-/// required by every method that changes the table, so only one writer at a
-/// time can call them.
-#[derive(Debug, Default)]
+/// The writer side of a [`PageTable`]: made only by [`PageTable::new`],
+/// together with its table, kept inside the shard's lock, and required by
+/// every writer method (which checks it belongs to that table), so only one
+/// writer at a time can call them.
+#[derive(Debug)]
 pub(crate) struct Writes {
+    /// The table this token belongs to.
+    owner: u64,
     len: usize,
 }
 
-/// Where an entry is, for the writer methods; valid until the next insert or
-/// removal.
+/// Where an entry is, for the writer methods: valid until the next insert or
+/// removal, and checked (its slot must still hold its id) when used.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct At(usize);
+pub(crate) struct At {
+    index: usize,
+    id: PageId,
+}
 
 /// A map from page id to a frame: the page image, its CLOCK ring position,
 /// its reference bit and whether it is dirty.
@@ -188,24 +196,49 @@ pub(crate) struct PageTable {
     /// The current slot array; never null. Replaced (by a grown one) only by
     /// a writer.
     table: AtomicPtr<Table>,
+    /// Tells this table's [`Writes`] from any other's.
+    owner: u64,
     /// Slot arrays replaced by grown ones, kept until the map is dropped so
     /// that a reader still searching one never reads freed memory (together
     /// at most the size of the current one: each is half the next). Boxed:
     /// a reader may hold a reference to the `Table` itself, which must not
     /// move.
-    #[allow(clippy::vec_box)]
-    retired: Mutex<Vec<Box<Table>>>,
+    retired: Mutex<Retired>,
     page_size: usize,
 }
 
+/// Slot arrays replaced by grown ones, as the raw pointers of their boxes:
+/// readers may still hold references into them, so they are turned back
+/// into boxes (and freed) only when the map is dropped.
+struct Retired(Vec<*mut Table>);
+
+// SAFETY: the pointers are boxes owned by the map (moved out of `Box` with
+// `Box::into_raw` and freed only in `PageTable::drop`), and `Table` itself is
+// `Send` and `Sync` (atomics, a boxed slice and a `usize`); moving or sharing
+// the list of pointers between threads is as safe as moving the boxes.
+unsafe impl Send for Retired {}
+
 impl PageTable {
     /// An empty table of images of `page_size` bytes.
-    pub fn new(page_size: usize) -> Self {
-        PageTable {
+    pub fn new(page_size: usize) -> (Self, Writes) {
+        static TABLES: AtomicU64 = AtomicU64::new(0);
+        let owner = TABLES.fetch_add(1, Ordering::Relaxed);
+        let table = PageTable {
             table: AtomicPtr::new(Box::into_raw(Box::new(Table::new(MIN_SLOTS, page_size)))),
-            retired: Mutex::new(Vec::new()),
+            owner,
+            retired: Mutex::new(Retired(Vec::new())),
             page_size,
-        }
+        };
+        (table, Writes { owner, len: 0 })
+    }
+
+    /// Panics unless `w` is this table's token: a writer method called with
+    /// another table's token could race this table's own writer.
+    fn check(&self, w: &Writes) {
+        assert_eq!(
+            w.owner, self.owner,
+            "page table used with another table's writer token"
+        );
     }
 
     /// The current slot array.
@@ -228,7 +261,9 @@ impl PageTable {
         let table = self.current();
         let mask = table.mask();
         let mut i = table.home(id);
-        loop {
+        // At most one pass over the table (a writer keeps it at most half
+        // full, so a probe meets an empty slot long before).
+        for _ in 0..=mask {
             let slot = &table.slots[i];
             let Some((sid, p)) = slot.read() else {
                 return Probe::Unsure;
@@ -240,10 +275,19 @@ impl PageTable {
                 prefetch_raw(p, prefetch.min(self.page_size));
                 // SAFETY: `p` was read consistently with `id` from a slot, so
                 // it is the data pointer of an image of `page_size` bytes the
-                // map owned at that moment; an image taken out of a table is only dropped after
-                // every guard pinned at that time is gone, so its allocation is
-                // live and its count above zero here. Incrementing gives this
-                // reader a count of its own, which the returned `Arc` owns.
+                // map owned when the slot was written. An image leaves the map
+                // only through `retire`, after its slot in the current array
+                // was cleared or overwritten; its drop is deferred until every
+                // thread pinned when the deferral was sealed has unpinned, and
+                // this lookup has been pinned since before it loaded the array.
+                // The array may be a replaced one, which still names images
+                // moved to the current array, but such an image can only be
+                // retired after the replacement, and the epoch seals a deferral
+                // behind a SeqCst fence: a lookup pinned after that fence loads
+                // the current array (the replacement precedes the fence), one
+                // pinned before it holds the epoch back. So the allocation is
+                // live and its count above zero here; incrementing gives this
+                // lookup a count of its own, which the returned `Arc` owns.
                 let page = unsafe {
                     Arc::increment_strong_count(std::ptr::slice_from_raw_parts(
                         p.cast_const(),
@@ -251,6 +295,8 @@ impl PageTable {
                     ));
                     image_from_raw(p, self.page_size)
                 };
+                // The bit may land on an entry that moved or a replaced
+                // array meanwhile: CLOCK then only sees one use fewer.
                 if !slot.referenced.load(Ordering::Relaxed) {
                     slot.referenced.store(true, Ordering::Relaxed);
                 }
@@ -258,6 +304,7 @@ impl PageTable {
             }
             i = (i + 1) & mask;
         }
+        Probe::Unsure
     }
 
     /// If `id` is found without the lock, asks the CPU for the first `bytes`
@@ -294,11 +341,13 @@ impl PageTable {
     // ---- writers: under the shard's lock ----
 
     pub fn len(&self, w: &Writes) -> usize {
+        self.check(w);
         w.len
     }
 
     /// Where `id` is, if present.
-    pub fn find(&self, _w: &Writes, id: PageId) -> Option<At> {
+    pub fn find(&self, w: &Writes, id: PageId) -> Option<At> {
+        self.check(w);
         let table = self.current();
         let mask = table.mask();
         let mut i = table.home(id);
@@ -310,22 +359,34 @@ impl PageTable {
                 return None;
             }
             if slot.id.load(Ordering::Relaxed) == id {
-                return Some(At(i));
+                return Some(At { index: i, id });
             }
             i = (i + 1) & mask;
         }
     }
 
+    /// The slot of `at`, which must still hold its entry: panics on a
+    /// stale `At` (a bug in the pool) rather than reading another page's
+    /// image or an empty slot.
     fn slot(&self, at: At) -> &Slot {
-        &self.current().slots[at.0]
+        let slot = &self.current().slots[at.index];
+        assert!(
+            !slot.page.load(Ordering::Relaxed).is_null()
+                && slot.id.load(Ordering::Relaxed) == at.id,
+            "stale page-table position for page {}",
+            at.id
+        );
+        slot
     }
 
     /// A reference to the image at `at`.
     pub fn page(&self, _w: &Writes, at: At) -> PageRef {
         let p = self.slot(at).page.load(Ordering::Relaxed);
-        // SAFETY: the writer (the caller, holding `Writes`) is the only one
-        // that takes images out of the table, so the slot's image is owned by
-        // the table and live; the increment gives the caller its own count.
+        // SAFETY: `slot` checked that the slot still holds `at`'s entry, so
+        // `p` is a non-null image pointer the table owns; the writer (the
+        // caller, holding `Writes`) is the only one that takes images out of
+        // the table, so it stays live here. The increment gives the caller
+        // its own count.
         unsafe {
             Arc::increment_strong_count(std::ptr::slice_from_raw_parts(
                 p.cast_const(),
@@ -376,7 +437,8 @@ impl PageTable {
 
     /// Replaces the image at `at` (the old one is dropped once no reader
     /// can hold it) and sets the flags.
-    pub fn replace(&self, _w: &mut Writes, at: At, page: PageRef, dirty: bool) {
+    pub fn replace(&self, w: &mut Writes, at: At, page: PageRef, dirty: bool) {
+        self.check(w);
         assert_eq!(page.len(), self.page_size, "page image of the wrong size");
         let slot = self.slot(at);
         let new = Arc::into_raw(page).cast::<u8>().cast_mut();
@@ -391,6 +453,7 @@ impl PageTable {
 
     /// Inserts `id`, which must be absent.
     pub fn insert(&self, w: &mut Writes, id: PageId, page: PageRef, ring_idx: u32, dirty: bool) {
+        self.check(w);
         assert_eq!(page.len(), self.page_size, "page image of the wrong size");
         if (w.len + 1) * 2 > self.current().slots.len() {
             self.grow();
@@ -406,7 +469,7 @@ impl PageTable {
     /// run move back into the hole, so every entry stays reachable from its
     /// home slot. The image is dropped once no reader can hold it.
     pub fn remove(&self, w: &mut Writes, id: PageId) -> Option<u32> {
-        let At(mut hole) = self.find(w, id)?;
+        let mut hole = self.find(w, id)?.index;
         let table = self.current();
         let slots = &table.slots;
         let ring_idx = slots[hole].ring_idx.load(Ordering::Relaxed);
@@ -443,13 +506,17 @@ impl PageTable {
     }
 
     /// Every entry's id and place, in no particular order.
-    pub fn entries(&self, _w: &Writes) -> Vec<(PageId, At)> {
+    pub fn entries(&self, w: &Writes) -> Vec<(PageId, At)> {
+        self.check(w);
         self.current()
             .slots
             .iter()
             .enumerate()
             .filter(|(_, s)| !s.page.load(Ordering::Relaxed).is_null())
-            .map(|(i, s)| (s.id.load(Ordering::Relaxed), At(i)))
+            .map(|(i, s)| {
+                let id = s.id.load(Ordering::Relaxed);
+                (id, At { index: i, id })
+            })
             .collect()
     }
 
@@ -491,22 +558,34 @@ impl PageTable {
         let old = self
             .table
             .swap(Box::into_raw(Box::new(bigger)), Ordering::AcqRel);
-        // SAFETY: `old` came from `Box::into_raw` (in `new` or an earlier
-        // grow) and is no longer the current array; it moves into `retired`,
-        // which keeps it allocated until the map is dropped.
-        let old = unsafe { Box::from_raw(old) };
+        // `old` came from `Box::into_raw` (in `new` or an earlier grow) and
+        // is no longer the current array; readers may still be searching it,
+        // so it stays a raw pointer, freed when the map is dropped.
         self.retired
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .0
             .push(old);
     }
 }
 
 impl Drop for PageTable {
     fn drop(&mut self) {
-        // SAFETY: the pointer came from `Box::into_raw` and, with `&mut self`,
-        // nothing else uses it; dropping it drops the images it holds.
-        drop(unsafe { Box::from_raw(*self.table.get_mut()) });
+        // SAFETY: every pointer came from `Box::into_raw`, each is freed once
+        // (the current array here, each replaced one from `retired`), and with
+        // `&mut self` no reader or writer uses them any more. The current
+        // array drops the images it holds; replaced ones hold none of their
+        // own (`owns_pages` is false).
+        unsafe {
+            drop(Box::from_raw(*self.table.get_mut()));
+            let retired = self.retired.get_mut().unwrap_or_else(|p| p.into_inner());
+            for t in retired.0.drain(..) {
+                drop(Box::from_raw(t));
+            }
+        }
+        // Images this thread retired wait in its epoch bag; hand them on so
+        // that they are freed soon rather than when the bag next fills.
+        epoch::pin().flush();
     }
 }
 
@@ -557,6 +636,23 @@ mod tests {
         }
     }
 
+    /// Misuse inside the crate panics instead of corrupting the table: a
+    /// writer token of another table, a position kept past a removal.
+    #[test]
+    fn foreign_tokens_and_stale_positions_are_refused() {
+        let (a, mut wa) = PageTable::new(PS);
+        let (b, _wb) = PageTable::new(PS);
+        a.insert(&mut wa, 1, image(1), 0, false);
+        a.insert(&mut wa, 2, image(2), 1, false);
+        let foreign = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| b.find(&wa, 1)));
+        assert!(foreign.is_err(), "another table's token was accepted");
+        let at = a.find(&wa, 1).unwrap();
+        a.remove(&mut wa, 1);
+        let stale = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| a.page(&wa, at)));
+        assert!(stale.is_err(), "a stale position was used");
+        assert_eq!(tag_of(&a, &wa, 2), Some(2));
+    }
+
     #[test]
     fn slots_fit_in_one_cache_line() {
         assert_eq!(std::mem::size_of::<Slot>(), 32);
@@ -569,8 +665,7 @@ mod tests {
     /// lookups; then every image is dropped exactly once.
     #[test]
     fn matches_a_hash_map_under_churn() {
-        let table = PageTable::new(PS);
-        let mut w = Writes::default();
+        let (table, mut w) = PageTable::new(PS);
         let mut model: HashMap<PageId, u8> = HashMap::new();
         let mut next = stamped::random(0x9E37_79B9_7F4A_7C15);
         let witness = image(0);
@@ -632,7 +727,7 @@ mod tests {
     /// image carries its page id, and a hit must carry the id asked for.
     #[test]
     fn concurrent_readers_never_see_another_pages_image() {
-        let table = PageTable::new(PS);
+        let (table, mut w) = PageTable::new(PS);
         let stop = AtomicBool::new(false);
         let img = |id: PageId, gen: u8| stamped::image(id, gen, PS);
         std::thread::scope(|s| {
@@ -646,7 +741,6 @@ mod tests {
                     assert!(hits > 0);
                 });
             }
-            let mut w = Writes::default();
             let mut next = stamped::random(0x9E37_79B9_7F4A_7C15);
             for step in 0..1_000_000u32 {
                 let x = next();
