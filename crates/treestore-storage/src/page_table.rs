@@ -13,8 +13,8 @@
 //! of advancing the global epoch and freeing retired images).
 //!
 //! Writers (insert, replace, remove, flags) still hold the shard's lock; every
-//! writer method takes the [`Writes`] that lives inside that lock, so it cannot
-//! be called without it. A writer changing a slot makes its sequence number
+//! writer method takes the [`Writes`] token, made only with its table, kept
+//! inside that lock and checked on use, so it cannot be called without it. A writer changing a slot makes its sequence number
 //! odd, changes the fields, then makes it even again; a reader that saw an odd
 //! number or a different number after reading gives up (`Probe::Unsure`) and
 //! the caller looks again under the lock. A reader also gives up, rather than
@@ -29,7 +29,8 @@
 //! is handed to epoch-based reclamation (`crossbeam-epoch`) and dropped once
 //! every thread that was looking a page up at the time has finished. A lookup
 //! pins an epoch (a write to its own thread's record only); prefetches do not
-//! need to, since they never dereference what they read.
+//! need to: the slot arrays they read are never freed while the map lives,
+//! and an image pointer is only handed to the CPU's prefetch instruction.
 //!
 //! A slot is 32 bytes aligned to 32, so a lookup usually touches one cache
 //! line. The table doubles when it is half full; the grown slot array replaces
