@@ -11,9 +11,10 @@
 //! with a [`PageTable`] (one cache line per hit) that a lookup searches
 //! without the shard's lock, so readers on different cores do not pass a
 //! lock's cache line between them (hits are counted on per-thread stripes);
-//! inserts, evictions and flag changes take the lock. A hit asks the CPU for the first KiB of the
-//! page before taking its reference, so in a pool far larger than the CPU
-//! caches the misses of a page visit overlap instead of following one another.
+//! inserts, evictions and flag changes take the lock. A hit asks the CPU for
+//! the first KiB of the page before taking its reference, so in a pool far
+//! larger than the CPU caches the misses of a page visit overlap instead of
+//! following one another.
 //! Memory stays within the budget unless every frame of a shard is pinned, in which
 //! case the shard grows past its share until pins are released; beyond it are
 //! also images that readers still hold after their eviction, and evicted
@@ -68,9 +69,9 @@ impl Shard {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn remove(&self, st: &mut ShardState, id: PageId) -> bool {
+    fn remove(&self, st: &mut ShardState, id: PageId) {
         let Some(ring_idx) = self.map.remove(&mut st.writes, id) else {
-            return false;
+            return;
         };
         let idx = ring_idx as usize;
         st.ring.swap_remove(idx);
@@ -82,7 +83,6 @@ impl Shard {
         if st.hand >= st.ring.len() {
             st.hand = 0;
         }
-        true
     }
 
     fn push(&self, st: &mut ShardState, id: PageId, page: PageRef, dirty: bool) {
@@ -567,6 +567,25 @@ mod tests {
         let st = pool.stats();
         assert_eq!(st.hits, hits);
         assert!(st.evictions > 0);
+    }
+
+    #[test]
+    fn an_image_of_the_wrong_size_is_refused_and_changes_nothing() {
+        let file: Arc<dyn StorageFile> = Arc::new(MemFile::default());
+        let pool = BufferPool::new(64 * 1024, 1024, file);
+        pool.insert_clean(1, page(1)).unwrap();
+        let short: PageRef = Arc::from(vec![9u8; 512]);
+        assert!(matches!(
+            pool.insert_clean(1, short.clone()),
+            Err(Error::InvalidOptions(_))
+        ));
+        assert!(matches!(
+            pool.insert_dirty(2, short),
+            Err(Error::InvalidOptions(_))
+        ));
+        assert_eq!(pool.peek(1).unwrap()[0], 1);
+        assert!(pool.peek(2).is_none());
+        assert_eq!(pool.stats().resident_pages, 1);
     }
 
     #[test]

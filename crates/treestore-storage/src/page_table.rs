@@ -98,6 +98,47 @@ impl Slot {
     }
 }
 
+/// A slot's fields, for moving an entry between slots (a removal's shift,
+/// a growth's copy): the image pointer moves with its ownership.
+#[derive(Clone, Copy)]
+struct Entry {
+    id: PageId,
+    page: *mut u8,
+    ring_idx: u32,
+    referenced: bool,
+    dirty: bool,
+}
+
+impl Slot {
+    /// The entry as the writer sees it (the writer's plain loads see the
+    /// settled state: only writers change slots).
+    fn entry(&self) -> Entry {
+        Entry {
+            id: self.id.load(Ordering::Relaxed),
+            page: self.page.load(Ordering::Relaxed),
+            ring_idx: self.ring_idx.load(Ordering::Relaxed),
+            referenced: self.referenced.load(Ordering::Relaxed),
+            dirty: self.dirty.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Empties the slot, under its sequence number.
+    fn clear(&self) {
+        self.write(|s| s.page.store(std::ptr::null_mut(), Ordering::Relaxed));
+    }
+
+    /// Makes the slot hold `e`, under its sequence number.
+    fn set(&self, e: Entry) {
+        self.write(|s| {
+            s.id.store(e.id, Ordering::Relaxed);
+            s.page.store(e.page, Ordering::Relaxed);
+            s.ring_idx.store(e.ring_idx, Ordering::Relaxed);
+            s.referenced.store(e.referenced, Ordering::Relaxed);
+            s.dirty.store(e.dirty, Ordering::Relaxed);
+        });
+    }
+}
+
 /// A slot array of a power-of-two size.
 struct Table {
     slots: Box<[Slot]>,
@@ -151,6 +192,21 @@ impl Drop for Table {
 unsafe fn image_from_raw(p: *mut u8, len: usize) -> PageRef {
     // SAFETY: as the function's contract says.
     unsafe { Arc::from_raw(std::ptr::slice_from_raw_parts(p.cast_const(), len)) }
+}
+
+/// A new reference to the image whose data pointer `p` is.
+///
+/// # Safety
+/// `p` must come from `Arc::into_raw` of an `Arc<[u8]>` of `len` bytes whose
+/// allocation is live with a strong count above zero for the whole call.
+unsafe fn image_ref(p: *mut u8, len: usize) -> PageRef {
+    let raw = std::ptr::slice_from_raw_parts(p.cast_const(), len);
+    // SAFETY: as the function's contract says; the increment is the count
+    // the returned `Arc` owns.
+    unsafe {
+        Arc::increment_strong_count(raw);
+        Arc::from_raw(raw)
+    }
 }
 
 /// The slot where the probe for `id` starts in a table of `mask + 1` slots:
@@ -289,13 +345,7 @@ impl PageTable {
                 // pinned before it holds the epoch back. So the allocation is
                 // live and its count above zero here; incrementing gives this
                 // lookup a count of its own, which the returned `Arc` owns.
-                let page = unsafe {
-                    Arc::increment_strong_count(std::ptr::slice_from_raw_parts(
-                        p.cast_const(),
-                        self.page_size,
-                    ));
-                    image_from_raw(p, self.page_size)
-                };
+                let page = unsafe { image_ref(p, self.page_size) };
                 // The bit may land on an entry that moved or a replaced
                 // array meanwhile: CLOCK then only sees one use fewer.
                 if !slot.referenced.load(Ordering::Relaxed) {
@@ -388,13 +438,7 @@ impl PageTable {
         // caller, holding `Writes`) is the only one that takes images out of
         // the table, so it stays live here. The increment gives the caller
         // its own count.
-        unsafe {
-            Arc::increment_strong_count(std::ptr::slice_from_raw_parts(
-                p.cast_const(),
-                self.page_size,
-            ));
-            image_from_raw(p, self.page_size)
-        }
+        unsafe { image_ref(p, self.page_size) }
     }
 
     /// Whether the image at `at` is `page` (the same allocation).
@@ -461,8 +505,17 @@ impl PageTable {
         }
         let table = self.current();
         debug_assert!(self.find(w, id).is_none(), "page {id} inserted twice");
-        let raw = Arc::into_raw(page).cast::<u8>().cast_mut();
-        place(table, id, raw, ring_idx, false, dirty);
+        let page = Arc::into_raw(page).cast::<u8>().cast_mut();
+        place(
+            table,
+            Entry {
+                id,
+                page,
+                ring_idx,
+                referenced: false,
+                dirty,
+            },
+        );
         w.len += 1;
     }
 
@@ -475,32 +528,26 @@ impl PageTable {
         let slots = &table.slots;
         let ring_idx = slots[hole].ring_idx.load(Ordering::Relaxed);
         let old = slots[hole].page.load(Ordering::Relaxed);
-        slots[hole].write(|s| s.page.store(std::ptr::null_mut(), Ordering::Relaxed));
+        slots[hole].clear();
         self.retire(old);
         w.len -= 1;
         let mask = table.mask();
         let mut j = hole;
         loop {
             j = (j + 1) & mask;
-            let p = slots[j].page.load(Ordering::Relaxed);
-            if p.is_null() {
+            if slots[j].page.load(Ordering::Relaxed).is_null() {
                 return Some(ring_idx);
             }
-            let jid = slots[j].id.load(Ordering::Relaxed);
-            let home = table.home(jid);
+            let moving = slots[j].entry();
+            let home = table.home(moving.id);
             // The entry at j may fill the hole unless its home lies in the
             // cyclic range (hole, j], where it would no longer be found.
             if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(hole) & mask) {
-                let (ri, rf, dt) = (
-                    slots[j].ring_idx.load(Ordering::Relaxed),
-                    slots[j].referenced.load(Ordering::Relaxed),
-                    slots[j].dirty.load(Ordering::Relaxed),
-                );
                 // Copied to the hole first, then cleared where it was: a
                 // reader may see it twice or miss it (and then look again
                 // under the lock), never see a wrong image.
-                slots[hole].write(|s| set(s, jid, p, ri, rf, dt));
-                slots[j].write(|s| s.page.store(std::ptr::null_mut(), Ordering::Relaxed));
+                slots[hole].set(moving);
+                slots[j].clear();
                 hole = j;
             }
         }
@@ -542,16 +589,9 @@ impl PageTable {
         let old_table = self.current();
         let bigger = Table::new(old_table.slots.len() * 2, self.page_size);
         for s in old_table.slots.iter() {
-            let p = s.page.load(Ordering::Relaxed);
-            if !p.is_null() {
-                place(
-                    &bigger,
-                    s.id.load(Ordering::Relaxed),
-                    p,
-                    s.ring_idx.load(Ordering::Relaxed),
-                    s.referenced.load(Ordering::Relaxed),
-                    s.dirty.load(Ordering::Relaxed),
-                );
+            let e = s.entry();
+            if !e.page.is_null() {
+                place(&bigger, e);
             }
         }
         // The old array must not drop the images: the new one owns them now.
@@ -591,21 +631,13 @@ impl Drop for PageTable {
 }
 
 /// Writes an entry into the first free slot of its probe run.
-fn place(table: &Table, id: PageId, p: *mut u8, ring_idx: u32, referenced: bool, dirty: bool) {
+fn place(table: &Table, e: Entry) {
     let mask = table.mask();
-    let mut i = table.home(id);
+    let mut i = table.home(e.id);
     while !table.slots[i].page.load(Ordering::Relaxed).is_null() {
         i = (i + 1) & mask;
     }
-    table.slots[i].write(|s| set(s, id, p, ring_idx, referenced, dirty));
-}
-
-fn set(s: &Slot, id: PageId, p: *mut u8, ring_idx: u32, referenced: bool, dirty: bool) {
-    s.id.store(id, Ordering::Relaxed);
-    s.page.store(p, Ordering::Relaxed);
-    s.ring_idx.store(ring_idx, Ordering::Relaxed);
-    s.referenced.store(referenced, Ordering::Relaxed);
-    s.dirty.store(dirty, Ordering::Relaxed);
+    table.slots[i].set(e);
 }
 
 /// Asks the CPU for the cache lines of the first `bytes` bytes at `p`.
