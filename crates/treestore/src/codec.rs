@@ -402,51 +402,69 @@ pub struct TermSummary {
 impl TermSummary {
     /// The summary of a posting list.
     pub fn of(postings: &[Posting]) -> Self {
-        let max_tf = postings.iter().map(|p| p.tf).max().unwrap_or(0);
-        let min_len = postings.iter().map(|p| p.len).min().unwrap_or(0);
-        let mut s = TermSummary {
-            count: postings.len() as u32,
-            max_tf,
-            min_len,
-            // Unused slots hold the corner point, as decoding fills them.
-            peaks: [(max_tf, min_len); MAX_PEAKS],
-            peak_count: 0,
-        };
-        // The postings no other beats on both tf and length: by length, each
-        // one whose tf exceeds every shorter posting's. Most terms are in a
-        // node or two: short lists are sorted on the stack.
+        let mut front = Front::new(postings);
+        // Each posting is sorted as one integer, length in the high half
+        // and tf inverted in the low half: by length, then highest tf first.
+        // Most terms are in a node or two: short lists are sorted on the
+        // stack.
         const ON_STACK: usize = 32;
-        let mut stack = [(0u32, 0u32); ON_STACK];
+        let mut stack = [0u64; ON_STACK];
         let mut heap = Vec::new();
-        let by_len: &mut [(u32, u32)] = if postings.len() <= ON_STACK {
+        let by_len: &mut [u64] = if postings.len() <= ON_STACK {
             &mut stack[..postings.len()]
         } else {
-            heap.resize(postings.len(), (0, 0));
+            heap.resize(postings.len(), 0);
             &mut heap
         };
         for (slot, p) in by_len.iter_mut().zip(postings) {
-            *slot = (p.len, p.tf);
+            *slot = u64::from(p.len) << 32 | u64::from(!p.tf);
         }
-        by_len.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-        // The front's tf and length both increase along it; beyond
-        // MAX_PEAKS points, the shortest MAX_PEAKS - 1 stay and the rest
-        // become one point that dominates them all (their highest tf, the
-        // last point's, and their shortest length, the first's).
-        let mut front = 0usize;
-        let mut best: Option<u32> = None;
-        for &(len, tf) in by_len.iter() {
-            if best.is_none_or(|b| tf > b) {
-                best = Some(tf);
-                if front < MAX_PEAKS {
-                    s.peaks[front] = (tf, len);
-                } else {
-                    s.peaks[MAX_PEAKS - 1].0 = tf;
-                }
-                front += 1;
+        by_len.sort_unstable();
+        for &k in by_len.iter() {
+            front.push((k >> 32) as u32, !(k as u32));
+        }
+        front.finish()
+    }
+
+    /// [`TermSummary::of`] a posting list of the document whose nodes
+    /// `order` ranks by length: the same summary, found by visiting the
+    /// postings in that order instead of sorting each list.
+    pub fn of_ordered(postings: &[Posting], order: &mut LengthOrder) -> Self {
+        let words = order.bits.len();
+        // A walk costs a word per 64 nodes of the document, a sort a few
+        // steps per posting: short lists of a large document are sorted.
+        // The walk needs the list as an index builds it: ords strictly
+        // increasing, of nodes the order knows, with their lengths.
+        let walk = postings.len() > 1
+            && words <= 4 * postings.len()
+            && postings.windows(2).all(|w| w[0].ord < w[1].ord)
+            && postings.iter().all(|p| {
+                order
+                    .rank_of_ord
+                    .get(p.ord as usize)
+                    .is_some_and(|&r| order.len_of_rank[r as usize] == p.len)
+            });
+        if !walk {
+            return Self::of(postings);
+        }
+        let mut front = Front::new(postings);
+        let (mut lo, mut hi) = (usize::MAX, 0);
+        for p in postings {
+            let r = order.rank_of_ord[p.ord as usize] as usize;
+            order.bits[r / 64] |= 1 << (r % 64);
+            order.tf_of_rank[r] = p.tf;
+            lo = lo.min(r / 64);
+            hi = hi.max(r / 64);
+        }
+        for w in lo..=hi {
+            let mut bits = std::mem::take(&mut order.bits[w]);
+            while bits != 0 {
+                let r = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                front.push(order.len_of_rank[r], order.tf_of_rank[r]);
             }
         }
-        s.peak_count = front.min(MAX_PEAKS) as u8;
-        s
+        front.finish()
     }
 
     /// The points that bound the term's score in this document.
@@ -454,6 +472,94 @@ impl TermSummary {
         match self.peak_count {
             0 => std::slice::from_ref(&self.peaks[0]),
             n => &self.peaks[..n as usize],
+        }
+    }
+}
+
+/// Builds a [`TermSummary`]'s peaks from postings given by length, shortest
+/// first (in any order among equal lengths): the postings no other beats on
+/// both tf and length, each one whose tf exceeds every shorter posting's.
+/// The front's tf and length both increase along it; beyond [`MAX_PEAKS`]
+/// points, the shortest `MAX_PEAKS - 1` stay and the rest become one point
+/// that dominates them all (their highest tf, the last point's, and their
+/// shortest length, the first's).
+struct Front {
+    s: TermSummary,
+    /// Points found, those merged into the last peak included.
+    points: usize,
+    /// Highest tf so far and the length it was found at.
+    best: Option<(u32, u32)>,
+}
+
+impl Front {
+    fn new(postings: &[Posting]) -> Self {
+        let max_tf = postings.iter().map(|p| p.tf).max().unwrap_or(0);
+        let min_len = postings.iter().map(|p| p.len).min().unwrap_or(0);
+        Front {
+            s: TermSummary {
+                count: postings.len() as u32,
+                max_tf,
+                min_len,
+                // Unused slots hold the corner point, as decoding fills them.
+                peaks: [(max_tf, min_len); MAX_PEAKS],
+                peak_count: 0,
+            },
+            points: 0,
+            best: None,
+        }
+    }
+
+    fn push(&mut self, len: u32, tf: u32) {
+        match self.best {
+            Some((best, _)) if tf <= best => {}
+            // As long as the last point and higher: it takes that point's
+            // place (sorted by tf too, it would have come first).
+            Some((_, at)) if at == len => {
+                self.s.peaks[(self.points - 1).min(MAX_PEAKS - 1)].0 = tf;
+                self.best = Some((tf, len));
+            }
+            _ => {
+                if self.points < MAX_PEAKS {
+                    self.s.peaks[self.points] = (tf, len);
+                } else {
+                    self.s.peaks[MAX_PEAKS - 1].0 = tf;
+                }
+                self.points += 1;
+                self.best = Some((tf, len));
+            }
+        }
+    }
+
+    fn finish(mut self) -> TermSummary {
+        self.s.peak_count = self.points.min(MAX_PEAKS) as u8;
+        self.s
+    }
+}
+
+/// A document's nodes ranked by weighted length (shortest first, then by
+/// ord), with the scratch space [`TermSummary::of_ordered`] walks them in.
+pub struct LengthOrder {
+    rank_of_ord: Vec<u32>,
+    len_of_rank: Vec<u32>,
+    tf_of_rank: Vec<u32>,
+    /// One bit per rank; all clear between uses.
+    bits: Vec<u64>,
+}
+
+impl LengthOrder {
+    /// The order of nodes whose weighted lengths are `lens` (by ord).
+    pub fn new(lens: &[u32]) -> Self {
+        let mut ords: Vec<u32> = (0..lens.len() as u32).collect();
+        ords.sort_unstable_by_key(|&o| (lens[o as usize], o));
+        let mut rank_of_ord = vec![0u32; lens.len()];
+        for (r, &o) in ords.iter().enumerate() {
+            rank_of_ord[o as usize] = r as u32;
+        }
+        LengthOrder {
+            rank_of_ord,
+            len_of_rank: ords.iter().map(|&o| lens[o as usize]).collect(),
+            tf_of_rank: vec![0; lens.len()],
+            bits: vec![0; lens.len().div_ceil(64)],
         }
     }
 }
@@ -591,18 +697,18 @@ pub const POSTING_BLOCK_BYTES: usize = 1536;
 pub struct PostingBlocks {
     blocks: Vec<(String, Vec<u8>)>,
     current: Option<(String, Enc)>,
-    list: Enc,
 }
 
 impl PostingBlocks {
     /// Adds the next term (greater than every term added before).
     pub fn add(&mut self, term: &str, postings: &[Posting]) {
-        self.list.0.clear();
-        put_postings(&mut self.list, postings);
-        let (_, block) = self
-            .current
-            .get_or_insert_with(|| (term.to_string(), Enc::with_format()));
-        put_term_entry(block, term, &self.list.0);
+        let (_, block) = self.current.get_or_insert_with(|| {
+            // Room for the block and the entry that closes it, typically.
+            let mut block = Enc(Vec::with_capacity(2 * POSTING_BLOCK_BYTES));
+            block.0.push(FORMAT);
+            (term.to_string(), block)
+        });
+        put_term_entry_with(block, term, |e| put_postings(e, postings));
         if block.0.len() >= POSTING_BLOCK_BYTES {
             self.close();
         }
@@ -622,11 +728,23 @@ impl PostingBlocks {
 }
 
 /// Appends one entry of a term block (see [`walk_term_block`]): the term,
-/// the byte length of its payload and the payload.
-fn put_term_entry(block: &mut Enc, term: &str, payload: &[u8]) {
+/// the byte length of its payload and the payload, which `payload` writes.
+/// The payload is written in place (not copied from a buffer of its own):
+/// one byte is set aside for its length, enough below 128 bytes, and a
+/// longer payload is moved along to make room for its length.
+fn put_term_entry_with(block: &mut Enc, term: &str, payload: impl FnOnce(&mut Enc)) {
     block.str(term);
-    block.u64(payload.len() as u64);
-    block.0.extend_from_slice(payload);
+    let at = block.0.len();
+    block.0.push(0);
+    payload(block);
+    let len = block.0.len() - at - 1;
+    if len < 0x80 {
+        block.0[at] = len as u8;
+    } else {
+        let mut prefix = Enc(Vec::with_capacity(10));
+        prefix.u64(len as u64);
+        block.0.splice(at..at + 1, prefix.0);
+    }
 }
 
 /// Walks the entries of a term block (a posting block or a summary block:
@@ -706,24 +824,48 @@ pub fn encode_summary_blocks<'a>(
     terms: impl IntoIterator<Item = (&'a str, TermSummary)>,
     group_of: impl Fn(&str) -> u16,
 ) -> Vec<(u16, Vec<u8>)> {
-    // Each group's block, by group.
-    let mut blocks: Vec<Option<Enc>> = Vec::new();
-    let mut one = Enc::default();
-    for (term, summary) in terms {
-        let group = usize::from(group_of(term));
-        if blocks.len() <= group {
-            blocks.resize_with(group + 1, || None);
-        }
-        one.0.clear();
-        put_summary(&mut one, &summary);
-        let block = blocks[group].get_or_insert_with(Enc::with_format);
-        put_term_entry(block, term, &one.0);
-    }
-    blocks
+    let terms: Vec<(u16, &str, TermSummary)> = terms
         .into_iter()
-        .enumerate()
-        .filter_map(|(g, e)| Some((g as u16, e?.finish())))
-        .collect()
+        .map(|(term, summary)| (group_of(term), term, summary))
+        .collect();
+    // The terms by group, each group's in their order (a counting sort),
+    // so the blocks are written one after another rather than a few bytes
+    // at a time into hundreds of growing buffers.
+    let groups = terms
+        .iter()
+        .map(|t| usize::from(t.0) + 1)
+        .max()
+        .unwrap_or(0);
+    let mut starts = vec![0u32; groups + 1];
+    for t in &terms {
+        starts[usize::from(t.0) + 1] += 1;
+    }
+    for g in 0..groups {
+        starts[g + 1] += starts[g];
+    }
+    let mut next = starts.clone();
+    let mut order = vec![0u32; terms.len()];
+    for (i, t) in terms.iter().enumerate() {
+        let at = &mut next[usize::from(t.0)];
+        order[*at as usize] = i as u32;
+        *at += 1;
+    }
+    let mut out = Vec::new();
+    let mut block = Enc::default();
+    for g in 0..groups {
+        let members = &order[starts[g] as usize..starts[g + 1] as usize];
+        if members.is_empty() {
+            continue;
+        }
+        block.0.clear();
+        block.0.push(FORMAT);
+        for &i in members {
+            let (_, term, summary) = &terms[i as usize];
+            put_term_entry_with(&mut block, term, |e| put_summary(e, summary));
+        }
+        out.push((g as u16, block.0.clone()));
+    }
+    out
 }
 
 /// Joins the summary blocks of consecutive term ranges of one document
@@ -920,6 +1062,36 @@ mod tests {
     }
 
     #[test]
+    fn term_entries_written_in_place_equal_term_length_payload() {
+        // Payload lengths around each varint boundary of the length field.
+        let lengths = [0usize, 1, 127, 128, 129, 16_383, 16_384, 20_000];
+        let mut block = Enc::with_format();
+        let mut want = vec![FORMAT];
+        for (i, &n) in lengths.iter().enumerate() {
+            let term = format!("term{i}");
+            let payload: Vec<u8> = (0..n).map(|b| (b * 7 + i) as u8).collect();
+            put_term_entry_with(&mut block, &term, |e| e.0.extend_from_slice(&payload));
+            let mut reference = Enc::default();
+            reference.str(&term).u64(n as u64);
+            want.extend_from_slice(&reference.0);
+            want.extend_from_slice(&payload);
+        }
+        assert_eq!(block.0, want);
+        let mut seen = Vec::new();
+        walk_term_block(&block.0, |t, _, d| {
+            seen.push((t.to_vec(), d.buf.len() - d.at));
+            Ok(None::<()>)
+        })
+        .unwrap();
+        let expect: Vec<(Vec<u8>, usize)> = lengths
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (format!("term{i}").into_bytes(), n))
+            .collect();
+        assert_eq!(seen, expect);
+    }
+
+    #[test]
     fn summary_blocks_group_terms_and_find_every_summary() {
         // 500 terms in 7 groups (by a test grouping), each with its own
         // summary; groups come out in order, terms within a block in order.
@@ -1046,6 +1218,68 @@ mod tests {
             let want = reference_peaks(&postings);
             prop_assert_eq!(s.bound_points(), want.as_slice());
             prop_assert_eq!(decode_summary(&encode_summary(&s)).unwrap(), s);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn summaries_walked_by_length_equal_summaries_sorted(
+            lens in proptest::collection::vec(1u32..40, 1..300),
+            lists in proptest::collection::vec(
+                proptest::collection::vec((any::<bool>(), 1u32..12), 1..300), 1..6),
+        ) {
+            // Several lists of one document through one order (its scratch
+            // space must be clear after each), lengths with many ties.
+            let mut order = LengthOrder::new(&lens);
+            for picks in &lists {
+                let postings: Vec<Posting> = picks
+                    .iter()
+                    .zip(&lens)
+                    .enumerate()
+                    .filter(|(_, ((keep, _), _))| *keep)
+                    .map(|(ord, ((_, tf), &len))| Posting { ord: ord as u32, tf: *tf, len })
+                    .collect();
+                let walked = TermSummary::of_ordered(&postings, &mut order);
+                prop_assert_eq!(walked, TermSummary::of(&postings));
+                if !postings.is_empty() {
+                    let want = reference_peaks(&postings);
+                    prop_assert_eq!(walked.bound_points(), want.as_slice());
+                }
+            }
+            prop_assert!(order.bits.iter().all(|&w| w == 0));
+        }
+    }
+
+    #[test]
+    fn summaries_by_length_order_fall_back_to_sorting() {
+        let p = |ord, tf, len| Posting { ord, tf, len };
+        let order = |lens: &[u32]| LengthOrder::new(lens);
+        // A length that is not the node's, an ord past the document, ords
+        // out of order: the list is sorted instead, with the same result.
+        for list in [
+            vec![p(0, 3, 10), p(1, 5, 99)],
+            vec![p(0, 3, 10), p(7, 5, 20)],
+            vec![p(1, 5, 20), p(0, 3, 10)],
+        ] {
+            let mut o = order(&[10, 20, 30]);
+            assert_eq!(
+                TermSummary::of_ordered(&list, &mut o),
+                TermSummary::of(&list)
+            );
+            assert!(o.bits.iter().all(|&w| w == 0));
+        }
+        // A large document: a short list is sorted, a long one walked.
+        let lens: Vec<u32> = (0..5000).map(|i| 100 + (i * 37) % 500).collect();
+        let mut o = order(&lens);
+        for step in [997, 3] {
+            let list: Vec<Posting> = (0..5000)
+                .step_by(step)
+                .map(|i| p(i as u32, (i % 13) as u32 + 1, lens[i]))
+                .collect();
+            assert_eq!(
+                TermSummary::of_ordered(&list, &mut o),
+                TermSummary::of(&list)
+            );
         }
     }
 

@@ -49,12 +49,19 @@ pub(crate) struct DocIndex {
     postings: Vec<Posting>,
     /// Sum of the weighted node lengths.
     pub total_len: u64,
+    /// Each node's weighted length, by ord.
+    node_lens: Vec<u32>,
 }
 
 impl DocIndex {
     /// Number of distinct terms.
     pub fn term_count(&self) -> usize {
         self.terms.len()
+    }
+
+    /// Each node's weighted length, by ord.
+    pub fn node_lens(&self) -> &[u32] {
+        &self.node_lens
     }
 
     /// Each term with its postings, in term order.
@@ -93,6 +100,7 @@ impl DocIndex {
             terms: Vec::with_capacity(self.terms.len().max(later.terms.len())),
             postings: Vec::with_capacity(self.postings.len() + later.postings.len()),
             total_len: self.total_len + later.total_len,
+            node_lens: [self.node_lens, later.node_lens].concat(),
         };
         let (a_lists, b_lists) = (self.postings, later.postings);
         let (mut a, mut b) = (
@@ -186,6 +194,7 @@ fn index_range(
     let mut tf: Vec<u32> = Vec::new();
     let mut touched: Vec<u32> = Vec::new();
     let mut total_len = 0u64;
+    let mut node_lens = Vec::with_capacity(nodes.len());
     for (i, node) in nodes.iter().enumerate() {
         let mut len: u32 = 0;
         let fields = [
@@ -212,24 +221,31 @@ fn index_range(
             // Each word's cache slot is prefetched, and the word looked up
             // LOOKUP_AHEAD words later (a node's counts do not depend on
             // the order its words are counted in).
-            let mut ahead: [Option<WordKey>; LOOKUP_AHEAD] = [None; LOOKUP_AHEAD];
-            let mut next = 0;
+            // A ring of the keys waiting: `ahead[..filled]` hold keys, and
+            // once it is full the oldest is at `next`. (Plain keys, not
+            // options: an option's tag and padding made each word's copy
+            // into the ring wait for the stores that had just built it.)
+            let mut ahead = [WordKey::EMPTY; LOOKUP_AHEAD];
+            let (mut next, mut filled) = (0, 0);
             analyzer.for_each_word(text, |w| match TermCache::key(w) {
                 Some(key) => {
                     terms.prefetch(&key);
-                    let due = ahead[next].replace(key);
-                    next = (next + 1) % LOOKUP_AHEAD;
-                    if let Some(due) = due {
-                        count(terms.id_of(analyzer, &due));
+                    if filled == LOOKUP_AHEAD {
+                        count(terms.id_of(analyzer, &ahead[next]));
+                    } else {
+                        filled += 1;
                     }
+                    ahead[next] = key;
+                    next = (next + 1) % LOOKUP_AHEAD;
                 }
                 None => count(terms.id(analyzer, w)),
             });
-            for due in ahead.iter().flatten() {
+            for due in &ahead[..filled] {
                 count(terms.id_of(analyzer, due));
             }
         }
         total_len += u64::from(len);
+        node_lens.push(len);
         let ord = first_ord + i as u32;
         for id in touched.drain(..) {
             let slot = &mut tf[id as usize];
@@ -285,6 +301,7 @@ fn index_range(
         terms: sorted_terms,
         postings,
         total_len,
+        node_lens,
     }
 }
 

@@ -528,10 +528,11 @@ impl Records {
         for (term, list) in index.iter_range(range.clone()) {
             blocks.add(term, list);
         }
+        let mut order = codec::LengthOrder::new(index.node_lens());
         let summaries = codec::encode_summary_blocks(
             index
                 .iter_range(range)
-                .map(|(term, list)| (term, codec::TermSummary::of(list))),
+                .map(|(term, list)| (term, codec::TermSummary::of_ordered(list, &mut order))),
             schema::term_group,
         );
         (blocks.finish(), summaries)

@@ -61,6 +61,7 @@ struct Probe {
 
 impl Probe {
     /// 8 bytes at a time, multiplied and rotated, with the length mixed in.
+    #[inline(always)]
     fn of(key: &[u8]) -> Probe {
         const K: u64 = 0x9e37_79b9_7f4a_7c15;
         let step = |h: u64, w: u64| (h.rotate_left(23) ^ w).wrapping_mul(K);
@@ -244,11 +245,21 @@ impl BytesMap {
     }
 }
 
-/// A word made ready for a lookup ([`TermCache::key`]).
+/// A word made ready for a lookup ([`TermCache::key`]). All four fields
+/// are 8 bytes wide: no padding, so copying a key just built needs no
+/// partial store forwarded.
 #[derive(Clone, Copy)]
 pub(crate) struct WordKey {
     probe: Probe,
-    len: u8,
+    len: u64,
+}
+
+impl WordKey {
+    /// The key of the empty word (a filler for arrays of keys).
+    pub const EMPTY: WordKey = WordKey {
+        probe: Probe { h: 0, lo: 0, hi: 0 },
+        len: 0,
+    };
 }
 
 /// Asks the CPU to start loading the cache line holding `slot`.
@@ -313,7 +324,7 @@ impl TermCache {
     pub fn key(word: &str) -> Option<WordKey> {
         (word.len() <= INLINE).then(|| WordKey {
             probe: Probe::of(word.as_bytes()),
-            len: word.len() as u8,
+            len: word.len() as u64,
         })
     }
 
@@ -327,7 +338,9 @@ impl TermCache {
         let mut bytes = [0u8; INLINE];
         bytes[..8].copy_from_slice(&key.probe.lo.to_le_bytes());
         bytes[8..].copy_from_slice(&key.probe.hi.to_le_bytes());
-        self.lookup(analyzer, &bytes[..usize::from(key.len)], &key.probe)
+        // At most INLINE, as `key` made it.
+        let len = (key.len as usize).min(INLINE);
+        self.lookup(analyzer, &bytes[..len], &key.probe)
     }
 
     /// The document-local id of `word` (probe `p`), stemming and numbering
