@@ -2,13 +2,17 @@
 //! generated 250-node document (validation, search indexing, encoding, the
 //! commit and its B+tree writes), with the log on its timer so that no
 //! fsync wait is measured. Each iteration stores a new version, as an ingest
-//! does. `cargo bench -p treestore-bench --bench ingest`.
+//! does. The allocator is mimalloc, as in `treestore-bench`.
+//! `cargo bench -p treestore-bench --bench ingest`.
 
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use treestore::{Durability, Options, TreeStore};
 use treestore_bench::corpus::{Corpus, CorpusSpec};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn store_document(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temporary directory");

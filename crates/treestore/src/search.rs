@@ -42,9 +42,12 @@ pub const MAX_LIMIT: usize = 10_000;
 /// Posting lists of one document, built before it is stored.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct DocIndex {
-    /// The document's terms, sorted, each with the end of its postings in
-    /// `postings` (a term's postings start where the previous term's end).
-    terms: Vec<(String, u32)>,
+    /// The document's terms, sorted, one after another (one allocation
+    /// rather than one per term).
+    text: String,
+    /// Per term: the end of its text in `text` and the end of its postings
+    /// in `postings` (a term starts where the previous term ends).
+    ends: Vec<(usize, u32)>,
     /// Every term's postings, term after term, each term's in increasing ord.
     postings: Vec<Posting>,
     /// Sum of the weighted node lengths.
@@ -56,7 +59,7 @@ pub(crate) struct DocIndex {
 impl DocIndex {
     /// Number of distinct terms.
     pub fn term_count(&self) -> usize {
-        self.terms.len()
+        self.ends.len()
     }
 
     /// Each node's weighted length, by ord.
@@ -67,7 +70,7 @@ impl DocIndex {
     /// Each term with its postings, in term order.
     #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[Posting])> {
-        self.iter_range(0..self.terms.len())
+        self.iter_range(0..self.ends.len())
     }
 
     /// The terms at positions `range` (in term order) with their postings.
@@ -75,14 +78,15 @@ impl DocIndex {
         &self,
         range: std::ops::Range<usize>,
     ) -> impl Iterator<Item = (&str, &[Posting])> {
-        let mut start = match range.start {
-            0 => 0,
-            i => self.terms[i - 1].1 as usize,
+        let (mut text_start, mut start) = match range.start {
+            0 => (0, 0),
+            i => (self.ends[i - 1].0, self.ends[i - 1].1 as usize),
         };
-        self.terms[range].iter().map(move |(t, end)| {
-            let list = &self.postings[start..*end as usize];
-            start = *end as usize;
-            (t.as_str(), list)
+        self.ends[range].iter().map(move |&(text_end, end)| {
+            let term = &self.text[text_start..text_end];
+            let list = &self.postings[start..end as usize];
+            (text_start, start) = (text_end, end as usize);
+            (term, list)
         })
     }
 
@@ -92,49 +96,55 @@ impl DocIndex {
         self.iter().find(|(t, _)| *t == term).map(|(_, l)| l)
     }
 
-    /// This index followed by `later`, whose nodes all come after this one's
-    /// (term strings are moved, not copied).
+    /// Appends a term and its postings (after every term held).
+    fn push(&mut self, term: &str, postings: &[Posting]) {
+        self.text.push_str(term);
+        self.postings.extend_from_slice(postings);
+        self.ends
+            .push((self.text.len(), self.postings.len() as u32));
+    }
+
+    /// This index followed by `later`, whose nodes all come after this one's.
     fn append(self, later: DocIndex) -> DocIndex {
         use std::cmp::Ordering::{Greater, Less};
         let mut out = DocIndex {
-            terms: Vec::with_capacity(self.terms.len().max(later.terms.len())),
+            text: String::with_capacity(self.text.len().max(later.text.len())),
+            ends: Vec::with_capacity(self.ends.len().max(later.ends.len())),
             postings: Vec::with_capacity(self.postings.len() + later.postings.len()),
             total_len: self.total_len + later.total_len,
-            node_lens: [self.node_lens, later.node_lens].concat(),
+            node_lens: [self.node_lens.as_slice(), later.node_lens.as_slice()].concat(),
         };
-        let (a_lists, b_lists) = (self.postings, later.postings);
         let (mut a, mut b) = (
-            self.terms.into_iter().peekable(),
-            later.terms.into_iter().peekable(),
+            self.iter_range(0..self.ends.len()).peekable(),
+            later.iter_range(0..later.ends.len()).peekable(),
         );
-        let (mut a_start, mut b_start) = (0usize, 0usize);
         loop {
             let order = match (a.peek(), b.peek()) {
                 (None, None) => break,
                 (Some(_), None) => Less,
                 (None, Some(_)) => Greater,
-                (Some(x), Some(y)) => x.0.cmp(&y.0),
+                (Some(x), Some(y)) => x.0.cmp(y.0),
             };
             // The term's postings from this index (earlier nodes) first.
-            let mut term = None;
-            if order != Greater {
-                if let Some((t, end)) = a.next() {
-                    out.postings
-                        .extend_from_slice(&a_lists[a_start..end as usize]);
-                    a_start = end as usize;
-                    term = Some(t);
+            match order {
+                Less => {
+                    if let Some((t, list)) = a.next() {
+                        out.push(t, list);
+                    }
                 }
-            }
-            if order != Less {
-                if let Some((t, end)) = b.next() {
-                    out.postings
-                        .extend_from_slice(&b_lists[b_start..end as usize]);
-                    b_start = end as usize;
-                    term.get_or_insert(t);
+                Greater => {
+                    if let Some((t, list)) = b.next() {
+                        out.push(t, list);
+                    }
                 }
-            }
-            if let Some(t) = term {
-                out.terms.push((t, out.postings.len() as u32));
+                std::cmp::Ordering::Equal => {
+                    if let (Some((t, first)), Some((_, then))) = (a.next(), b.next()) {
+                        out.text.push_str(t);
+                        out.postings.extend_from_slice(first);
+                        out.postings.extend_from_slice(then);
+                        out.ends.push((out.text.len(), out.postings.len() as u32));
+                    }
+                }
             }
         }
         out
@@ -278,11 +288,14 @@ fn index_range(
     }
     let mut next = vec![0u32; count];
     let mut end = 0u32;
-    let mut sorted_terms = Vec::with_capacity(count);
+    let text_len = (0..count as u32).map(|id| terms.doc_term(id).len()).sum();
+    let mut text = String::with_capacity(text_len);
+    let mut ends = Vec::with_capacity(count);
     for &id in &order {
         next[id as usize] = end;
         end += sizes[id as usize];
-        sorted_terms.push((terms.doc_term(id).to_string(), end));
+        text.push_str(terms.doc_term(id));
+        ends.push((text.len(), end));
     }
     let mut postings = vec![
         Posting {
@@ -298,7 +311,8 @@ fn index_range(
         *at += 1;
     }
     DocIndex {
-        terms: sorted_terms,
+        text,
+        ends,
         postings,
         total_len,
         node_lens,
