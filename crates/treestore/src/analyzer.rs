@@ -269,7 +269,7 @@ mod tests {
         #[test]
         fn fast_path_equals_the_segmenter(
             text in proptest::string::string_regex(
-                "([a-zA-Z0-9]{0,4}[ '.,:;_\\-()!?\"/\t\n\r]{0,2}(é|ü|’|\u{301}|\u{200d}|東|🙂|\u{a0}|\u{2028}|\u{5D0}|\u{5D1}|\u{5B4}|\u{93E}|\u{915})?){0,12}"
+                "([a-zA-Z0-9]{0,4}[ '.,:;_\\-()!?\"/\t\n\r]{0,2}(é|ü|’|\u{301}|\u{200d}|東|🙂|\u{a0}|\u{2028}|\u{5D0}|\u{5D1}|\u{5B4}|\u{93E}|\u{915})?){0,40}"
             ).expect("regex")
         ) {
             let a = Analyzer::new();

@@ -288,15 +288,21 @@ fn index_range(
     }
     let mut next = vec![0u32; count];
     let mut end = 0u32;
-    let text_len = (0..count as u32).map(|id| terms.doc_term(id).len()).sum();
-    let mut text = String::with_capacity(text_len);
+    let text_len = (0..count as u32)
+        .map(|id| terms.doc_term_bytes(id).len())
+        .sum();
+    let mut text = Vec::with_capacity(text_len);
     let mut ends = Vec::with_capacity(count);
     for &id in &order {
         next[id as usize] = end;
         end += sizes[id as usize];
-        text.push_str(terms.doc_term(id));
+        text.extend_from_slice(terms.doc_term_bytes(id));
         ends.push((text.len(), end));
     }
+    // Terms are made from `&str` only, so their concatenation is UTF-8 (and
+    // is checked once here, not term by term).
+    let text = String::from_utf8(text)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
     let mut postings = vec![
         Posting {
             ord: 0,

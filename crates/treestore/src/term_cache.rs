@@ -419,6 +419,7 @@ impl TermCache {
     }
 
     /// The text of the current document's term `id`.
+    #[cfg(test)]
     pub fn doc_term(&self, id: u32) -> &str {
         // Terms are inserted from `&str` only.
         std::str::from_utf8(self.doc_term_bytes(id)).unwrap_or_default()
