@@ -844,6 +844,20 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_document_index_lists_its_terms_in_byte_order() {
+        let a = Analyzer::new();
+        let mut n = Node::new("n0".to_string(), None, String::new(), (1, 1));
+        // Terms sharing their first 8 bytes (sorted by the whole term),
+        // first seen out of order, among shorter ones.
+        n.text =
+            "qqqqqqqqzz qqqqqqqqy kiwi qqqqqqqqzy qqqqqqqq apple qqqqqqqqa qqqqqqqqzz".to_string();
+        let index = index_range(&a, &mut TermCache::default(), &[n], 0);
+        let terms: Vec<&str> = index.iter().map(|(t, _)| t).collect();
+        assert_eq!(terms.len(), 7, "{terms:?}");
+        assert!(terms.windows(2).all(|w| w[0] < w[1]), "{terms:?}");
+    }
+
     proptest::proptest! {
         /// Sort prefixes order strings as their bytes do: a smaller prefix
         /// means a smaller string, and a smaller string never has a larger
