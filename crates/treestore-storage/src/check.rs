@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::btree::node::{BranchView, LeafView, ValRef, LEAF_CELL_HEADER, SLOT, SLOTS_START};
+use crate::btree::node::{BranchView, CellRef, LeafView, ValRef, SLOTS_START};
 use crate::btree::overflow;
 use crate::db::DATA_FILE;
 use crate::error::{Error, Result};
@@ -153,10 +153,12 @@ impl Checker<'_> {
                             .problems
                             .push(format!("page {id}: key {i} lies outside the range its parent gives"));
                     }
-                    let val = leaf.val(i);
-                    self.report.leaf_bytes +=
-                        (SLOT + LEAF_CELL_HEADER + leaf.key(i).len() + val.stored_len()) as u64;
-                    if let ValRef::Overflow { first, len } = val {
+                    let cell = CellRef {
+                        key: leaf.key(i),
+                        val: leaf.val(i),
+                    };
+                    self.report.leaf_bytes += cell.size() as u64;
+                    if let ValRef::Overflow { first, len } = cell.val {
                         self.overflow(id, first, len);
                     }
                 }
