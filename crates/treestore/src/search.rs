@@ -96,17 +96,20 @@ impl DocIndex {
         self.iter().find(|(t, _)| *t == term).map(|(_, l)| l)
     }
 
-    /// Appends a term and its postings (after every term held).
-    fn push(&mut self, term: &str, postings: &[Posting]) {
+    /// Appends a term (after every term held) and its postings, given as
+    /// lists one after another.
+    fn push(&mut self, term: &str, lists: &[&[Posting]]) {
         self.text.push_str(term);
-        self.postings.extend_from_slice(postings);
+        for list in lists {
+            self.postings.extend_from_slice(list);
+        }
         self.ends
             .push((self.text.len(), self.postings.len() as u32));
     }
 
     /// This index followed by `later`, whose nodes all come after this one's.
     fn append(self, later: DocIndex) -> DocIndex {
-        use std::cmp::Ordering::{Greater, Less};
+        use std::cmp::Ordering::{Equal, Greater, Less};
         let mut out = DocIndex {
             text: String::with_capacity(self.text.len().max(later.text.len())),
             ends: Vec::with_capacity(self.ends.len().max(later.ends.len())),
@@ -129,20 +132,17 @@ impl DocIndex {
             match order {
                 Less => {
                     if let Some((t, list)) = a.next() {
-                        out.push(t, list);
+                        out.push(t, &[list]);
                     }
                 }
                 Greater => {
                     if let Some((t, list)) = b.next() {
-                        out.push(t, list);
+                        out.push(t, &[list]);
                     }
                 }
-                std::cmp::Ordering::Equal => {
+                Equal => {
                     if let (Some((t, first)), Some((_, then))) = (a.next(), b.next()) {
-                        out.text.push_str(t);
-                        out.postings.extend_from_slice(first);
-                        out.postings.extend_from_slice(then);
-                        out.ends.push((out.text.len(), out.postings.len() as u32));
+                        out.push(t, &[first, then]);
                     }
                 }
             }
