@@ -197,7 +197,7 @@ impl BufferPool {
             Some(at) => {
                 shard.map.set_referenced(&mut st.writes, at, true);
                 let page = shard.map.page(&st.writes, at);
-                prefetch_lines(&page, PREFETCH_BYTES);
+                prefetch_bytes(page.as_ptr(), page.len().min(PREFETCH_BYTES));
                 drop(st);
                 self.hits.add();
                 Some(page)
@@ -373,11 +373,12 @@ impl BufferPool {
 /// memory round trip per probe.
 const PREFETCH_BYTES: usize = 1024;
 
-/// Asks the CPU to load the cache lines of `page`'s first `bytes` bytes.
+/// Asks the CPU to load the cache lines of the `bytes` bytes from `at`
+/// (a hint, like [`prefetch_address`]: nothing is read).
 #[inline]
-fn prefetch_lines(page: &[u8], bytes: usize) {
-    for off in (0..page.len().min(bytes)).step_by(64) {
-        prefetch_address(page[off..].as_ptr());
+pub(crate) fn prefetch_bytes(at: *const u8, bytes: usize) {
+    for off in (0..bytes).step_by(64) {
+        prefetch_address(at.wrapping_add(off));
     }
 }
 

@@ -14,10 +14,11 @@
 //!
 //! Writers (insert, replace, remove, flags) still hold the shard's lock; every
 //! writer method takes the [`Writes`] token, made only with its table, kept
-//! inside that lock and checked on use, so it cannot be called without it. A writer changing a slot makes its sequence number
-//! odd, changes the fields, then makes it even again; a reader that saw an odd
-//! number or a different number after reading gives up (`Probe::Unsure`) and
-//! the caller looks again under the lock. A reader also gives up, rather than
+//! inside that lock and checked on use, so it cannot be called without it. A
+//! writer changing a slot makes its sequence number odd, changes the fields,
+//! then makes it even again; a reader that saw an odd number or a different
+//! number after reading gives up (`Probe::Unsure`) and the caller looks again
+//! under the lock. A reader also gives up, rather than
 //! answering "absent", when its probe ends at an empty slot: removal moves later
 //! entries of a probe run back (no tombstones), and a reader could pass an
 //! entry while it moves. So only the locked lookup ever says a page is absent.
@@ -329,7 +330,7 @@ impl PageTable {
                 return Probe::Unsure;
             }
             if sid == id {
-                prefetch_raw(p, prefetch.min(self.page_size));
+                crate::buffer_pool::prefetch_bytes(p, prefetch.min(self.page_size));
                 // SAFETY: `p` was read consistently with `id` from a slot, so
                 // it is the data pointer of an image of `page_size` bytes the
                 // map owned when the slot was written. An image leaves the map
@@ -371,7 +372,7 @@ impl PageTable {
             match table.slots[i].read() {
                 Some((sid, p)) if !p.is_null() => {
                     if sid == id {
-                        prefetch_raw(p, bytes.min(self.page_size));
+                        crate::buffer_pool::prefetch_bytes(p, bytes.min(self.page_size));
                         return;
                     }
                 }
@@ -418,8 +419,9 @@ impl PageTable {
 
     /// The slot of `at`, which must still hold its entry: panics on a
     /// stale `At` (a bug in the pool) rather than reading another page's
-    /// image or an empty slot.
-    fn slot(&self, at: At) -> &Slot {
+    /// image or an empty slot, and on another table's token.
+    fn slot(&self, w: &Writes, at: At) -> &Slot {
+        self.check(w);
         let slot = &self.current().slots[at.index];
         assert!(
             !slot.page.load(Ordering::Relaxed).is_null()
@@ -431,8 +433,8 @@ impl PageTable {
     }
 
     /// A reference to the image at `at`.
-    pub fn page(&self, _w: &Writes, at: At) -> PageRef {
-        let p = self.slot(at).page.load(Ordering::Relaxed);
+    pub fn page(&self, w: &Writes, at: At) -> PageRef {
+        let p = self.slot(w, at).page.load(Ordering::Relaxed);
         // SAFETY: `slot` checked that the slot still holds `at`'s entry, so
         // `p` is a non-null image pointer the table owns; the writer (the
         // caller, holding `Writes`) is the only one that takes images out of
@@ -442,50 +444,49 @@ impl PageTable {
     }
 
     /// Whether the image at `at` is `page` (the same allocation).
-    pub fn holds(&self, _w: &Writes, at: At, page: &PageRef) -> bool {
+    pub fn holds(&self, w: &Writes, at: At, page: &PageRef) -> bool {
         std::ptr::eq(
-            self.slot(at).page.load(Ordering::Relaxed).cast_const(),
+            self.slot(w, at).page.load(Ordering::Relaxed).cast_const(),
             page.as_ptr(),
         )
     }
 
     /// How many references to the image at `at` exist, the table's included.
-    pub fn references(&self, _w: &Writes, at: At) -> usize {
-        let p = self.slot(at).page.load(Ordering::Relaxed);
+    pub fn references(&self, w: &Writes, at: At) -> usize {
+        let p = self.slot(w, at).page.load(Ordering::Relaxed);
         // SAFETY: as in `page`; the `ManuallyDrop` leaves the table's count
         // as it is.
         let image = ManuallyDrop::new(unsafe { image_from_raw(p, self.page_size) });
         Arc::strong_count(&image)
     }
 
-    pub fn dirty(&self, _w: &Writes, at: At) -> bool {
-        self.slot(at).dirty.load(Ordering::Relaxed)
+    pub fn dirty(&self, w: &Writes, at: At) -> bool {
+        self.slot(w, at).dirty.load(Ordering::Relaxed)
     }
 
-    pub fn set_dirty(&self, _w: &mut Writes, at: At, dirty: bool) {
-        self.slot(at).dirty.store(dirty, Ordering::Relaxed);
+    pub fn set_dirty(&self, w: &mut Writes, at: At, dirty: bool) {
+        self.slot(w, at).dirty.store(dirty, Ordering::Relaxed);
     }
 
-    pub fn referenced(&self, _w: &Writes, at: At) -> bool {
-        self.slot(at).referenced.load(Ordering::Relaxed)
+    pub fn referenced(&self, w: &Writes, at: At) -> bool {
+        self.slot(w, at).referenced.load(Ordering::Relaxed)
     }
 
-    pub fn set_referenced(&self, _w: &mut Writes, at: At, referenced: bool) {
-        self.slot(at)
+    pub fn set_referenced(&self, w: &mut Writes, at: At, referenced: bool) {
+        self.slot(w, at)
             .referenced
             .store(referenced, Ordering::Relaxed);
     }
 
-    pub fn set_ring_idx(&self, _w: &mut Writes, at: At, ring_idx: u32) {
-        self.slot(at).ring_idx.store(ring_idx, Ordering::Relaxed);
+    pub fn set_ring_idx(&self, w: &mut Writes, at: At, ring_idx: u32) {
+        self.slot(w, at).ring_idx.store(ring_idx, Ordering::Relaxed);
     }
 
     /// Replaces the image at `at` (the old one is dropped once no reader
     /// can hold it) and sets the flags.
     pub fn replace(&self, w: &mut Writes, at: At, page: PageRef, dirty: bool) {
-        self.check(w);
         assert_eq!(page.len(), self.page_size, "page image of the wrong size");
-        let slot = self.slot(at);
+        let slot = self.slot(w, at);
         let new = Arc::into_raw(page).cast::<u8>().cast_mut();
         let old = slot.page.load(Ordering::Relaxed);
         slot.write(|s| {
@@ -640,13 +641,6 @@ fn place(table: &Table, e: Entry) {
     table.slots[i].set(e);
 }
 
-/// Asks the CPU for the cache lines of the first `bytes` bytes at `p`.
-fn prefetch_raw(p: *const u8, bytes: usize) {
-    for off in (0..bytes).step_by(64) {
-        crate::buffer_pool::prefetch_address(p.wrapping_add(off));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -679,6 +673,14 @@ mod tests {
         a.insert(&mut wa, 2, image(2), 1, false);
         let foreign = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| b.find(&wa, 1)));
         assert!(foreign.is_err(), "another table's token was accepted");
+        // Also by the flag setters: `b`'s token at a position of `a`.
+        let (_other, mut wb) = PageTable::new(PS);
+        let at2 = a.find(&wa, 2).unwrap();
+        let flag = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            a.set_dirty(&mut wb, at2, true)
+        }));
+        assert!(flag.is_err(), "a flag was set with another table's token");
+        assert!(!a.dirty(&wa, at2));
         let at = a.find(&wa, 1).unwrap();
         a.remove(&mut wa, 1);
         let stale = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| a.page(&wa, at)));
