@@ -3,7 +3,9 @@
 //! - the disk's own 4 KiB write + fdatasync latency: the physical floor of a
 //!   durable commit;
 //! - durable single-row commits with 1 and with 16 concurrent committers:
-//!   commits/s, median latency, fsyncs per commit (group commit);
+//!   commits/s, median latency, fsyncs per commit (group commit); committers
+//!   as threads calling `commit`, and as tasks on a two-thread tokio runtime
+//!   awaiting `commit_async`;
 //! - the same with timer durability (10 ms);
 //! - durable commits with 1 and 16 committers on a simulated slower disk:
 //!   every fdatasync made `TREESTORE_BENCH_SLOW_SYNC_US` µs longer (default
@@ -140,6 +142,66 @@ fn commit_run_on(
     }
     let elapsed = t0.elapsed();
     let commits = (threads * per_thread) as f64;
+    let fsyncs = (db.stats().unwrap().wal.fsyncs - fsyncs_before) as f64;
+    CommitRun {
+        commits_per_s: commits / elapsed.as_secs_f64(),
+        median_latency: median(latencies),
+        fsyncs_per_commit: fsyncs / commits,
+    }
+}
+
+/// Like [`commit_run_on`], but each committer is a task on a tokio runtime
+/// of two worker threads (as in the server) committing with
+/// `commit_async().await`, so waiting for the sync parks no thread.
+fn async_commit_run_on(
+    durability: Durability,
+    tasks: usize,
+    per_task: usize,
+    options: Options,
+) -> CommitRun {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(
+        dir.path(),
+        Options {
+            durability,
+            ..options
+        },
+    )
+    .unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let fsyncs_before = db.stats().unwrap().wal.fsyncs;
+    let (elapsed, latencies) = runtime.block_on(async {
+        let start = Arc::new(tokio::sync::Barrier::new(tasks + 1));
+        let handles: Vec<_> = (0..tasks)
+            .map(|t| {
+                let (db, start) = (db.clone(), start.clone());
+                tokio::spawn(async move {
+                    start.wait().await;
+                    let mut latencies = Vec::with_capacity(per_task);
+                    for i in 0..per_task {
+                        let key = format!("t{t:02}/{i:08}");
+                        let t0 = Instant::now();
+                        let mut txn = db.begin_write();
+                        txn.put(key.as_bytes(), b"a small durable value").unwrap();
+                        txn.commit_async().await.unwrap();
+                        latencies.push(t0.elapsed());
+                    }
+                    latencies
+                })
+            })
+            .collect();
+        start.wait().await;
+        let t0 = Instant::now();
+        let mut latencies = Vec::new();
+        for h in handles {
+            latencies.extend(h.await.unwrap());
+        }
+        (t0.elapsed(), latencies)
+    });
+    let commits = (tasks * per_task) as f64;
     let fsyncs = (db.stats().unwrap().wal.fsyncs - fsyncs_before) as f64;
     CommitRun {
         commits_per_s: commits / elapsed.as_secs_f64(),
@@ -393,22 +455,38 @@ fn main() {
 
     let one = commit_run(Durability::Sync, 1, 1000);
     let sixteen = commit_run(Durability::Sync, 16, 500);
+    let async_one = async_commit_run_on(Durability::Sync, 1, 1000, Options::default());
+    let async_sixteen = async_commit_run_on(Durability::Sync, 16, 2000, Options::default());
     if std::env::var_os(COMMITS_ONLY_ENV).is_some() {
         println!(
             "1 committer: {:.0} commits/s, median {:.3} ms; 16 committers: {:.0} commits/s, \
-             median {:.3} ms, {:.2} fsyncs/commit ({:.1}x)",
+             median {:.3} ms, {:.2} fsyncs/commit ({:.1}x); async 1 task: {:.0} commits/s, \
+             median {:.3} ms; async 16 tasks: {:.0} commits/s, median {:.3} ms, \
+             {:.2} fsyncs/commit ({:.1}x of 1 committer)",
             one.commits_per_s,
             one.median_latency.as_secs_f64() * 1e3,
             sixteen.commits_per_s,
             sixteen.median_latency.as_secs_f64() * 1e3,
             sixteen.fsyncs_per_commit,
-            sixteen.commits_per_s / one.commits_per_s
+            sixteen.commits_per_s / one.commits_per_s,
+            async_one.commits_per_s,
+            async_one.median_latency.as_secs_f64() * 1e3,
+            async_sixteen.commits_per_s,
+            async_sixteen.median_latency.as_secs_f64() * 1e3,
+            async_sixteen.fsyncs_per_commit,
+            async_sixteen.commits_per_s / one.commits_per_s
         );
         return;
     }
     for (label, key, r) in [
         ("1 committer", "sync_1", &one),
         ("16 committers", "sync_16", &sixteen),
+        ("1 async committer (task)", "async_1", &async_one),
+        (
+            "16 async committers (tasks on 2 threads)",
+            "async_16",
+            &async_sixteen,
+        ),
     ] {
         table.push(format!(
             "| durable commits, {label} | {:.0} commits/s, median {:.3} ms, {:.2} fsyncs/commit |",
@@ -430,6 +508,10 @@ fn main() {
     table.push(format!(
         "| 16 committers / 1 committer throughput | {:.1}x |",
         sixteen.commits_per_s / one.commits_per_s
+    ));
+    table.push(format!(
+        "| 16 async committers / 1 committer throughput | {:.1}x |",
+        async_sixteen.commits_per_s / one.commits_per_s
     ));
     let slow_us: u64 = env_number("TREESTORE_BENCH_SLOW_SYNC_US", 1000);
     if slow_us > 0 {

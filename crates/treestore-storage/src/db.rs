@@ -35,7 +35,8 @@ use crate::log_record;
 use crate::meta::Meta;
 use crate::page::{PageId, DEFAULT_PAGE_SIZE};
 use crate::pager::Pager;
-use crate::txn::{ReadSet, ReadTxn, WriteTxn};
+use crate::syncer::{Syncer, SyncerThread};
+use crate::txn::{CommitFuture, ReadSet, ReadTxn, WriteTxn};
 use crate::vfs::{DirLock, OsVfs, Vfs};
 use crate::wal::{Durability, Wal, WalStats};
 use crate::watch::{Watch, Watches};
@@ -183,6 +184,8 @@ pub(crate) struct DbInner {
     pub unpublished: Mutex<VecDeque<(u64, Arc<Snapshot>)>>,
     /// Committers waiting to be combined into a group.
     pub queue: Mutex<CommitQueue>,
+    /// Groups of asynchronous committers waiting for the log to be synced.
+    pub syncer: Syncer,
     /// Key ranges whose last writer callers follow ([`Db::watch`]).
     pub watches: Watches,
     pub _lock: Box<dyn DirLock>,
@@ -193,7 +196,10 @@ pub(crate) struct DbInner {
 /// taken (best effort; [`Db::close`] reports errors).
 #[derive(Clone)]
 pub struct Db {
-    // Declared first so it drops first: its final checkpoint needs `inner` alive.
+    // Declared first so it drops first: it answers the asynchronous commits
+    // handed to it before the final checkpoint.
+    pub(crate) _syncer: Option<Arc<SyncerThread>>,
+    // Its final checkpoint needs `inner` alive.
     pub(crate) _background: Arc<Background>,
     pub(crate) inner: Arc<DbInner>,
 }
@@ -271,7 +277,12 @@ impl Db {
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Db> {
         let inner = Arc::new(crate::recovery::open(dir.as_ref(), &options)?);
         let background = Background::start(&inner, &options);
+        let syncer = match options.durability {
+            Durability::Sync => SyncerThread::start(&inner).map(Arc::new),
+            Durability::Timer { .. } => None,
+        };
         Ok(Db {
+            _syncer: syncer,
             inner,
             _background: background,
         })
@@ -556,6 +567,22 @@ impl DbInner {
             return self.commit_queued(base, writes, reads);
         }
         self.commit_alone(base, writes, reads)
+    }
+
+    /// [`DbInner::commit`] for an asynchronous committer: the write set is
+    /// validated and applied now (or queued behind the group being applied),
+    /// and the future resolves once it is durable. A write set too large for
+    /// the log is committed by a checkpoint within this call.
+    pub(crate) fn commit_async(
+        &self,
+        base: u64,
+        writes: WriteSet,
+        reads: Option<ReadSet>,
+    ) -> CommitFuture {
+        if !writes.is_empty() && log_record::encoded_len(&writes) <= self.large_txn_bytes {
+            return CommitFuture::queued(self.commit_queued_async(base, writes, reads));
+        }
+        CommitFuture::ready(self.commit_alone(base, writes, reads))
     }
 
     /// Commits one write set under the commit mutex by itself.

@@ -13,6 +13,14 @@
 //! with everyone, see [`crate::wal`]), publishes the new tree, and wakes its
 //! members with their results.
 //!
+//! Asynchronous committers ([`crate::WriteTxn::commit_async`]) use the same
+//! queue but never wait in it for durability: one that finds nobody leading
+//! applies what is queued itself and hands the group to the log syncer
+//! ([`crate::syncer`]), which syncs and answers it; a leader handing
+//! leadership on applies a queued asynchronous request itself the same way
+//! (a future is never asked to lead: nothing says it will be polled again).
+//! A thread waiting in the queue is still handed leadership as before.
+//!
 //! Compared with each committer taking the commit mutex in turn, a group of n
 //! costs one root-to-leaf copy per touched leaf instead of one per commit, one
 //! log lock and one mutex hand-off instead of n, and each member sleeps and
@@ -25,6 +33,7 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::thread::Thread;
 
 use crate::btree::write::Op;
@@ -41,27 +50,90 @@ const LEAD: u8 = 1;
 /// The outcome is in `result`.
 const DONE: u8 = 2;
 
+/// Who waits for a request's outcome.
+enum Waiter {
+    /// A thread parked in [`DbInner::commit_queued`].
+    Thread(Thread),
+    /// A task polling a [`crate::txn::CommitFuture`]: the waker of its last
+    /// poll, if it has been polled.
+    Task(Mutex<Option<Waker>>),
+}
+
 /// One committer's place in the queue.
-struct Slot {
+pub(crate) struct Slot {
     state: AtomicU8,
     result: Mutex<Option<Result<CommitInfo>>>,
-    thread: Thread,
+    waiter: Waiter,
 }
 
 impl Slot {
-    fn finish(&self, result: Result<CommitInfo>) {
+    fn new(waiter: Waiter) -> Arc<Slot> {
+        Arc::new(Slot {
+            state: AtomicU8::new(WAITING),
+            result: Mutex::new(None),
+            waiter,
+        })
+    }
+
+    pub(crate) fn finish(&self, result: Result<CommitInfo>) {
         *lock(&self.result) = Some(result);
         self.state.store(DONE, Ordering::Release);
-        // A leader finishing its own request is awake already (and an unpark
-        // token left behind would cut a later, unrelated park short).
-        if self.thread.id() != std::thread::current().id() {
-            self.thread.unpark();
+        match &self.waiter {
+            // A leader finishing its own request is awake already (and an
+            // unpark token left behind would cut a later, unrelated park
+            // short).
+            Waiter::Thread(thread) => {
+                if thread.id() != std::thread::current().id() {
+                    thread.unpark();
+                }
+            }
+            // Taken after DONE is stored: a poll that stored its waker
+            // before this sees it woken, one after sees DONE.
+            Waiter::Task(waker) => {
+                if let Some(waker) = lock(waker).take() {
+                    waker.wake();
+                }
+            }
         }
     }
 
-    fn lead(&self) {
-        self.state.store(LEAD, Ordering::Release);
-        self.thread.unpark();
+    /// Asks the request's thread to lead; `false` (and nothing done) for a
+    /// task's request.
+    fn lead(&self) -> bool {
+        match &self.waiter {
+            Waiter::Thread(thread) => {
+                self.state.store(LEAD, Ordering::Release);
+                thread.unpark();
+                true
+            }
+            Waiter::Task(_) => false,
+        }
+    }
+
+    fn take_result(&self) -> Result<CommitInfo> {
+        lock(&self.result)
+            .take()
+            .unwrap_or_else(|| Err(Error::Poisoned("commit finished without a result".into())))
+    }
+
+    /// The outcome of a task's request once it is ready; otherwise the task's
+    /// waker is kept for [`Slot::finish`] to wake.
+    pub(crate) fn poll_result(&self, cx: &mut Context<'_>) -> Poll<Result<CommitInfo>> {
+        if self.state.load(Ordering::Acquire) == DONE {
+            return Poll::Ready(self.take_result());
+        }
+        if let Waiter::Task(waker) = &self.waiter {
+            let mut kept = lock(waker);
+            match &mut *kept {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                other => *other = Some(cx.waker().clone()),
+            }
+        }
+        // Checked again after the waker is stored (see `finish`).
+        if self.state.load(Ordering::Acquire) == DONE {
+            return Poll::Ready(self.take_result());
+        }
+        Poll::Pending
     }
 }
 
@@ -81,10 +153,17 @@ pub(crate) struct CommitQueue {
 }
 
 /// An accepted member of a group.
-struct Member {
-    seq: u64,
+pub(crate) struct Member {
+    pub(crate) seq: u64,
     writes: Arc<WriteSet>,
     slot: Arc<Slot>,
+}
+
+impl Member {
+    /// Answers the member with its sequence number.
+    pub(crate) fn succeed(self) {
+        self.slot.finish(Ok(CommitInfo { seq: self.seq }));
+    }
 }
 
 impl DbInner {
@@ -96,11 +175,7 @@ impl DbInner {
         writes: WriteSet,
         reads: Option<ReadSet>,
     ) -> Result<CommitInfo> {
-        let slot = Arc::new(Slot {
-            state: AtomicU8::new(WAITING),
-            result: Mutex::new(None),
-            thread: std::thread::current(),
-        });
+        let slot = Slot::new(Waiter::Thread(std::thread::current()));
         let lead_now = {
             let mut q = lock(&self.queue);
             q.pending.push(Request {
@@ -116,11 +191,7 @@ impl DbInner {
         }
         loop {
             match slot.state.load(Ordering::Acquire) {
-                DONE => {
-                    return lock(&slot.result).take().unwrap_or_else(|| {
-                        Err(Error::Poisoned("commit finished without a result".into()))
-                    })
-                }
+                DONE => return slot.take_result(),
                 LEAD => {
                     slot.state.store(WAITING, Ordering::Release);
                     self.lead_group();
@@ -129,6 +200,32 @@ impl DbInner {
                 _ => std::thread::park(),
             }
         }
+    }
+
+    /// Queues a non-empty write set for an asynchronous committer and returns
+    /// its slot at once: applied by now if nobody was leading (this call led),
+    /// otherwise by the current leader; answered once durable.
+    pub(crate) fn commit_queued_async(
+        &self,
+        base: u64,
+        writes: WriteSet,
+        reads: Option<ReadSet>,
+    ) -> Arc<Slot> {
+        let slot = Slot::new(Waiter::Task(Mutex::new(None)));
+        let lead_now = {
+            let mut q = lock(&self.queue);
+            q.pending.push(Request {
+                base,
+                writes,
+                reads,
+                slot: slot.clone(),
+            });
+            !std::mem::replace(&mut q.leading, true)
+        };
+        if lead_now {
+            self.pass_leadership();
+        }
+        slot
     }
 
     /// Commits every queued request as one group, passes leadership on, then
@@ -154,11 +251,7 @@ impl DbInner {
             _ => Ok(()),
         };
         match durable {
-            Ok(()) => {
-                for m in members {
-                    m.slot.finish(Ok(CommitInfo { seq: m.seq }));
-                }
-            }
+            Ok(()) => members.into_iter().for_each(Member::succeed),
             Err(e) => {
                 lock(&self.commit)
                     .poisoned
@@ -168,13 +261,34 @@ impl DbInner {
         }
     }
 
-    /// Makes the oldest queued request the next leader, or records that
-    /// nobody leads.
+    /// Makes the oldest queued request the next leader if a thread waits on
+    /// it. Requests queued before it by asynchronous committers are applied
+    /// here, group after group, and handed to the syncer; once the queue is
+    /// empty, nobody leads.
     fn pass_leadership(&self) {
-        let mut q = lock(&self.queue);
-        match q.pending.first() {
-            Some(next) => next.slot.lead(),
-            None => q.leading = false,
+        loop {
+            let requests = {
+                let mut q = lock(&self.queue);
+                match q.pending.first() {
+                    None => {
+                        q.leading = false;
+                        return;
+                    }
+                    Some(next) if next.slot.lead() => return,
+                    Some(_) => std::mem::take(&mut q.pending),
+                }
+            };
+            let mut guard = Leading {
+                db: self,
+                slots: requests.iter().map(|r| r.slot.clone()).collect(),
+                handed_off: false,
+            };
+            let (members, last_lsn) = self.apply_group(requests);
+            match (self.durability, last_lsn) {
+                (Durability::Sync, Some(lsn)) => self.syncer.hand_over(self, lsn, members),
+                _ => members.into_iter().for_each(Member::succeed),
+            }
+            guard.handed_off = true;
         }
     }
 
@@ -277,7 +391,7 @@ impl DbInner {
 
 /// Answers every member with the failure `e` that made the handle unusable:
 /// the first gets `e` itself, the others `Poisoned` with its message.
-fn fail_all(members: Vec<Member>, e: Error) {
+pub(crate) fn fail_all(members: Vec<Member>, e: Error) {
     let why = e.to_string();
     let mut first = Some(e);
     for m in members {
@@ -339,11 +453,7 @@ mod tests {
     }
 
     fn request(db: &Db, key: &str, value: &str) -> (Request, Arc<Slot>) {
-        let slot = Arc::new(Slot {
-            state: AtomicU8::new(WAITING),
-            result: Mutex::new(None),
-            thread: std::thread::current(),
-        });
+        let slot = Slot::new(Waiter::Thread(std::thread::current()));
         let mut writes = WriteSet::new();
         writes.insert(key.as_bytes().to_vec(), Some(value.as_bytes().to_vec()));
         let base = db.inner.snapshots.lock().unwrap().current.seq;
@@ -390,6 +500,37 @@ mod tests {
         assert_eq!(txn.get(b"k1").unwrap().as_deref(), Some(&b"first"[..]));
         assert_eq!(txn.get(b"k2").unwrap().as_deref(), Some(&b"second"[..]));
         assert_eq!(db.stats().unwrap().commit_seq, 2);
+    }
+
+    #[test]
+    fn a_queue_headed_by_an_async_request_is_applied_by_the_leader_handing_over() {
+        let vfs = FaultVfs::new();
+        let db = Db::open(DIR, options(&vfs)).unwrap();
+        let (sync_req, sync_slot) = request(&db, "k2", "thread");
+        let (mut async_req, _) = request(&db, "k1", "task");
+        let task_slot = Slot::new(Waiter::Task(Mutex::new(None)));
+        async_req.slot = task_slot.clone();
+        {
+            // As if a leader were busy while a task and then a thread queued.
+            // (A task is never asked to lead: it may never be polled again.)
+            let mut q = lock(&db.inner.queue);
+            q.pending.push(async_req);
+            q.pending.push(sync_req);
+            q.leading = true;
+        }
+        db.inner.pass_leadership();
+        // Nobody was asked to lead: the whole queue was applied here as one
+        // group and handed to the syncer, which answers both.
+        assert_ne!(sync_slot.state.load(Ordering::Acquire), LEAD);
+        assert!(lock(&db.inner.queue).pending.is_empty());
+        assert!(!lock(&db.inner.queue).leading);
+        assert_eq!(db.stats().unwrap().commit_seq, 2);
+        let info = crate::txn::CommitFuture::queued(task_slot).wait().unwrap();
+        assert_eq!(info.seq, 1);
+        let info = crate::txn::CommitFuture::queued(sync_slot).wait().unwrap();
+        assert_eq!(info.seq, 2);
+        assert_eq!(db.get(b"k1").unwrap().as_deref(), Some(&b"task"[..]));
+        assert_eq!(db.get(b"k2").unwrap().as_deref(), Some(&b"thread"[..]));
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! - [`wal`] and [`log_record`]: the write-ahead log (segments, framing, group
 //!   commit) and the commit records in it.
 //! - [`db`] and [`txn`]: snapshots, transactions and the commit path;
-//!   [`group_commit`] combines concurrent committers into groups;
+//!   [`group_commit`] combines concurrent committers into groups; [`syncer`]
+//!   syncs the log for asynchronous committers;
 //!   [`recovery`] opens a directory and replays the log; [`checkpoint`] makes the
 //!   working tree durable in the page file; [`background`] runs checkpoints.
 //! - [`check`]: the read-only integrity checker.
@@ -46,6 +47,7 @@ pub(crate) mod page_table;
 pub mod pager;
 pub mod recovery;
 pub(crate) mod replay;
+pub mod syncer;
 pub mod txn;
 pub mod varint;
 pub mod vfs;
@@ -56,6 +58,6 @@ pub use check::CheckReport;
 pub use db::{CommitInfo, Db, Options, RecoveryStats, Stats, WriteBatch, DATA_FILE, MAX_VALUE_LEN};
 pub use error::{Error, Result};
 pub use pager::cache_only;
-pub use txn::{Iter, ReadTxn, WriteTxn};
+pub use txn::{CommitFuture, Iter, ReadTxn, WriteTxn};
 pub use wal::{Durability, WalStats};
 pub use watch::Watch;

@@ -182,6 +182,7 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<DbInner> {
         checkpointed: std::sync::Condvar::new(),
         unpublished: Mutex::new(VecDeque::new()),
         queue: Mutex::new(CommitQueue::default()),
+        syncer: Default::default(),
         watches: Default::default(),
         _lock: dir_lock,
     };

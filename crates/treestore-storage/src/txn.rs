@@ -3,7 +3,8 @@
 //! A [`ReadTxn`] pins one committed tree version for its whole life: every read
 //! sees exactly that version. A [`WriteTxn`] reads the same way, keeps its own
 //! changes in an ordered buffer (reads see them), and hands the buffer to the
-//! commit path at [`WriteTxn::commit`]. Dropping a write transaction without
+//! commit path at [`WriteTxn::commit`] (or [`WriteTxn::commit_async`], whose
+//! [`CommitFuture`] resolves once the commit is durable). Dropping a write transaction without
 //! committing discards the buffer and leaves no trace.
 //!
 //! A serializable write transaction also records what it read: each key it got
@@ -12,13 +13,17 @@
 //! its snapshot wrote into that read set, which rules out write skew.
 
 use std::collections::{btree_map, BTreeSet};
+use std::future::Future;
 use std::ops::{Bound, RangeBounds};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 
 use crate::btree::cursor::{prefix_bounds, RangeIter};
 use crate::btree::{self, TreeRoot};
 use crate::db::{sort_last_wins, CommitInfo, DbInner, Snapshot, WriteSet, MAX_VALUE_LEN};
 use crate::error::{Error, Result};
+use crate::group_commit::Slot;
 
 /// True when no key can lie within the bounds.
 fn bounds_empty(lower: &Bound<Vec<u8>>, upper: &Bound<Vec<u8>>) -> bool {
@@ -481,8 +486,103 @@ impl WriteTxn {
         self.handle.db.commit(self.handle.snap.seq, writes, reads)
     }
 
+    /// [`WriteTxn::commit`] for callers that must not block on the log sync
+    /// (an async server's tasks): the transaction is validated and applied
+    /// to the working tree now, and the returned future resolves once it is
+    /// durable and visible, with the same outcome `commit` would return. A
+    /// conflict resolves at once. Concurrent asynchronous commits share
+    /// syncs as threads do ([`crate::group_commit`], [`crate::syncer`]).
+    ///
+    /// Dropping the future does not cancel the commit: it still becomes
+    /// durable (or fails) as if awaited. A transaction whose log record
+    /// would exceed [`crate::Options::large_txn_bytes`] is made durable by a
+    /// checkpoint within this call.
+    pub fn commit_async(mut self) -> CommitFuture {
+        let writes = std::mem::take(&mut self.writes);
+        let reads = self
+            .reads
+            .take()
+            .map(|r| r.into_inner().unwrap_or_else(|p| p.into_inner()));
+        self.handle
+            .db
+            .commit_async(self.handle.snap.seq, writes, reads)
+    }
+
     /// Discards the changes (same as dropping the transaction).
     pub fn rollback(self) {}
+}
+
+/// The outcome of [`WriteTxn::commit_async`]: resolves once the commit is
+/// durable and visible, or failed. Dropping it does not cancel the commit.
+#[must_use = "the commit is durable only once this resolves"]
+pub struct CommitFuture(Pending);
+
+enum Pending {
+    /// Decided within `commit_async` (taken once polled to completion).
+    Ready(Option<Result<CommitInfo>>),
+    /// Waiting in the commit queue or for the log sync.
+    Queued(Arc<Slot>),
+}
+
+impl CommitFuture {
+    pub(crate) fn ready(result: Result<CommitInfo>) -> CommitFuture {
+        CommitFuture(Pending::Ready(Some(result)))
+    }
+
+    pub(crate) fn queued(slot: Arc<Slot>) -> CommitFuture {
+        CommitFuture(Pending::Queued(slot))
+    }
+
+    /// Blocks the calling thread until the commit is durable (or failed).
+    pub fn wait(mut self) -> Result<CommitInfo> {
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        loop {
+            match Pin::new(&mut self).poll(&mut cx) {
+                Poll::Ready(result) => return result,
+                // Spurious wake-ups are fine: polled again.
+                Poll::Pending => std::thread::park(),
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for CommitFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &self.0 {
+            Pending::Ready(_) => "ready",
+            Pending::Queued(_) => "queued",
+        };
+        f.debug_tuple("CommitFuture").field(&state).finish()
+    }
+}
+
+impl Future for CommitFuture {
+    type Output = Result<CommitInfo>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.get_mut().0 {
+            Pending::Ready(result) => Poll::Ready(result.take().unwrap_or_else(|| {
+                Err(Error::Poisoned(
+                    "commit future polled after it resolved".into(),
+                ))
+            })),
+            Pending::Queued(slot) => slot.poll_result(cx),
+        }
+    }
+}
+
+/// Wakes a thread blocked in [`CommitFuture::wait`].
+struct Unpark(std::thread::Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
 }
 
 /// An iterator over `(key, value)` pairs of a transaction.

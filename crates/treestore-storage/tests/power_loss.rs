@@ -10,6 +10,9 @@
 //! prepared segments; the helper's calls interleave with the workload's, so
 //! such a seed may hit its fault at a different call from run to run.
 //!
+//! Odd seeds commit through `commit_async` (acknowledged = the future resolved
+//! Ok), so the log syncer thread makes their syncs and meets the faults.
+//!
 //! Default: 2,000 crash points. `TREESTORE_SCALE=N` runs N times as many.
 
 mod common;
@@ -57,7 +60,9 @@ fn apply(model: &mut Model, txn: &Txn) {
     }
 }
 
-fn commit(db: &Db, txn: &Txn) -> Result<(), Error> {
+/// Commits `txn`; `asynchronous` through `commit_async`, whose sync the log
+/// syncer thread makes (and whose faults it meets).
+fn commit(db: &Db, txn: &Txn, asynchronous: bool) -> Result<(), Error> {
     let mut w = db.begin_write();
     for (k, v) in txn {
         match v {
@@ -65,7 +70,11 @@ fn commit(db: &Db, txn: &Txn) -> Result<(), Error> {
             None => w.delete(k)?,
         }
     }
-    w.commit().map(|_| ())
+    if asynchronous {
+        w.commit_async().wait().map(|_| ())
+    } else {
+        w.commit().map(|_| ())
+    }
 }
 
 fn contents(db: &Db) -> Model {
@@ -82,11 +91,12 @@ fn crash_point(seed: u64) {
     let page_size = if rng.random_bool(0.5) { 1024 } else { 4096 };
     let mut opts = common::mem_options(&vfs, page_size, 64 * 1024);
     opts.wal_prepare_ahead = rng.random_bool(1.0 / 3.0);
+    let asynchronous = seed % 2 == 1;
     let db = Db::open(dir, opts.clone()).unwrap();
     let mut model = Model::new();
     for _ in 0..rng.random_range(0..8) {
         let t = random_txn(&mut rng);
-        commit(&db, &t).unwrap();
+        commit(&db, &t, asynchronous).unwrap();
         apply(&mut model, &t);
         if rng.random_bool(0.25) {
             db.checkpoint().unwrap();
@@ -113,7 +123,7 @@ fn crash_point(seed: u64) {
     let mut failed = false;
     for _ in 0..6 {
         let t = random_txn(&mut rng);
-        if let Err(e) = commit(&db, &t) {
+        if let Err(e) = commit(&db, &t, asynchronous) {
             assert!(
                 matches!(e, Error::Io { .. } | Error::Poisoned(_)),
                 "seed {seed}: unexpected error {e}"
@@ -140,7 +150,7 @@ fn crash_point(seed: u64) {
         // working, or (when a log write or sync, or a meta page write, failed)
         // refuses further commits until reopened.
         let t = random_txn(&mut rng);
-        match commit(&db, &t) {
+        match commit(&db, &t, asynchronous) {
             Ok(()) => {
                 assert_eq!(
                     contents(&db),
