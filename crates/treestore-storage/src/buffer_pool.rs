@@ -6,6 +6,8 @@
 //! its image (the `Arc` count is above one); CLOCK skips pinned frames. A *dirty*
 //! frame holds a page not yet written to the file; evicting it writes it first. This
 //! is always safe: dirty pages live at page ids that no durable checkpoint uses.
+//! Every write to the file (eviction, [`RunWriter`]) computes the page's checksum
+//! into the bytes written; staged images need not carry one.
 //!
 //! The pool is split into shards by page id. Each shard maps ids to frames
 //! with a [`PageTable`] (one cache line per hit) that a lookup searches
@@ -24,7 +26,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
-use crate::page::{PageId, PageRef};
+use crate::page::{self, PageId, PageRef};
 use crate::page_table::{PageTable, Probe, Writes};
 use crate::vfs::StorageFile;
 
@@ -296,7 +298,10 @@ impl BufferPool {
             }
             if shard.map.dirty(&st.writes, at) {
                 let offset = id * self.page_size as u64;
-                let page = shard.map.page(&st.writes, at);
+                // The image may be shared with readers: its checksum is
+                // written into a copy.
+                let mut page = shard.map.page(&st.writes, at).to_vec();
+                page::write_checksum(&mut page, id);
                 self.file
                     .write_all_at(&page, offset)
                     .map_err(|e| Error::io(format!("writing back page {id} on eviction"), e))?;
@@ -447,9 +452,14 @@ impl<'a> RunWriter<'a> {
         Ok(())
     }
 
+    /// Writes the run, each page with its checksum (images staged in the
+    /// pool carry none, see [`page::set_header`]).
     pub(crate) fn finish(&mut self) -> Result<()> {
         if self.buf.is_empty() {
             return Ok(());
+        }
+        for (i, image) in self.buf.chunks_exact_mut(self.page_size).enumerate() {
+            page::write_checksum(image, self.start + i as u64);
         }
         let offset = self.start * self.page_size as u64;
         self.file.write_all_at(&self.buf, offset).map_err(|e| {
@@ -506,7 +516,14 @@ mod tests {
         for id in 0..32u64 {
             let mut buf = vec![0u8; 1024];
             file.read_exact_at(&mut buf, id * 1024).unwrap();
-            assert!(buf.iter().all(|&b| b == id as u8 + 1), "page {id}");
+            // Written with the checksum of page `id`, whether evicted or
+            // flushed; the rest as staged.
+            assert_eq!(
+                page::read_u32(&buf, 0),
+                page::checksum(&buf, id),
+                "page {id}"
+            );
+            assert!(buf[4..].iter().all(|&b| b == id as u8 + 1), "page {id}");
         }
         assert!(pool.stats().dirty_writebacks > 0);
     }

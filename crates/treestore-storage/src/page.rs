@@ -10,6 +10,10 @@
 //! | 6      | 2    | count: number of cells / entries (u16 LE)                  |
 //! | 8      | 8    | link (u64 LE): meaning depends on the type                 |
 //!
+//! The checksum is written when a page goes to the file, not when its image
+//! is built: images in the buffer pool may carry a stale one (see
+//! [`set_header`]); only images read from the file are verified.
+//!
 //! Mixing the page id into the checksum means a page written to the wrong place is
 //! caught as well as a flipped bit or a torn write. All integers are little endian.
 
@@ -86,10 +90,24 @@ pub fn checksum(buf: &[u8], id: PageId) -> u32 {
 
 /// Writes the header fields and the checksum; call after the body is complete.
 pub fn seal(buf: &mut [u8], id: PageId, ty: PageType, count: u16, link: u64) {
+    set_header(buf, ty, count, link);
+    write_checksum(buf, id);
+}
+
+/// Writes the header fields but not the checksum: for images staged in the
+/// buffer pool, which get their checksum when written to the file
+/// ([`crate::buffer_pool`]), so an image rewritten by many commits before it
+/// reaches the disk is summed once, not once per commit.
+pub fn set_header(buf: &mut [u8], ty: PageType, count: u16, link: u64) {
     buf[4] = ty as u8;
     buf[5] = 0;
     buf[6..8].copy_from_slice(&count.to_le_bytes());
     buf[8..16].copy_from_slice(&link.to_le_bytes());
+}
+
+/// Computes the checksum of a complete image as stored at `id` into its
+/// first four bytes.
+pub fn write_checksum(buf: &mut [u8], id: PageId) {
     let sum = checksum(buf, id);
     buf[0..4].copy_from_slice(&sum.to_le_bytes());
 }

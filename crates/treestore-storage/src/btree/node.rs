@@ -422,8 +422,9 @@ fn write_slot(buf: &mut [u8], i: usize, offset: usize, hint: u32) {
     buf[at + 2..at + 6].copy_from_slice(&hint.to_be_bytes());
 }
 
-/// Encodes leaf cells into a sealed page image for page `id`.
-pub fn encode_leaf(cells: &[CellRef<'_>], id: PageId, page_size: usize) -> PageRef {
+/// Encodes leaf cells into a page image (its checksum is written when the
+/// page goes to the file, see [`page::set_header`]).
+pub fn encode_leaf(cells: &[CellRef<'_>], page_size: usize) -> PageRef {
     let mut image = page::new_image(page_size);
     let buf = page::image_mut(&mut image);
     let p = match (cells.first(), cells.last()) {
@@ -453,12 +454,13 @@ pub fn encode_leaf(cells: &[CellRef<'_>], id: PageId, page_size: usize) -> PageR
             }
         }
     }
-    page::seal(buf, id, PageType::Leaf, cells.len() as u16, 0);
+    page::set_header(buf, PageType::Leaf, cells.len() as u16, 0);
     image
 }
 
-/// Encodes branch entries (first = leftmost child, key ignored) into a sealed page.
-pub fn encode_branch(entries: &[BranchEntry], id: PageId, page_size: usize) -> PageRef {
+/// Encodes branch entries (first = leftmost child, key ignored) into a page
+/// image (checksummed when written, as leaves are).
+pub fn encode_branch(entries: &[BranchEntry], page_size: usize) -> PageRef {
     let mut image = page::new_image(page_size);
     let buf = page::image_mut(&mut image);
     let n = entries.len() - 1;
@@ -476,12 +478,12 @@ pub fn encode_branch(entries: &[BranchEntry], id: PageId, page_size: usize) -> P
         buf[at..at + e.key.len()].copy_from_slice(&e.key);
         at += e.key.len();
     }
-    page::seal(buf, id, PageType::Branch, n as u16, entries[0].child);
+    page::set_header(buf, PageType::Branch, n as u16, entries[0].child);
     image
 }
 
 /// Points child `i` of a branch image at `child`, in place (child 0 lives in
-/// the header's link field). The image must be resealed afterwards.
+/// the header's link field).
 pub fn set_branch_child(buf: &mut [u8], i: usize, child: PageId) {
     if i == 0 {
         page::write_u64(buf, 8, child);
@@ -489,12 +491,6 @@ pub fn set_branch_child(buf: &mut [u8], i: usize, child: PageId) {
         let off = slot_off(buf, i - 1);
         page::write_u64(buf, off + 2, child);
     }
-}
-
-/// Seals a patched branch image for page `id`.
-pub fn reseal_branch(buf: &mut [u8], id: PageId) {
-    let (n, link) = (page::count(buf) as u16, page::link(buf));
-    page::seal(buf, id, PageType::Branch, n, link);
 }
 
 /// Bytes of slots and cells in a (packed) branch page: what
@@ -555,9 +551,12 @@ mod tests {
         }
     }
 
+    /// A leaf image as written to page `id` (checksum included).
     fn encode_owned(cells: &[LeafCell], id: PageId, page_size: usize) -> PageRef {
         let refs: Vec<CellRef<'_>> = cells.iter().map(LeafCell::as_ref).collect();
-        encode_leaf(&refs, id, page_size)
+        let mut image = encode_leaf(&refs, page_size);
+        page::write_checksum(page::image_mut(&mut image), id);
+        image
     }
 
     fn cell(k: &str, v: &str) -> LeafCell {
@@ -612,7 +611,7 @@ mod tests {
                 child: 12,
             },
         ];
-        let buf = encode_branch(&entries, 3, 4096);
+        let buf = encode_branch(&entries, 4096);
         validate(&buf, 3, PageType::Branch, &Limits::new(4096)).unwrap();
         let b = BranchView::new(&buf);
         assert_eq!(b.to_entries(), entries);
@@ -655,7 +654,7 @@ mod tests {
             child: 101 + i as u64,
         }))
         .collect();
-        let bbuf = encode_branch(&entries, 10, 4096);
+        let bbuf = encode_branch(&entries, 4096);
         validate(&bbuf, 10, PageType::Branch, &Limits::new(4096)).unwrap();
         let branch = BranchView::new(&bbuf);
         let mut probes = keys.clone();

@@ -44,7 +44,8 @@ pub(crate) fn write(
         let page = run.page(ids[i])?;
         page[PAGE_HEADER_LEN..PAGE_HEADER_LEN + chunk.len()].copy_from_slice(chunk);
         let next = ids.get(i + 1).copied().unwrap_or(0);
-        page::seal(page, ids[i], PageType::Overflow, 0, next);
+        // Checksummed when the run is written.
+        page::set_header(page, PageType::Overflow, 0, next);
     }
     Ok(ids[0])
 }

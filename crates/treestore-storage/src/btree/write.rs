@@ -256,7 +256,6 @@ impl<'a> Writer<'a> {
                 node::set_branch_child(buf, *i, list[0].page);
             }
             let new_id = self.allocate();
-            node::reseal_branch(buf, new_id);
             let size = node::branch_used(&image);
             self.pager.stage(new_id, image)?;
             self.release(id);
@@ -416,7 +415,7 @@ impl<'a> Writer<'a> {
                 node::separator(cells[r.start - 1].key, cells[r.start].key)
             };
             let id = self.allocate();
-            let image = node::encode_leaf(&cells[r.clone()], id, self.limits.page_size);
+            let image = node::encode_leaf(&cells[r.clone()], self.limits.page_size);
             self.pager.stage(id, image)?;
             out.push(Child {
                 key,
@@ -435,7 +434,7 @@ impl<'a> Writer<'a> {
         for r in ranges {
             let chunk = &entries[r.clone()];
             let id = self.allocate();
-            let image = node::encode_branch(chunk, id, self.limits.page_size);
+            let image = node::encode_branch(chunk, self.limits.page_size);
             self.pager.stage(id, image)?;
             out.push(Child {
                 key: chunk[0].key.clone(),
