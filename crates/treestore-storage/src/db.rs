@@ -744,9 +744,7 @@ impl DbInner {
 /// anyone may read) reusable and drops their cached images: a dirty image of
 /// a dead page must never be written.
 pub(crate) fn release_superseded(pager: &Pager, freelist: &mut FreeList, oldest: u64) {
-    for id in freelist.release(oldest) {
-        pager.invalidate(id);
-    }
+    freelist.release_each(oldest, |id| pager.invalidate(id));
 }
 
 impl CommitState {

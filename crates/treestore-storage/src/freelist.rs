@@ -38,7 +38,15 @@ pub struct FreeList {
     /// Pages handed out since the last checkpoint (not part of it).
     since_checkpoint: HashSet<PageId>,
     page_count: u64,
+    /// Emptied lists of `pending`, kept for the next commits' superseded
+    /// pages (a small commit would otherwise allocate one per commit).
+    spare_lists: Vec<Vec<PageId>>,
 }
+
+/// Most emptied lists [`FreeList`] keeps for reuse, and the longest (a large
+/// commit's list is given back to the allocator).
+const MAX_SPARE_LISTS: usize = 64;
+const MAX_SPARE_LIST_LEN: usize = 256;
 
 impl FreeList {
     /// A free list for a file of `page_count` pages with the given free pages.
@@ -51,6 +59,7 @@ impl FreeList {
             in_flight: false,
             since_checkpoint: HashSet::new(),
             page_count,
+            spare_lists: Vec::new(),
         }
     }
 
@@ -92,7 +101,11 @@ impl FreeList {
     pub fn supersede(&mut self, seq: u64, ids: Vec<PageId>) {
         for id in ids {
             if self.since_checkpoint.remove(&id) {
-                self.pending.entry(seq).or_default().push(id);
+                let spare = &mut self.spare_lists;
+                self.pending
+                    .entry(seq)
+                    .or_insert_with(|| spare.pop().unwrap_or_default())
+                    .push(id);
             } else if self.in_flight {
                 self.awaiting_next.push((seq, id));
             } else {
@@ -104,14 +117,28 @@ impl FreeList {
     /// Makes pages superseded by commits `<= oldest_snapshot` reusable (no open
     /// snapshot is older than the commit that superseded them); returns them.
     pub fn release(&mut self, oldest_snapshot: u64) -> Vec<PageId> {
-        let later = self.pending.split_off(&(oldest_snapshot + 1));
-        let ready = std::mem::replace(&mut self.pending, later);
         let mut released = Vec::new();
-        for (_, ids) in ready {
-            self.free.extend(ids.iter().copied());
-            released.extend(ids);
-        }
+        self.release_each(oldest_snapshot, |id| released.push(id));
         released
+    }
+
+    /// [`FreeList::release`], handing each page to `f` instead of
+    /// collecting them (what every commit calls: no allocation).
+    pub fn release_each(&mut self, oldest_snapshot: u64, mut f: impl FnMut(PageId)) {
+        while let Some(entry) = self.pending.first_entry() {
+            if *entry.key() > oldest_snapshot {
+                break;
+            }
+            let mut ids = entry.remove();
+            for &id in &ids {
+                self.free.insert(id);
+                f(id);
+            }
+            if self.spare_lists.len() < MAX_SPARE_LISTS && ids.capacity() <= MAX_SPARE_LIST_LEN {
+                ids.clear();
+                self.spare_lists.push(ids);
+            }
+        }
     }
 
     /// A checkpoint of the tree as it is now is being written (its free-list
@@ -385,6 +412,12 @@ mod tests {
         assert_eq!(fl.release(5), vec![4, 10]);
         assert_eq!(fl.allocate(), 4);
         assert_eq!(fl.pending_count(), 0);
+        // The emptied list serves a later commit's pages, holding only them.
+        fl.supersede(7, vec![11]);
+        fl.supersede(6, vec![4]);
+        assert_eq!(fl.pending_count(), 2);
+        assert_eq!(fl.release(6), vec![4]);
+        assert_eq!(fl.release(7), vec![11]);
     }
 
     /// While a checkpoint is being written, a page it holds (allocated
