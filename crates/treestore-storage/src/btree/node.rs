@@ -458,6 +458,125 @@ pub fn encode_leaf(cells: &[CellRef<'_>], page_size: usize) -> PageRef {
     image
 }
 
+/// One change to a leaf for [`patch_leaf`]; `at` is a position in the old
+/// leaf (for an insert, the number of its keys below the new one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeafEdit<'a> {
+    Insert {
+        at: usize,
+        key: &'a [u8],
+        val: &'a [u8],
+    },
+    /// A new inline value for the key at `at`.
+    Replace {
+        at: usize,
+        val: &'a [u8],
+    },
+    Remove {
+        at: usize,
+    },
+}
+
+/// The image [`encode_leaf`] would build for leaf `buf` after one edit, and
+/// the bytes of slots and cells it holds, made by moving the old image's
+/// bytes in three blocks and rewriting the slot offsets: no cell is decoded
+/// or encoded one by one. `None` when the edit changes the keys' shared
+/// prefix (and so every hint), empties the leaf, or leaves more than one
+/// page; also for a leaf whose cells are not packed in key order as
+/// [`encode_leaf`] packs them. The caller then merges and encodes.
+pub fn patch_leaf(buf: &[u8], edit: LeafEdit<'_>, limits: &Limits) -> Option<(PageRef, usize)> {
+    let view = LeafView::new(buf);
+    let n = view.len();
+    let p = prefix_len(buf);
+    let cells_start = SLOTS_START + n * SLOT;
+    // Every cell must start where the one before it ends.
+    let mut end = cells_start;
+    for i in 0..n {
+        let off = slot_off(buf, i);
+        if off != end {
+            return None;
+        }
+        let klen = page::read_u16(buf, off + 1) as usize;
+        let vlen = page::read_u32(buf, off + 3) as usize;
+        end = off + LEAF_CELL_HEADER + klen + vlen;
+    }
+    let cells_end = end;
+    let cell_start = |i: usize| if i < n { slot_off(buf, i) } else { cells_end };
+    let old_cell = |i: usize| cell_start(i + 1) - cell_start(i);
+    // The new count, the first old cell after the edit, the cell written
+    // (key and value), and the bounds of the new key range for the prefix
+    // check.
+    type Cell<'c> = Option<(&'c [u8], &'c [u8])>;
+    let (n2, tail_from, cell, first, last): (usize, usize, Cell<'_>, &[u8], &[u8]) = match edit {
+        LeafEdit::Insert { at, key, val } if at <= n => {
+            let first = if at == 0 { key } else { view.key(0) };
+            let last = if at == n { key } else { view.key(n - 1) };
+            (n + 1, at, Some((key, val)), first, last)
+        }
+        LeafEdit::Replace { at, val } if at < n => (
+            n,
+            at + 1,
+            Some((view.key(at), val)),
+            view.key(0),
+            view.key(n - 1),
+        ),
+        LeafEdit::Remove { at } if at < n && n > 1 => {
+            let first = view.key(if at == 0 { 1 } else { 0 });
+            let last = view.key(if at == n - 1 { n - 2 } else { n - 1 });
+            (n - 1, at + 1, None, first, last)
+        }
+        _ => return None,
+    };
+    if common_prefix(first, last) != p {
+        return None;
+    }
+    let at = match edit {
+        LeafEdit::Insert { at, .. } | LeafEdit::Replace { at, .. } | LeafEdit::Remove { at } => at,
+    };
+    let new_cell = cell.map_or(0, |(k, v)| LEAF_CELL_HEADER + k.len() + v.len());
+    let removed = if tail_from > at { old_cell(at) } else { 0 };
+    let used = n2 * SLOT + (cells_end - cells_start) + new_cell - removed;
+    if used > limits.usable {
+        return None;
+    }
+    let mut image = page::new_image(limits.page_size);
+    let out = page::image_mut(&mut image);
+    page::write_u16(out, PAGE_HEADER_LEN, p as u16);
+    // Cells before the edit, moved by the change in the slot array's size.
+    let mut w = SLOTS_START + n2 * SLOT;
+    let head_end = cell_start(at);
+    out[w..w + head_end - cells_start].copy_from_slice(&buf[cells_start..head_end]);
+    for i in 0..at {
+        write_slot(
+            out,
+            i,
+            slot_off(buf, i) - cells_start + w,
+            slot_hint(buf, i),
+        );
+    }
+    w += head_end - cells_start;
+    if let Some((key, val)) = cell {
+        write_slot(out, at, w, hint(key, p));
+        out[w] = 0;
+        page::write_u16(out, w + 1, key.len() as u16);
+        page::write_u32(out, w + 3, val.len() as u32);
+        let k = w + LEAF_CELL_HEADER;
+        out[k..k + key.len()].copy_from_slice(key);
+        out[k + key.len()..k + key.len() + val.len()].copy_from_slice(val);
+        w += new_cell;
+    }
+    // Cells after it, moved by the edit's size as well.
+    let tail_start = cell_start(tail_from);
+    out[w..w + cells_end - tail_start].copy_from_slice(&buf[tail_start..cells_end]);
+    let first_new = at + usize::from(cell.is_some());
+    for i in tail_from..n {
+        let j = first_new + (i - tail_from);
+        write_slot(out, j, slot_off(buf, i) - tail_start + w, slot_hint(buf, i));
+    }
+    page::set_header(out, PageType::Leaf, n2 as u16, 0);
+    Some((image, used))
+}
+
 /// Encodes branch entries (first = leftmost child, key ignored) into a page
 /// image (checksummed when written, as leaves are).
 pub fn encode_branch(entries: &[BranchEntry], page_size: usize) -> PageRef {
@@ -735,5 +854,108 @@ mod tests {
         let mut bad = good.to_vec();
         page::write_u16(&mut bad, 6, 4000);
         assert!(validate(&bad, 2, PageType::Leaf, &limits).is_err());
+    }
+
+    /// A leaf's cells for the patch property test: sorted distinct keys
+    /// drawn from a few shared stems (so prefixes vary), inline values of
+    /// varied length and some overflow references.
+    fn leaf_cells() -> impl proptest::strategy::Strategy<Value = Vec<LeafCell>> {
+        use proptest::prelude::*;
+        let key = (0..4usize, proptest::collection::vec(0u8..4, 0..6)).prop_map(|(stem, tail)| {
+            let stems: [&[u8]; 4] = [b"", b"a", b"ab", b"abcd"];
+            let mut k = stems[stem].to_vec();
+            k.extend(tail.iter().map(|b| b'a' + b));
+            if k.is_empty() {
+                k.push(b'm');
+            }
+            k
+        });
+        let val = prop_oneof![
+            4 => proptest::collection::vec(any::<u8>(), 0..120).prop_map(Val::Inline),
+            1 => (1u64..1000, 17u64..100_000).prop_map(|(first, len)| Val::Overflow { first, len }),
+        ];
+        proptest::collection::btree_map(key, val, 1..40).prop_map(|m| {
+            m.into_iter()
+                .map(|(key, val)| LeafCell { key, val })
+                .collect()
+        })
+    }
+
+    proptest::proptest! {
+        /// A patched leaf is byte for byte the page a merge would encode,
+        /// and holds as many bytes as its cells take; a patch is refused
+        /// only for the reasons `patch_leaf` gives.
+        #[test]
+        fn a_patched_leaf_is_the_page_encoding_would_build(
+            cells in leaf_cells(),
+            pick in 0usize..1000,
+            new_key in proptest::collection::vec(b'a'..b'f', 1..7),
+            new_val in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            kind in 0u8..3,
+        ) {
+            let limits = Limits::new(1024);
+            let refs: Vec<CellRef<'_>> = cells.iter().map(LeafCell::as_ref).collect();
+            proptest::prop_assume!(refs.iter().map(CellRef::size).sum::<usize>() <= limits.usable);
+            let old = encode_leaf(&refs, 1024);
+            let n = refs.len();
+            let at = pick % n;
+            let mut edited = refs.clone();
+            let edit = match kind {
+                0 => {
+                    let (pos, found) = LeafView::new(&old).search(&new_key);
+                    proptest::prop_assume!(!found);
+                    edited.insert(pos, CellRef { key: &new_key, val: ValRef::Inline(&new_val) });
+                    LeafEdit::Insert { at: pos, key: &new_key, val: &new_val }
+                }
+                1 => {
+                    edited[at].val = ValRef::Inline(&new_val);
+                    LeafEdit::Replace { at, val: &new_val }
+                }
+                _ => {
+                    edited.remove(at);
+                    LeafEdit::Remove { at }
+                }
+            };
+            let used: usize = edited.iter().map(CellRef::size).sum();
+            let same_prefix = match (edited.first(), edited.last()) {
+                (Some(a), Some(b)) => {
+                    common_prefix(a.key, b.key) == prefix_len(&old)
+                }
+                _ => false,
+            };
+            match patch_leaf(&old, edit, &limits) {
+                Some((image, got_used)) => {
+                    proptest::prop_assert_eq!(got_used, used);
+                    proptest::prop_assert_eq!(&image[..], &encode_leaf(&edited, 1024)[..]);
+                    validate(&image, 1, PageType::Leaf, &limits).unwrap();
+                }
+                None => proptest::prop_assert!(
+                    !same_prefix || used > limits.usable,
+                    "patch refused an edit it can make"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn a_leaf_not_packed_in_key_order_is_not_patched() {
+        let limits = Limits::new(1024);
+        let cells = vec![cell("a", "x"), cell("b", "yy"), cell("c", "z")];
+        let packed = encode_owned(&cells, 2, 1024);
+        let edit = LeafEdit::Replace { at: 1, val: b"w" };
+        assert!(patch_leaf(&packed, edit, &limits).is_some());
+        // The same cells with a gap before the second: still a valid page.
+        let mut gap = packed.to_vec();
+        let off = slot_off(&gap, 1);
+        let end = slot_off(&gap, 2) + LEAF_CELL_HEADER + 2;
+        gap.copy_within(off..end, off + 1);
+        page::write_u16(&mut gap, SLOTS_START + SLOT, (off + 1) as u16);
+        page::write_u16(
+            &mut gap,
+            SLOTS_START + 2 * SLOT,
+            (slot_off(&packed, 2) + 1) as u16,
+        );
+        validate(&gap, 2, PageType::Leaf, &limits).unwrap();
+        assert!(patch_leaf(&gap, edit, &limits).is_none());
     }
 }

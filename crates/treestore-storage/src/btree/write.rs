@@ -17,7 +17,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use super::node::{self, BranchEntry, BranchView, CellRef, LeafView, Limits, ValRef};
+use super::node::{self, BranchEntry, BranchView, CellRef, LeafEdit, LeafView, Limits, ValRef};
 use super::{overflow, TreeRoot};
 use crate::buffer_pool::RunWriter;
 use crate::error::{Error, Result};
@@ -214,6 +214,11 @@ impl<'a> Writer<'a> {
             if ty != Some(PageType::Leaf) {
                 return Err(Error::corrupt(id, format!("expected a leaf, found {ty:?}")));
             }
+            if let [op] = ops {
+                if let Some(done) = self.patch_single(id, &page, *op)? {
+                    return Ok(done);
+                }
+            }
             return self.merge_leaf(Some((id, LeafView::new(&page))), ops);
         }
         if ty != Some(PageType::Branch) {
@@ -301,6 +306,50 @@ impl<'a> Writer<'a> {
             })
             .collect();
         self.pack_branch(entries).map(Some)
+    }
+
+    /// One put or delete on leaf `id`, made by patching its image
+    /// ([`node::patch_leaf`]): the same page a merge would encode, for the
+    /// common small commit, without decoding and re-encoding every cell.
+    /// The outer `None` when that does not apply (a value stored in an
+    /// overflow chain, a split, a changed prefix): the caller merges.
+    fn patch_single(
+        &mut self,
+        id: PageId,
+        page: &[u8],
+        (key, op): Op<'_>,
+    ) -> Result<Option<Option<Vec<Child>>>> {
+        let view = LeafView::new(page);
+        let (at, found) = view.search(key);
+        let edit = match (found, op) {
+            // Deleting a missing key, or writing the value already there.
+            (false, None) => return Ok(Some(None)),
+            (true, Some(v)) if view.val(at) == ValRef::Inline(v) => return Ok(Some(None)),
+            (_, Some(v)) if !self.limits.is_inline(key.len(), v.len()) => return Ok(None),
+            (true, Some(val)) => LeafEdit::Replace { at, val },
+            (false, Some(val)) => LeafEdit::Insert { at, key, val },
+            (true, None) => LeafEdit::Remove { at },
+        };
+        let Some((image, used)) = node::patch_leaf(page, edit, &self.limits) else {
+            return Ok(None);
+        };
+        if found {
+            self.release_value(&view.val(at))?;
+        }
+        self.entry_delta += match edit {
+            LeafEdit::Insert { .. } => 1,
+            LeafEdit::Replace { .. } => 0,
+            LeafEdit::Remove { .. } => -1,
+        };
+        let new_id = self.allocate();
+        self.pager.stage(new_id, image)?;
+        self.release(id);
+        Ok(Some(Some(vec![Child {
+            key: Vec::new(),
+            page: new_id,
+            size: Some(used),
+            mergeable: true,
+        }])))
     }
 
     /// Merges a leaf's cells with ops; `None` when nothing changed.
